@@ -1,0 +1,52 @@
+# GRPCPool — the two commands are `make demo` and `make test`.
+#
+# Every target installs the Debian packages it needs when they are missing (you are root on the
+# machines this project runs on; elsewhere, install them yourself and the check passes).
+
+SWIFT        ?= swift
+SYSTEM_PKGS  := libgrpc-dev libprotobuf-dev
+GEN_PKGS     := protobuf-compiler
+GEN_SCRATCH  := .build-generators
+PROTOC_GEN_SWIFT      = $(GEN_SCRATCH)/release/protoc-gen-swift
+PROTOC_GEN_GRPC_SWIFT = $(GEN_SCRATCH)/release/protoc-gen-grpc-swift-2
+
+.PHONY: all build test demo generate deps deps-generate clean format
+
+all: build
+
+# Installs the C core and its headers when `dpkg` says they are not there.
+deps:
+	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+deps-generate: deps
+	@command -v protoc >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(GEN_PKGS); }
+
+build: deps
+	$(SWIFT) build
+
+# Builds and runs every test (unit and integration, against real servers on loopback).
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+# Runs the demo: local services, a pool over them, a mixed load, a restart, a metrics table.
+demo: deps
+	$(SWIFT) build --product grpc-pool
+	$(SWIFT) run --skip-build grpc-pool demo
+
+# Regenerates the committed Swift code from Protos/. Builds the two protoc plugins from the
+# pinned packages (release, in its own scratch folder); CI never runs this.
+generate: deps-generate
+	$(SWIFT) build -c release --scratch-path $(GEN_SCRATCH) --product protoc-gen-swift
+	$(SWIFT) build -c release --scratch-path $(GEN_SCRATCH) --product protoc-gen-grpc-swift-2
+	./Protos/generate.sh "$(PROTOC_GEN_SWIFT)" "$(PROTOC_GEN_GRPC_SWIFT)"
+
+format:
+	$(SWIFT) format lint --recursive --strict Sources Tests
+
+clean:
+	rm -rf .build $(GEN_SCRATCH)

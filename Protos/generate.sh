@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Generates the committed Swift code from the protos. Called by `make generate`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PROTOC_GEN_SWIFT=$(realpath "$1")
+PROTOC_GEN_GRPC_SWIFT=$(realpath "$2")
+
+# generate OUT_DIR VISIBILITY CLIENT SERVER PROTO...
+generate() {
+    local out=$1 visibility=$2 client=$3 server=$4
+    shift 4
+    mkdir -p "$out"
+    protoc --plugin=protoc-gen-swift="$PROTOC_GEN_SWIFT" -I Protos \
+        --swift_out="$out" --swift_opt=Visibility="$visibility",UseAccessLevelOnImports=true "$@"
+    protoc --plugin=protoc-gen-grpc-swift-2="$PROTOC_GEN_GRPC_SWIFT" -I Protos \
+        --grpc-swift-2_out="$out" \
+        --grpc-swift-2_opt=Visibility="$visibility",Client="$client",Server="$server",UseAccessLevelOnImports=true "$@"
+}
+
+# The demo servers: health (server and client, public so tests and tools can call it).
+generate Sources/DemoServices/Generated Public true true grpc/health/v1/health.proto

@@ -1,0 +1,273 @@
+public import GRPCCore
+internal import GRPCNIOTransportHTTP2
+internal import NIOCore
+private import Synchronization
+
+/// A real gRPC server on grpc-swift-2's NIO HTTP/2 transport, bound to a loopback port, serving
+/// `bench.Echo` (``EchoService``) and `grpc.health.v1.Health` (``HealthService``).
+///
+/// It exists to be broken on purpose: ``stop()`` drops the listener and every connection at once
+/// (as a crash would), ``restart()`` listens again on the same port, ``behaviour`` makes every
+/// echo call slow or failing, and ``peers`` tells how many distinct client connections it served.
+///
+/// ```swift
+/// let server = DemoServer()
+/// try await server.start()
+/// // … connect to "127.0.0.1:\(server.port)" …
+/// await server.stop()
+/// ```
+public final class DemoServer: Sendable {
+    /// Server-wide behaviour of the echo service.
+    public struct Behaviour: Sendable, Hashable {
+        /// Added before every echo response.
+        public var delay: Duration = .zero
+        /// When set, every echo call fails with this code and message.
+        public var failure: Failure?
+
+        public struct Failure: Sendable, Hashable {
+            public var code: RPCError.Code
+            public var message: String
+            public init(code: RPCError.Code, message: String) {
+                self.code = code
+                self.message = message
+            }
+        }
+
+        public init(delay: Duration = .zero, failure: Failure? = nil) {
+            self.delay = delay
+            self.failure = failure
+        }
+    }
+
+    /// The host it binds to.
+    public let host: String
+    /// The health service, to set statuses on.
+    public let health: HealthService
+    let controls: Controls
+    private let state: Mutex<State>
+
+    private struct State {
+        var port: Int
+        var running: Running?
+    }
+
+    private struct Running {
+        var task: Task<Void, any Error>
+        var server: GRPCServer<HTTP2ServerTransport.Posix>
+    }
+
+    /// - Parameters:
+    ///   - host: the loopback address to bind.
+    ///   - port: the port; 0 picks a free one on the first ``start()``, kept for restarts.
+    public init(host: String = "127.0.0.1", port: Int = 0) {
+        self.host = host
+        self.health = HealthService()
+        self.controls = Controls()
+        self.state = Mutex(State(port: port, running: nil))
+    }
+
+    /// The bound port (0 before the first ``start()``).
+    public var port: Int { self.state.withLock { $0.port } }
+
+    /// `host:port`, as a client target.
+    public var target: String { "\(self.host):\(self.port)" }
+
+    /// Whether it is listening.
+    public var isRunning: Bool { self.state.withLock { $0.running != nil } }
+
+    /// The echo behaviour for calls from now on.
+    public var behaviour: Behaviour {
+        get { self.controls.behaviour }
+        set { self.controls.behaviour = newValue }
+    }
+
+    /// Distinct client connections (`ip:port` of the peer) accepted since ``resetCounters()``.
+    public var peers: Set<String> { self.controls.peers }
+
+    /// Echo calls the client cancelled while the server was delaying them.
+    public var cancelledRPCs: Int { self.controls.cancelledRPCs }
+
+    /// Echo calls that reached a handler since ``resetCounters()``.
+    public var requestCount: Int { self.controls.requestCount }
+
+    /// The metadata of the last echo request.
+    public var lastRequestMetadata: Metadata { self.controls.lastRequestMetadata }
+
+    /// Forgets the peers and counters seen so far.
+    public func resetCounters() { self.controls.reset() }
+
+    /// Starts listening (on the remembered port, if there is one).
+    ///
+    /// - Throws: when the port cannot be bound.
+    public func start() async throws {
+        let port = self.state.withLock { $0.port }
+        var config = HTTP2ServerTransport.Posix.Config.defaults
+        config.compression.enabledAlgorithms = .all
+        // Let clients ping idle connections (the pool's keepalive, primer P6).
+        config.connection.keepalive.clientBehavior.allowWithoutCalls = true
+        config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .milliseconds(100)
+        config.channelDebuggingCallbacks.onAcceptTCPConnection = { [controls] channel in
+            controls.accepted(channel)
+            return channel.eventLoop.makeSucceededVoidFuture()
+        }
+        let transport = HTTP2ServerTransport.Posix(
+            address: .ipv4(host: self.host, port: port),
+            transportSecurity: .plaintext,
+            config: config
+        )
+        let server = GRPCServer(transport: transport, services: [EchoService(controls: self.controls), self.health])
+        let task = Task { try await server.serve() }
+        let address: GRPCNIOTransportCore.SocketAddress
+        do {
+            address = try await transport.listeningAddress
+        } catch {
+            task.cancel()
+            _ = await task.result
+            throw error
+        }
+        self.state.withLock { state in
+            state.port = address.ipv4?.port ?? port
+            state.running = Running(task: task, server: server)
+        }
+    }
+
+    /// Stops at once: every open connection is dropped (TCP close, no GOAWAY first), then the
+    /// listener closes. Calls in flight fail on the client with UNAVAILABLE.
+    public func stop() async {
+        guard let running = self.state.withLock({ state -> Running? in
+            defer { state.running = nil }
+            return state.running
+        }) else { return }
+        // Drop the connections first, so that clients see a crash rather than a GOAWAY; then stop
+        // listening (the server task is not cancelled: NIO's stream writers must be finished, not
+        // dropped), and drop whatever connected in between.
+        await self.controls.closeConnections()
+        running.server.beginGracefulShutdown()
+        await self.controls.closeConnections()
+        await Self.finish(running.task)
+    }
+
+    /// Stops gracefully: GOAWAY, in-flight calls finish, then the listener closes.
+    public func shutdownGracefully() async {
+        guard let running = self.state.withLock({ state -> Running? in
+            defer { state.running = nil }
+            return state.running
+        }) else { return }
+        running.server.beginGracefulShutdown()
+        await Self.finish(running.task)
+    }
+
+    /// Waits for the server task, cancelling it if it has not ended within five seconds.
+    private static func finish(_ task: Task<Void, any Error>) async {
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(5))
+            task.cancel()
+        }
+        _ = await task.result
+        watchdog.cancel()
+    }
+
+    /// ``stop()``, then ``start()`` on the same port.
+    public func restart() async throws {
+        await self.stop()
+        try await self.start()
+    }
+}
+
+extension DemoServer {
+    /// State shared with the services: behaviour, counters, open connections.
+    final class Controls: Sendable {
+        private let state = Mutex(State())
+
+        private struct State {
+            var behaviour = Behaviour()
+            var peers: Set<String> = []
+            var cancelledRPCs = 0
+            var requestCount = 0
+            var lastRequestMetadata: Metadata = [:]
+            var connections: [ObjectIdentifier: any Channel] = [:]
+        }
+
+        var behaviour: Behaviour {
+            get { self.state.withLock { $0.behaviour } }
+            set { self.state.withLock { $0.behaviour = newValue } }
+        }
+
+        var peers: Set<String> { self.state.withLock { $0.peers } }
+        var cancelledRPCs: Int { self.state.withLock { $0.cancelledRPCs } }
+        var requestCount: Int { self.state.withLock { $0.requestCount } }
+        var lastRequestMetadata: Metadata { self.state.withLock { $0.lastRequestMetadata } }
+
+        func reset() {
+            self.state.withLock { state in
+                state.peers = []
+                state.cancelledRPCs = 0
+                state.requestCount = 0
+            }
+        }
+
+        func accepted(_ channel: any Channel) {
+            let id = ObjectIdentifier(channel)
+            let peer = channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "unknown"
+            self.state.withLock { state in
+                state.peers.insert(peer)
+                state.connections[id] = channel
+            }
+            channel.closeFuture.whenComplete { [weak self] _ in
+                self?.state.withLock { _ = $0.connections.removeValue(forKey: id) }
+            }
+        }
+
+        func closeConnections() async {
+            let connections = self.state.withLock { state in
+                defer { state.connections = [:] }
+                return Array(state.connections.values)
+            }
+            for connection in connections {
+                try? await connection.close()
+            }
+        }
+
+        /// Applies the server-wide behaviour and the call's own controls before it is answered.
+        func prepare(_ metadata: Metadata, context: ServerContext) async throws {
+            let behaviour = self.state.withLock { state in
+                state.lastRequestMetadata = metadata
+                state.requestCount += 1
+                return state.behaviour
+            }
+            var delay = behaviour.delay
+            if let ms = metadata[stringValues: "echo-delay-ms"].first(where: { _ in true }).flatMap({ Int($0) }) {
+                delay += .milliseconds(ms)
+            }
+            if delay > .zero {
+                let delay = delay
+                // The wait ends early when the client cancels (RST_STREAM, deadline).
+                let cancelled = try await withThrowingTaskGroup(of: Bool.self) { group in
+                    group.addTask {
+                        try await Task.sleep(for: delay)
+                        return false
+                    }
+                    group.addTask {
+                        try await context.cancellation.cancelled
+                        return true
+                    }
+                    defer { group.cancelAll() }
+                    return try await group.next() ?? false
+                }
+                if cancelled {
+                    self.state.withLock { $0.cancelledRPCs += 1 }
+                    throw RPCError(code: .cancelled, message: "the client cancelled the call")
+                }
+            }
+            if let failure = behaviour.failure {
+                throw RPCError(code: failure.code, message: failure.message)
+            }
+            if let raw = metadata[stringValues: "echo-status"].first(where: { _ in true }).flatMap({ Int($0) }),
+                let status = Status.Code(rawValue: raw), let code = RPCError.Code(status)
+            {
+                let message = metadata[stringValues: "echo-message"].first(where: { _ in true }) ?? ""
+                throw RPCError(code: code, message: message, metadata: EchoService.echoed(metadata))
+            }
+        }
+    }
+}

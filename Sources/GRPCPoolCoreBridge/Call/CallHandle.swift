@@ -1,0 +1,66 @@
+internal import CGRPCCore
+internal import GRPCCore
+private import Synchronization
+
+/// Owns one reference to a `grpc_call` and serialises the batches started on it.
+///
+/// `@unchecked Sendable`: the pointer is immutable; `grpc_call_start_batch` is called only under
+/// `batchLock` (grpc.h asks batches on one call to be serialised); `grpc_call_cancel` is
+/// thread-safe (grpc.h); `grpc_call_unref` runs once, in `deinit`, when the last holder — the
+/// caller or a pending batch's tag — lets go, so the core never sees the pointer after it.
+final class CallHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+    /// Keeps the completion queue alive until the call is released (see ``CoreRuntime``).
+    let runtime: CoreRuntime
+    /// The live-call count of the channel that created the call.
+    private let channelCalls: LiveCounter
+    private let batchLock = Mutex<Void>(())
+
+    init(pointer: OpaquePointer, runtime: CoreRuntime, channelCalls: LiveCounter) {
+        self.pointer = pointer
+        self.runtime = runtime
+        self.channelCalls = channelCalls
+        LiveObjects.calls.increment()
+        channelCalls.increment()
+    }
+
+    deinit {
+        grpc_call_unref(self.pointer)
+        LiveObjects.calls.decrement()
+        self.channelCalls.decrement()
+    }
+
+    /// Cancels the call; the server sees RST_STREAM and the call ends with CANCELLED.
+    func cancel() {
+        _ = grpc_call_cancel(self.pointer, nil)
+    }
+
+    /// Starts a batch. `onComplete` runs on the poller with the batch's `ok`; the tag retains
+    /// this handle (and whatever `onComplete` captures) until then.
+    ///
+    /// - Returns: the core's synchronous error when it refused the batch, in which case
+    ///   `onComplete` never runs.
+    func startBatch(_ ops: UnsafeBufferPointer<grpc_op>, onComplete: @escaping (Bool) -> Void) -> grpc_call_error {
+        let tag = CompletionTag.make { success in
+            withExtendedLifetime(self) { onComplete(success) }
+        }
+        let result = self.batchLock.withLock { _ in
+            grpc_call_start_batch(self.pointer, ops.baseAddress, ops.count, tag, nil)
+        }
+        if result != GRPC_CALL_OK {
+            CompletionTag.cancel(tag)
+        }
+        return result
+    }
+}
+
+extension grpc_call_error {
+    /// The core's refusal of a batch as an RPC error.
+    var rpcError: RPCError {
+        let text = String(cString: grpc_call_error_to_string(self))
+        if self == GRPC_CALL_ERROR_INVALID_METADATA {
+            return RPCError(code: .invalidArgument, message: "invalid metadata: \(text)")
+        }
+        return RPCError(code: .internalError, message: "the gRPC core refused the batch: \(text)")
+    }
+}

@@ -1,0 +1,46 @@
+internal import CGRPCCore
+
+/// Options for one call on a ``CoreChannel``.
+package struct CoreCallOptions: Sendable, Hashable {
+    /// The call fails with DEADLINE_EXCEEDED after this long; `nil` waits forever.
+    package var timeout: Duration?
+    /// Wait for the channel to become ready instead of failing fast on TRANSIENT_FAILURE.
+    package var waitForReady: Bool
+    /// Compress this call's messages with this algorithm, overriding the channel default.
+    package var compression: ChannelOptions.Compression?
+    /// The `:authority` for this call.
+    package var authority: String?
+
+    package init(
+        timeout: Duration? = nil,
+        waitForReady: Bool = false,
+        compression: ChannelOptions.Compression? = nil,
+        authority: String? = nil
+    ) {
+        self.timeout = timeout
+        self.waitForReady = waitForReady
+        self.compression = compression
+        self.authority = authority
+    }
+
+    var deadline: gpr_timespec {
+        guard let timeout, timeout < .seconds(100 * 365 * 24 * 3600) else {
+            return gpr_inf_future(GPR_CLOCK_MONOTONIC)
+        }
+        let (seconds, attoseconds) = timeout.components
+        let nanos = max(0, seconds) * 1_000_000_000 + (seconds < 0 ? 0 : attoseconds / 1_000_000_000)
+        return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_nanos(nanos, GPR_TIMESPAN))
+    }
+
+    /// Initial-metadata flags.
+    var initialMetadataFlags: UInt32 {
+        self.waitForReady ? UInt32(GRPC_INITIAL_METADATA_WAIT_FOR_READY) : 0
+    }
+
+    /// Metadata the core reads to pick this call's compression (primer §4, per-call compression).
+    var internalMetadata: [(String, String)] {
+        guard let compression else { return [] }
+        let name = compression == .none ? "identity" : compression.rawValue
+        return [(GRPC_COMPRESSION_REQUEST_ALGORITHM_MD_KEY, name)]
+    }
+}

@@ -1,0 +1,223 @@
+internal import CGRPCCore
+package import GRPCCore
+private import Synchronization
+
+/// A streaming call on raw bytes: one batch per step (primer §4).
+///
+/// Use it inside ``CoreChannel/withCall(method:metadata:options:_:)``, which cancels the call when
+/// the task is cancelled or the body leaves before the call finished. The four shapes:
+///
+/// - server streaming: ``send(_:)`` once, ``closeSend()``, ``receive()`` until `nil`, ``status()``;
+/// - client streaming: ``send(_:)`` many times, ``closeSend()``, ``receive()`` once, ``status()``;
+/// - bidirectional: a writer and a reader at once (send-side and receive-side batches may overlap).
+///
+/// At most one ``send(_:)`` and one ``receive()`` may be in flight at a time (a core rule).
+package final class CoreCall: Sendable {
+    let handle: CallHandle
+    private let state: Mutex<State>
+
+    private struct State {
+        var initialMetadataRequested = false
+        var initialMetadata: Metadata?
+        var status: CallStatus?
+        var statusWaiters: [CheckedContinuation<CallStatus, Never>] = []
+    }
+
+    private init(handle: CallHandle) {
+        self.handle = handle
+        self.state = Mutex(State())
+    }
+
+    /// Creates the call, sends its initial metadata and starts waiting for its status.
+    static func start(
+        on channel: CoreChannel,
+        method: String,
+        metadata: Metadata,
+        options: CoreCallOptions
+    ) throws(RPCError) -> CoreCall {
+        guard
+            let handle = channel.handle.createCall(
+                method: method,
+                authority: options.authority,
+                deadline: options.deadline
+            )
+        else {
+            throw RPCError(code: .unavailable, message: "channel to \(channel.target) is closed")
+        }
+        let call = CoreCall(handle: handle)
+
+        let outbound = OutboundMetadata(metadata, extra: options.internalMetadata)
+        var start = grpc_op()
+        start.op = GRPC_OP_SEND_INITIAL_METADATA
+        start.flags = options.initialMetadataFlags
+        start.data.send_initial_metadata.count = outbound.count
+        start.data.send_initial_metadata.metadata = outbound.elements
+        let rc = withUnsafePointer(to: start) { op in
+            handle.startBatch(UnsafeBufferPointer(start: op, count: 1)) { _ in withExtendedLifetime(outbound) {} }
+        }
+        guard rc == GRPC_CALL_OK else { throw rc.rpcError }
+
+        let slots = UnsafeMutablePointer<StatusSlots>.allocate(capacity: 1)
+        StatusSlots.initialize(slots)
+        let statusOp = StatusSlots.op(slots)
+        let statusRC = withUnsafePointer(to: statusOp) { op in
+            handle.startBatch(UnsafeBufferPointer(start: op, count: 1)) { _ in
+                let status = StatusSlots.take(slots)
+                slots.deinitialize(count: 1)
+                slots.deallocate()
+                call.statusReceived(status)
+            }
+        }
+        guard statusRC == GRPC_CALL_OK else {
+            StatusSlots.discard(slots)
+            slots.deinitialize(count: 1)
+            slots.deallocate()
+            handle.cancel()
+            throw statusRC.rpcError
+        }
+        return call
+    }
+
+    /// Sends one message.
+    ///
+    /// - Returns: `false` when the call is already over (its status says why).
+    @discardableResult
+    package func send(_ message: [UInt8], compress: Bool = true) async -> Bool {
+        let buffer = ByteBuffers.make(message)
+        var op = grpc_op()
+        op.op = GRPC_OP_SEND_MESSAGE
+        op.flags = compress ? 0 : UInt32(GRPC_WRITE_NO_COMPRESS)
+        op.data.send_message.send_message = buffer
+        let ok = await self.run(op)
+        ByteBuffers.destroy(buffer)
+        return ok
+    }
+
+    /// Half-closes the call: the server sees the end of the request stream.
+    @discardableResult
+    package func closeSend() async -> Bool {
+        var op = grpc_op()
+        op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT
+        return await self.run(op)
+    }
+
+    /// Receives the next message, or `nil` at the end of the response stream.
+    package func receive() async -> [UInt8]? {
+        let slot = UnsafeMutablePointer<UnsafeMutablePointer<grpc_byte_buffer>?>.allocate(capacity: 1)
+        slot.initialize(to: nil)
+        defer { slot.deallocate() }
+        var message = grpc_op()
+        message.op = GRPC_OP_RECV_MESSAGE
+        message.data.recv_message.recv_message = slot
+
+        let withMetadata = self.state.withLock { state in
+            defer { state.initialMetadataRequested = true }
+            return !state.initialMetadataRequested
+        }
+        if withMetadata {
+            let array = UnsafeMutablePointer<grpc_metadata_array>.allocate(capacity: 1)
+            grpc_metadata_array_init(array)
+            defer {
+                grpc_metadata_array_destroy(array)
+                array.deallocate()
+            }
+            var metadata = grpc_op()
+            metadata.op = GRPC_OP_RECV_INITIAL_METADATA
+            metadata.data.recv_initial_metadata.recv_initial_metadata = array
+            _ = await self.run(metadata, message)
+            let received = Metadata(copying: array.pointee)
+            self.state.withLock { $0.initialMetadata = received }
+        } else {
+            _ = await self.run(message)
+        }
+        return slot.pointee.map(ByteBuffers.take)
+    }
+
+    /// The server's initial metadata (empty if the call ended without any).
+    package func initialMetadata() async -> Metadata {
+        let needsBatch = self.state.withLock { state in
+            defer { state.initialMetadataRequested = true }
+            return !state.initialMetadataRequested
+        }
+        if needsBatch {
+            let array = UnsafeMutablePointer<grpc_metadata_array>.allocate(capacity: 1)
+            grpc_metadata_array_init(array)
+            defer {
+                grpc_metadata_array_destroy(array)
+                array.deallocate()
+            }
+            var op = grpc_op()
+            op.op = GRPC_OP_RECV_INITIAL_METADATA
+            op.data.recv_initial_metadata.recv_initial_metadata = array
+            _ = await self.run(op)
+            let received = Metadata(copying: array.pointee)
+            self.state.withLock { $0.initialMetadata = received }
+            return received
+        }
+        return self.state.withLock { $0.initialMetadata } ?? [:]
+    }
+
+    /// Waits for the end of the call.
+    package func status() async -> CallStatus {
+        await withCheckedContinuation { continuation in
+            let status: CallStatus? = self.state.withLock { state in
+                if let status = state.status { return status }
+                state.statusWaiters.append(continuation)
+                return nil
+            }
+            if let status { continuation.resume(returning: status) }
+        }
+    }
+
+    /// The status, if the call has ended.
+    package var finishedStatus: CallStatus? {
+        self.state.withLock { $0.status }
+    }
+
+    /// Cancels the call (thread-safe); the server observes RST_STREAM.
+    package func cancel() {
+        self.handle.cancel()
+    }
+
+    private func statusReceived(_ status: CallStatus) {
+        let waiters = self.state.withLock { state in
+            state.status = status
+            defer { state.statusWaiters = [] }
+            return state.statusWaiters
+        }
+        for waiter in waiters { waiter.resume(returning: status) }
+    }
+
+    /// Runs one batch and waits for it; `false` when it failed or the core refused it.
+    private func run(_ ops: grpc_op...) async -> Bool {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let rc = ops.withUnsafeBufferPointer { buffer in
+                self.handle.startBatch(buffer) { ok in continuation.resume(returning: ok) }
+            }
+            if rc != GRPC_CALL_OK { continuation.resume(returning: false) }
+        }
+    }
+}
+
+extension CoreChannel {
+    /// Runs `body` with a started streaming call.
+    ///
+    /// Cancelling the task cancels the call; if `body` returns or throws before the call has
+    /// ended, the call is cancelled so that nothing is left running on the server.
+    package func withCall<Result>(
+        method: String,
+        metadata: Metadata = [:],
+        options: CoreCallOptions = CoreCallOptions(),
+        _ body: (CoreCall) async throws -> Result
+    ) async throws -> Result {
+        let call = try CoreCall.start(on: self, method: method, metadata: metadata, options: options)
+        return try await withTaskCancellationHandler {
+            defer {
+                if call.finishedStatus == nil { call.cancel() }
+            }
+            return try await body(call)
+        } onCancel: {
+            call.cancel()
+        }
+    }
+}

@@ -1,0 +1,113 @@
+internal import CGRPCCore
+package import GRPCCore
+
+/// The response of a unary call.
+package struct UnaryResponse: Sendable {
+    package var initialMetadata: Metadata
+    package var message: [UInt8]
+    package var trailingMetadata: Metadata
+}
+
+extension CoreChannel {
+    /// Makes a unary call as one batch of six ops (the cheapest shape the core offers).
+    ///
+    /// Cancelling the calling task cancels the call on the wire.
+    ///
+    /// - Throws: `RPCError` with the server's status, message and trailing metadata, or
+    ///   `.unavailable` when the channel is closed.
+    package func unary(
+        method: String,
+        request: [UInt8],
+        metadata: Metadata = [:],
+        options: CoreCallOptions = CoreCallOptions()
+    ) async throws(RPCError) -> UnaryResponse {
+        guard let call = self.handle.createCall(method: method, authority: options.authority, deadline: options.deadline)
+        else {
+            throw RPCError(code: .unavailable, message: "channel to \(self.target) is closed")
+        }
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Result<UnaryResponse, RPCError>, Never>) in
+                UnaryBatch.start(on: call, request: request, metadata: metadata, options: options) {
+                    continuation.resume(returning: $0)
+                }
+            }
+        } onCancel: {
+            call.cancel()
+        }
+        return try result.get()
+    }
+}
+
+/// The slots of a unary batch, allocated once and freed when the batch completes.
+private struct UnaryBatch {
+    var status = StatusSlots()
+    var initialMetadata = grpc_metadata_array()
+    var message: UnsafeMutablePointer<grpc_byte_buffer>? = nil
+
+    static func start(
+        on call: CallHandle,
+        request: [UInt8],
+        metadata: Metadata,
+        options: CoreCallOptions,
+        completion: @escaping (Result<UnaryResponse, RPCError>) -> Void
+    ) {
+        let slots = UnsafeMutablePointer<UnaryBatch>.allocate(capacity: 1)
+        slots.initialize(to: UnaryBatch())
+        StatusSlots.initialize(slots.pointer(to: \.status)!)
+        grpc_metadata_array_init(slots.pointer(to: \.initialMetadata)!)
+        let outbound = OutboundMetadata(metadata, extra: options.internalMetadata)
+        let requestBuffer = ByteBuffers.make(request)
+
+        var ops = [grpc_op](repeating: grpc_op(), count: 6)
+        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA
+        ops[0].flags = options.initialMetadataFlags
+        ops[0].data.send_initial_metadata.count = outbound.count
+        ops[0].data.send_initial_metadata.metadata = outbound.elements
+        ops[1].op = GRPC_OP_SEND_MESSAGE
+        ops[1].data.send_message.send_message = requestBuffer
+        ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT
+        ops[3].op = GRPC_OP_RECV_INITIAL_METADATA
+        ops[3].data.recv_initial_metadata.recv_initial_metadata = slots.pointer(to: \.initialMetadata)!
+        ops[4].op = GRPC_OP_RECV_MESSAGE
+        ops[4].data.recv_message.recv_message = slots.pointer(to: \.message)!
+        ops[5] = StatusSlots.op(slots.pointer(to: \.status)!)
+
+        let rc = ops.withUnsafeBufferPointer { ops in
+            call.startBatch(ops) { _ in
+                withExtendedLifetime(outbound) {}
+                ByteBuffers.destroy(requestBuffer)
+                completion(Self.finish(slots))
+            }
+        }
+        if rc != GRPC_CALL_OK {
+            ByteBuffers.destroy(requestBuffer)
+            StatusSlots.discard(slots.pointer(to: \.status)!)
+            grpc_metadata_array_destroy(slots.pointer(to: \.initialMetadata)!)
+            slots.deinitialize(count: 1)
+            slots.deallocate()
+            completion(.failure(rc.rpcError))
+        }
+    }
+
+    /// Copies the outcome out of the slots and frees them.
+    private static func finish(_ slots: UnsafeMutablePointer<UnaryBatch>) -> Result<UnaryResponse, RPCError> {
+        let status = StatusSlots.take(slots.pointer(to: \.status)!)
+        let initialMetadata = Metadata(copying: slots.pointee.initialMetadata)
+        grpc_metadata_array_destroy(slots.pointer(to: \.initialMetadata)!)
+        let message = slots.pointee.message.map(ByteBuffers.take)
+        slots.deinitialize(count: 1)
+        slots.deallocate()
+
+        if let error = status.error {
+            return .failure(error)
+        }
+        guard let message else {
+            return .failure(
+                RPCError(code: .internalError, message: "the server ended a unary call with OK but sent no message")
+            )
+        }
+        return .success(
+            UnaryResponse(initialMetadata: initialMetadata, message: message, trailingMetadata: status.trailingMetadata)
+        )
+    }
+}

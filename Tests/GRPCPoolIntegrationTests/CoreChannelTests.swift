@@ -1,0 +1,317 @@
+import DemoServices
+import GRPCCore
+import GRPCPoolCoreBridge
+import Testing
+
+/// The C-core bridge against real grpc-swift-2 NIO servers on loopback.
+@Suite("Core channel and calls")
+struct CoreChannelTests {
+    let unary = "/bench.Echo/Unary"
+
+    @Test("A unary call round-trips its bytes and metadata")
+    func unaryRoundTrip() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            let payload: [UInt8] = Array("hello, pool".utf8)
+            let response = try await channel.unary(
+                method: unary,
+                request: payload,
+                metadata: ["x-client": "swift", "x-blob-bin": .binary([0, 1, 2, 255])],
+                options: CoreCallOptions(timeout: .seconds(5))
+            )
+            #expect(response.message == payload)
+            #expect(Array(response.initialMetadata[stringValues: "x-client"]) == ["swift"])
+            #expect(Array(response.trailingMetadata[binaryValues: "x-blob-bin"]) == [[0, 1, 2, 255]])
+            // The server saw what the client sent.
+            #expect(Array(server.lastRequestMetadata[stringValues: "x-client"]) == ["swift"])
+            #expect(Array(server.lastRequestMetadata[binaryValues: "x-blob-bin"]) == [[0, 1, 2, 255]])
+        }
+    }
+
+    @Test("A 4 MiB message round-trips")
+    func largeMessage() async throws {
+        try await withDemoServer { server in
+            var options = ChannelOptions()
+            options.maxReceiveMessageSize = 8 << 20
+            let channel = try CoreChannel(target: server.target, options: options)
+            let payload = (0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+            let response = try await channel.unary(method: unary, request: payload)
+            #expect(response.message.count == payload.count)
+            #expect(response.message == payload)
+        }
+    }
+
+    @Test("Server streaming delivers 1000 messages in order")
+    func serverStreaming() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            let received = try await channel.withCall(
+                method: "/bench.Echo/ServerStream",
+                metadata: ["echo-repeat": "1000"],
+                options: CoreCallOptions(timeout: .seconds(20))
+            ) { call in
+                #expect(await call.send([7, 7, 7]))
+                #expect(await call.closeSend())
+                var messages: [[UInt8]] = []
+                while let message = await call.receive() { messages.append(message) }
+                let status = await call.status()
+                #expect(status.code == .ok)
+                return messages
+            }
+            #expect(received.count == 1000)
+            #expect(received.allSatisfy { $0 == [7, 7, 7] })
+            #expect(await poll { channel.liveCalls == 0 })
+        }
+    }
+
+    @Test("Client streaming sends 1000 messages and gets one answer")
+    func clientStreaming() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            let answer = try await channel.withCall(
+                method: "/bench.Echo/ClientStream",
+                options: CoreCallOptions(timeout: .seconds(20))
+            ) { call in
+                for index in 0..<1000 {
+                    #expect(await call.send([UInt8(truncatingIfNeeded: index)]))
+                }
+                #expect(await call.closeSend())
+                let message = await call.receive()
+                #expect(await call.receive() == nil)
+                #expect(await call.status().code == .ok)
+                return message
+            }
+            #expect(answer == (0..<1000).map { UInt8(truncatingIfNeeded: $0) })
+        }
+    }
+
+    @Test("Bidirectional streaming ping-pongs 1000 messages, then both sides close")
+    func bidirectional() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            try await channel.withCall(
+                method: "/bench.Echo/Stream",
+                metadata: ["x-trace": "bidi"],
+                options: CoreCallOptions(timeout: .seconds(20))
+            ) { call in
+                for index in 0..<1000 {
+                    let message = Array("ping \(index)".utf8)
+                    #expect(await call.send(message))
+                    let echoed = await call.receive()
+                    #expect(echoed == message)
+                }
+                #expect(Array(await call.initialMetadata()[stringValues: "x-trace"]) == ["bidi"])
+                #expect(await call.closeSend())
+                #expect(await call.receive() == nil)
+                let status = await call.status()
+                #expect(status.code == .ok)
+                #expect(Array(status.trailingMetadata[stringValues: "x-trace"]) == ["bidi"])
+            }
+        }
+    }
+
+    @Test("Bidirectional streaming with a concurrent writer and reader")
+    func bidirectionalConcurrent() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            let count = try await channel.withCall(method: "/bench.Echo/Stream") { call in
+                try await withThrowingTaskGroup(of: Int.self) { group in
+                    group.addTask {
+                        for index in 0..<1000 { _ = await call.send(Array("\(index)".utf8)) }
+                        await call.closeSend()
+                        return 0
+                    }
+                    group.addTask {
+                        var received = 0
+                        while let message = await call.receive() {
+                            #expect(message == Array("\(received)".utf8))
+                            received += 1
+                        }
+                        return received
+                    }
+                    return try await group.reduce(0, +)
+                }
+            }
+            #expect(count == 1000)
+        }
+    }
+
+    @Test("A deadline shorter than the server's delay fails with DEADLINE_EXCEEDED")
+    func deadlineExceeded() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            let clock = ContinuousClock()
+            let start = clock.now
+            let error = await #expect(throws: RPCError.self) {
+                try await channel.unary(
+                    method: unary,
+                    request: [1],
+                    metadata: ["echo-delay-ms": "3000"],
+                    options: CoreCallOptions(timeout: .milliseconds(200))
+                )
+            }
+            #expect(error?.code == .deadlineExceeded)
+            #expect(clock.now - start < .seconds(2))
+        }
+    }
+
+    @Test("Cancelling the Swift task cancels the call on the server")
+    func cancellation() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            let task = Task {
+                try await channel.unary(
+                    method: unary,
+                    request: [1],
+                    metadata: ["echo-delay-ms": "10000", "x-marker": "cancel-me"],
+                    options: CoreCallOptions(timeout: .seconds(30))
+                )
+            }
+            // Wait until the server is inside the call, then cancel the task.
+            let arrived = await poll {
+                server.lastRequestMetadata[stringValues: "x-marker"].contains("cancel-me")
+            }
+            #expect(arrived)
+            task.cancel()
+            let result = await task.result
+            #expect(throws: RPCError.self) { try result.get() }
+            if case .failure(let error as RPCError) = result {
+                #expect(error.code == .cancelled)
+            }
+            #expect(await poll { server.cancelledRPCs == 1 })
+            #expect(await poll { channel.liveCalls == 0 })
+        }
+    }
+
+    @Test("A call in an already-cancelled task is cancelled")
+    func alreadyCancelled() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            let task = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await channel.unary(method: unary, request: [1], metadata: ["echo-delay-ms": "5000"])
+            }
+            let result = await task.result
+            if case .failure(let error as RPCError) = result {
+                #expect(error.code == .cancelled)
+            } else {
+                Issue.record("expected CANCELLED, got \(result)")
+            }
+        }
+    }
+
+    @Test("A server status, its message and trailing metadata arrive intact")
+    func serverStatus() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            let error = await #expect(throws: RPCError.self) {
+                try await channel.unary(
+                    method: unary,
+                    request: [1],
+                    metadata: ["echo-status": "5", "echo-message": "no such thing", "x-request-id": "42"]
+                )
+            }
+            #expect(error?.code == .notFound)
+            #expect(error?.message == "no such thing")
+            #expect(error.map { Array($0.metadata[stringValues: "x-request-id"]) } == ["42"])
+
+            // A message outside ASCII travels percent-encoded and arrives as it was.
+            server.behaviour.failure = .init(code: .permissionDenied, message: "nicht erlaubt: ünïcødé ✓")
+            let denied = await #expect(throws: RPCError.self) {
+                try await channel.unary(method: unary, request: [1])
+            }
+            #expect(denied?.code == .permissionDenied)
+            #expect(denied?.message == "nicht erlaubt: ünïcødé ✓")
+        }
+    }
+
+    @Test("An unknown method fails with UNIMPLEMENTED")
+    func unimplemented() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            let error = await #expect(throws: RPCError.self) {
+                try await channel.unary(method: "/bench.Echo/Nope", request: [1])
+            }
+            #expect(error?.code == .unimplemented)
+        }
+    }
+
+    @Test("Invalid metadata is refused with INVALID_ARGUMENT and leaks nothing")
+    func invalidMetadata() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            let error = await #expect(throws: RPCError.self) {
+                try await channel.unary(method: unary, request: [1], metadata: ["bad key\n": "x"])
+            }
+            #expect(error?.code == .invalidArgument)
+            #expect(channel.liveCalls == 0)
+        }
+    }
+
+    @Test("With gzip as the channel default, the server sees grpc-encoding: gzip", arguments: [
+        ChannelOptions.Compression.gzip, .deflate,
+    ])
+    func compression(algorithm: ChannelOptions.Compression) async throws {
+        try await withDemoServer { server in
+            var options = ChannelOptions()
+            options.defaultCompression = algorithm
+            let channel = try CoreChannel(target: server.target, options: options)
+            let payload = [UInt8](repeating: 0, count: 100_000)
+            let response = try await channel.unary(method: unary, request: payload)
+            #expect(response.message == payload)
+            #expect(Array(server.lastRequestMetadata[stringValues: "grpc-encoding"]) == [algorithm.rawValue])
+        }
+    }
+
+    @Test("Per-call compression overrides the channel default")
+    func perCallCompression() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            let payload = [UInt8](repeating: 1, count: 10_000)
+            _ = try await channel.unary(method: unary, request: payload, options: CoreCallOptions(compression: .gzip))
+            #expect(Array(server.lastRequestMetadata[stringValues: "grpc-encoding"]) == ["gzip"])
+        }
+    }
+
+    @Test("An invalid service config is rejected when the channel is created")
+    func invalidServiceConfig() throws {
+        var options = ChannelOptions()
+        options.serviceConfigJSON = "{not json"
+        #expect(throws: ChannelError.self) { try CoreChannel(target: "127.0.0.1:1", options: options) }
+        options.serviceConfigJSON = "[1, 2]"
+        #expect(throws: ChannelError.self) { try CoreChannel(target: "127.0.0.1:1", options: options) }
+    }
+
+    @Test("A closed channel refuses new calls with UNAVAILABLE")
+    func closedChannel() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            _ = try await channel.unary(method: unary, request: [1])
+            channel.close()
+            #expect(channel.state() == .shutdown)
+            let error = await #expect(throws: RPCError.self) { try await channel.unary(method: unary, request: [1]) }
+            #expect(error?.code == .unavailable)
+        }
+    }
+
+    @Test("A retry policy in the service config retries UNAVAILABLE")
+    func retryPolicy() async throws {
+        try await withDemoServer { server in
+            var options = ChannelOptions()
+            options.enableRetries = true
+            options.serviceConfigJSON = """
+                {"methodConfig":[{"name":[{"service":"bench.Echo"}],
+                  "retryPolicy":{"maxAttempts":3,"initialBackoff":"0.01s","maxBackoff":"0.1s",
+                  "backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}}]}
+                """
+            let channel = try CoreChannel(target: server.target, options: options)
+            _ = try await channel.unary(method: unary, request: [1])
+            server.resetCounters()
+            server.behaviour.failure = .init(code: .unavailable, message: "try again")
+            let error = await #expect(throws: RPCError.self) { try await channel.unary(method: unary, request: [1]) }
+            #expect(error?.code == .unavailable)
+            // Three attempts reached the server: the core retried twice.
+            #expect(server.requestCount == 3)
+        }
+    }
+}
