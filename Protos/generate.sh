@@ -19,3 +19,9 @@ generate() {
 
 # The demo servers: health (server and client, public so tests and tools can call it).
 generate Sources/DemoServices/Generated Public true true grpc/health/v1/health.proto
+
+# The pool's own health checks: messages only, internal to the library.
+mkdir -p Sources/GRPCPool/Generated
+protoc --plugin=protoc-gen-swift="$PROTOC_GEN_SWIFT" -I Protos \
+    --swift_out=Sources/GRPCPool/Generated --swift_opt=Visibility=Internal,UseAccessLevelOnImports=true \
+    grpc/health/v1/health.proto

@@ -1,0 +1,294 @@
+extension PoolManager {
+    /// How one service is reached and pooled: the seed's `ServiceConfig`, with the same fields and
+    /// defaults, plus endpoints, TLS, health checking and balancing.
+    ///
+    /// ```swift
+    /// var stt = PoolManager.ServiceConfig(host: "localhost", port: 50051)
+    /// stt.poolSize = 3
+    /// stt.timeout = .seconds(30)
+    /// ```
+    ///
+    /// Values are checked when a ``PoolManager`` is created: a bad one throws
+    /// ``ConfigurationError`` naming the field and the value.
+    public struct ServiceConfig: Sendable, Hashable {
+        /// Where the service runs. Connections are spread over the endpoints in turn (connection
+        /// `i` goes to `endpoints[i % endpoints.count]`). Default: the one given to `init`.
+        public var endpoints: [Endpoint]
+        /// Connections in the pool. Default `3` (2–5 is typical); at most 1024.
+        public var poolSize: Int
+        /// Reconnection attempts per episode at growing delays before the pool settles on trying
+        /// every ``maxRetryDelay``. Default `3`.
+        public var maxRetries: Int
+        /// The first delay between reconnection attempts; it doubles per attempt (±20 % jitter).
+        /// Also the core's own initial reconnect backoff. Default 1 s.
+        public var retryDelay: Duration
+        /// The cap on the reconnection delay. Default 30 s.
+        public var maxRetryDelay: Duration
+        /// How long a connection attempt may take, and the deadline of calls that set none.
+        /// Default 30 s.
+        public var timeout: Duration
+        /// Interval of HTTP/2 keepalive pings (`grpc.keepalive_time_ms`). Default 10 s.
+        public var keepaliveTime: Duration
+        /// How long to wait for a ping's answer before the connection is considered dead
+        /// (`grpc.keepalive_timeout_ms`). Default 5 s.
+        public var keepaliveTimeout: Duration
+        /// Close a connection after this long without calls (`grpc.client_idle_timeout_ms`); the
+        /// next call reconnects it. Default 5 minutes.
+        public var maxConnectionIdle: Duration
+        /// Let the core retry calls that fail with UNAVAILABLE before any response arrived
+        /// (``retryPolicy``). Default `true`.
+        public var enableRetries: Bool
+        /// The retry policy applied to every method when ``enableRetries`` is on.
+        public var retryPolicy: CallRetryPolicy
+        /// Compress requests with gzip (`grpc.default_compression_algorithm`). Default `true`.
+        public var compression: Bool
+        /// Plaintext or TLS. Default ``TransportSecurity/plaintext``: plaintext happens only when
+        /// the configuration says so, and this default says so.
+        public var transportSecurity: TransportSecurity
+        /// Background health checking. Default: every 30 s, connectivity only.
+        public var healthCheck: HealthCheck
+        /// How a call picks its connection. Default ``BalancingPolicy/roundRobin``.
+        public var balancing: BalancingPolicy
+        /// What a call does when no connection is healthy. Default
+        /// ``NoHealthyConnectionPolicy/waitUntilDeadline``.
+        public var whenNoneHealthy: NoHealthyConnectionPolicy
+        /// Largest message the client sends; `nil` leaves it unlimited. Default `nil`.
+        public var maxSendMessageSize: Int?
+        /// Largest message the client accepts. Default 4 MiB (the core's default).
+        public var maxReceiveMessageSize: Int
+        /// Prepended to the core's user agent. Default `"grpc-pool-swift"`.
+        public var userAgent: String
+
+        /// A service at `host:port` with the seed's defaults.
+        public init(
+            host: String,
+            port: Int,
+            poolSize: Int = 3,
+            maxRetries: Int = 3,
+            retryDelay: Duration = .seconds(1),
+            timeout: Duration = .seconds(30),
+            keepaliveTime: Duration = .seconds(10),
+            keepaliveTimeout: Duration = .seconds(5),
+            maxConnectionIdle: Duration = .seconds(300),
+            enableRetries: Bool = true,
+            compression: Bool = true
+        ) {
+            self.init(
+                endpoints: [Endpoint(host: host, port: port)],
+                poolSize: poolSize,
+                maxRetries: maxRetries,
+                retryDelay: retryDelay,
+                timeout: timeout,
+                keepaliveTime: keepaliveTime,
+                keepaliveTimeout: keepaliveTimeout,
+                maxConnectionIdle: maxConnectionIdle,
+                enableRetries: enableRetries,
+                compression: compression
+            )
+        }
+
+        /// A service with several endpoints (or `dns:///` targets) and the seed's defaults.
+        public init(
+            endpoints: [Endpoint],
+            poolSize: Int = 3,
+            maxRetries: Int = 3,
+            retryDelay: Duration = .seconds(1),
+            timeout: Duration = .seconds(30),
+            keepaliveTime: Duration = .seconds(10),
+            keepaliveTimeout: Duration = .seconds(5),
+            maxConnectionIdle: Duration = .seconds(300),
+            enableRetries: Bool = true,
+            compression: Bool = true
+        ) {
+            self.endpoints = endpoints
+            self.poolSize = poolSize
+            self.maxRetries = maxRetries
+            self.retryDelay = retryDelay
+            self.maxRetryDelay = .seconds(30)
+            self.timeout = timeout
+            self.keepaliveTime = keepaliveTime
+            self.keepaliveTimeout = keepaliveTimeout
+            self.maxConnectionIdle = maxConnectionIdle
+            self.enableRetries = enableRetries
+            self.retryPolicy = .defaults
+            self.compression = compression
+            self.transportSecurity = .plaintext
+            self.healthCheck = .defaults
+            self.balancing = .roundRobin
+            self.whenNoneHealthy = .waitUntilDeadline
+            self.maxSendMessageSize = nil
+            self.maxReceiveMessageSize = 4 << 20
+            self.userAgent = "grpc-pool-swift"
+        }
+
+        /// The first endpoint's host.
+        public var host: String { self.endpoints.first?.host ?? "" }
+        /// The first endpoint's port.
+        public var port: Int { self.endpoints.first?.port ?? 0 }
+    }
+
+    /// One address of a service.
+    public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
+        /// The host name or IP address (empty for a raw target).
+        public var host: String
+        /// The port (0 for a raw target).
+        public var port: Int
+        /// A core target string used as is (`dns:///svc:443`, `ipv4:10.0.0.1:50051,10.0.0.2:50051`,
+        /// `unix:/run/svc.sock`), or `nil` to use `host:port`.
+        public var target: String?
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+            self.target = nil
+        }
+
+        /// A raw core target; the core's resolvers spread the connection over what it names.
+        public init(target: String) {
+            self.host = ""
+            self.port = 0
+            self.target = target
+        }
+
+        /// The string handed to `grpc_channel_create`.
+        public var description: String {
+            if let target { return target }
+            return self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+        }
+    }
+
+    /// Plaintext or TLS.
+    public struct TransportSecurity: Sendable, Hashable {
+        enum Mode: Sendable, Hashable {
+            case plaintext
+            case tls(TLS)
+        }
+
+        let mode: Mode
+
+        /// Plaintext HTTP/2: only for trusted networks and tests.
+        public static let plaintext = TransportSecurity(mode: .plaintext)
+
+        /// TLS, optionally mutual.
+        public static func tls(_ tls: TLS = TLS()) -> TransportSecurity {
+            TransportSecurity(mode: .tls(tls))
+        }
+    }
+
+    /// TLS settings.
+    public struct TLS: Sendable, Hashable {
+        /// Certificates to trust; `nil` uses the core's default roots.
+        public var trustRoots: CertificateSource?
+        /// The client certificate chain, for mutual TLS.
+        public var certificateChain: CertificateSource?
+        /// The client private key, for mutual TLS.
+        public var privateKey: CertificateSource?
+        /// The name to check the server's certificate against instead of the host.
+        public var serverHostnameOverride: String?
+
+        public init(
+            trustRoots: CertificateSource? = nil,
+            certificateChain: CertificateSource? = nil,
+            privateKey: CertificateSource? = nil,
+            serverHostnameOverride: String? = nil
+        ) {
+            self.trustRoots = trustRoots
+            self.certificateChain = certificateChain
+            self.privateKey = privateKey
+            self.serverHostnameOverride = serverHostnameOverride
+        }
+    }
+
+    /// PEM text, inline or in a file.
+    public enum CertificateSource: Sendable, Hashable {
+        case pem(String)
+        case file(path: String)
+    }
+
+    /// Background health checking of each connection.
+    public struct HealthCheck: Sendable, Hashable {
+        /// The name to ask `grpc.health.v1.Health/Check` about (`""` is the whole server);
+        /// `nil` checks connectivity only. Default `nil`.
+        public var serviceName: String?
+        /// How often each connection is checked. Default 30 s.
+        public var interval: Duration
+        /// How long one check may take before the connection counts as unresponsive. Default 5 s.
+        public var timeout: Duration
+
+        public init(serviceName: String? = nil, interval: Duration = .seconds(30), timeout: Duration = .seconds(5)) {
+            self.serviceName = serviceName
+            self.interval = interval
+            self.timeout = timeout
+        }
+
+        public static var defaults: HealthCheck { HealthCheck() }
+    }
+
+    /// The core's retry policy for calls (service config `retryPolicy`), applied to every method.
+    public struct CallRetryPolicy: Sendable, Hashable {
+        /// Attempts including the first; 2–5. Default 3.
+        public var maxAttempts: Int
+        /// Default 100 ms.
+        public var initialBackoff: Duration
+        /// Default 1 s.
+        public var maxBackoff: Duration
+        /// Default 2.
+        public var backoffMultiplier: Double
+        /// Status codes that are retried. Default UNAVAILABLE.
+        public var retryableStatusCodes: [String]
+
+        public init(
+            maxAttempts: Int = 3,
+            initialBackoff: Duration = .milliseconds(100),
+            maxBackoff: Duration = .seconds(1),
+            backoffMultiplier: Double = 2,
+            retryableStatusCodes: [String] = ["UNAVAILABLE"]
+        ) {
+            self.maxAttempts = maxAttempts
+            self.initialBackoff = initialBackoff
+            self.maxBackoff = maxBackoff
+            self.backoffMultiplier = backoffMultiplier
+            self.retryableStatusCodes = retryableStatusCodes
+        }
+
+        public static var defaults: CallRetryPolicy { CallRetryPolicy() }
+    }
+}
+
+/// How a call picks its connection among the healthy ones.
+public struct BalancingPolicy: Sendable, Hashable, CustomStringConvertible {
+    enum Value: String, Sendable, Hashable {
+        case roundRobin
+        case leastInFlight
+    }
+
+    let value: Value
+
+    /// Each call takes the next healthy connection in turn (the seed's behaviour).
+    public static let roundRobin = BalancingPolicy(value: .roundRobin)
+    /// Each call takes the healthy connection with the fewest calls in flight.
+    public static let leastInFlight = BalancingPolicy(value: .leastInFlight)
+
+    public var description: String { self.value.rawValue }
+}
+
+/// What a call does when no connection of its pool is healthy.
+public struct NoHealthyConnectionPolicy: Sendable, Hashable, CustomStringConvertible {
+    enum Value: String, Sendable, Hashable {
+        case waitUntilDeadline
+        case failFast
+        case useAnyConnection
+    }
+
+    let value: Value
+
+    /// Wait for a connection to become healthy, until the call's deadline (then
+    /// DEADLINE_EXCEEDED). The default.
+    public static let waitUntilDeadline = NoHealthyConnectionPolicy(value: .waitUntilDeadline)
+    /// Fail at once with UNAVAILABLE.
+    public static let failFast = NoHealthyConnectionPolicy(value: .failFast)
+    /// Use a connection anyway, in turn, and let the call fail or succeed on it (the seed).
+    public static let useAnyConnection = NoHealthyConnectionPolicy(value: .useAnyConnection)
+
+    public var description: String { self.value.rawValue }
+}

@@ -1,0 +1,259 @@
+package import GRPCCore
+public import GRPCPoolCoreBridge
+internal import Logging
+private import Synchronization
+
+/// One connection of a pool: a core channel with its own TCP connection, its state, its health,
+/// the calls in flight on it, and its metrics.
+///
+/// The pool replaces the channel underneath when it stops working; the `PooledConnection`
+/// (its index, its metrics) stays.
+public final class PooledConnection: Sendable {
+    /// The service this connection belongs to.
+    public let serviceID: ServiceID
+    /// Its index in the pool.
+    public let index: Int
+    /// Where it connects.
+    public let endpoint: PoolManager.Endpoint
+
+    let config: PoolManager.ServiceConfig
+    let credentials: ChannelCredentials
+    let options: ChannelOptions
+    let logger: Logger
+    private let healthy = Atomic<Bool>(false)
+    private let inFlightCalls = Atomic<Int>(0)
+    private let activeLeases = Atomic<Int>(0)
+    private let storage: Mutex<State>
+    /// Tells the monitor to check at once (a call failed with UNAVAILABLE).
+    private let checkRequests: AsyncStream<Void>.Continuation
+    let checkRequestStream: AsyncStream<Void>
+    /// Called whenever `isHealthy` or the load changes, so waiting callers can look again.
+    private let onChange: @Sendable () -> Void
+
+    struct State {
+        var channel: CoreChannel
+        var generation = 0
+        var connectivity = ConnectionState.idle
+        var stats = Stats()
+        var connectedSince: ContinuousClock.Instant?
+        var everConnected = false
+    }
+
+    struct Stats {
+        var successes = 0
+        var failures = 0
+        var reconnects = 0
+        var lastError: String?
+        var latency = LatencyHistogram()
+    }
+
+    init(
+        serviceID: ServiceID,
+        index: Int,
+        config: PoolManager.ServiceConfig,
+        credentials: ChannelCredentials,
+        logger: Logger,
+        onChange: @escaping @Sendable () -> Void
+    ) throws {
+        self.serviceID = serviceID
+        self.index = index
+        self.endpoint = config.endpoints[index % config.endpoints.count]
+        self.config = config
+        self.credentials = credentials
+        self.options = config.channelOptions()
+        var logger = logger
+        logger[metadataKey: "grpc.pool.connection"] = "\(index)"
+        logger[metadataKey: "grpc.pool.endpoint"] = "\(self.endpoint)"
+        self.logger = logger
+        self.onChange = onChange
+        let channel = try CoreChannel(target: self.endpoint.description, credentials: credentials, options: self.options)
+        self.storage = Mutex(State(channel: channel))
+        (self.checkRequestStream, self.checkRequests) = AsyncStream.makeStream(
+            of: Void.self,
+            bufferingPolicy: .bufferingNewest(1)
+        )
+    }
+
+    /// Whether the pool hands this connection out.
+    public var isHealthy: Bool { self.healthy.load(ordering: .relaxed) }
+
+    /// Calls running on it now.
+    public var inFlight: Int { self.inFlightCalls.load(ordering: .relaxed) }
+
+    /// Its connectivity state as last reported by the core.
+    public var state: ConnectionState { self.storage.withLock { $0.connectivity } }
+
+    /// Calls plus `withConnection` leases: what least-in-flight balancing compares.
+    var load: Int { self.inFlightCalls.load(ordering: .relaxed) + self.activeLeases.load(ordering: .relaxed) }
+
+    /// The channel calls go to now.
+    package var channel: CoreChannel { self.storage.withLock { $0.channel } }
+
+    /// A snapshot of its counters.
+    public func metrics() -> ConnectionMetrics {
+        let (state, stats, since) = self.storage.withLock { ($0.connectivity, $0.stats, $0.connectedSince) }
+        return ConnectionMetrics(
+            index: self.index,
+            endpoint: self.endpoint.description,
+            state: state,
+            isHealthy: self.isHealthy,
+            totalRequests: stats.successes + stats.failures,
+            successfulRequests: stats.successes,
+            failedRequests: stats.failures,
+            inFlight: self.inFlight,
+            reconnects: stats.reconnects,
+            lastError: stats.lastError,
+            connectedSince: since,
+            averageResponseTime: stats.latency.mean,
+            p50ResponseTime: stats.latency.percentile(0.5),
+            p99ResponseTime: stats.latency.percentile(0.99)
+        )
+    }
+
+    var latencyHistogram: LatencyHistogram { self.storage.withLock { $0.stats.latency } }
+
+    // MARK: - Calls
+
+    /// Makes a unary call on raw bytes and records it.
+    package func unary(
+        method: String,
+        request: [UInt8],
+        metadata: Metadata = [:],
+        options: CoreCallOptions? = nil
+    ) async throws(RPCError) -> UnaryResponse {
+        let options = options ?? CoreCallOptions(timeout: self.config.timeout)
+        let channel = self.beginCall()
+        let start = ContinuousClock.now
+        do {
+            let response = try await channel.unary(method: method, request: request, metadata: metadata, options: options)
+            self.endCall(start: start, error: nil)
+            return response
+        } catch {
+            self.endCall(start: start, error: error)
+            throw error
+        }
+    }
+
+    /// Runs a streaming call on raw bytes and records its outcome (the status, or the error
+    /// `body` threw).
+    package func withCall<Result>(
+        method: String,
+        metadata: Metadata = [:],
+        options: CoreCallOptions? = nil,
+        _ body: (CoreCall) async throws -> Result
+    ) async throws -> Result {
+        let options = options ?? CoreCallOptions(timeout: self.config.timeout)
+        let channel = self.beginCall()
+        let start = ContinuousClock.now
+        do {
+            let (result, status) = try await channel.withCall(method: method, metadata: metadata, options: options) {
+                call in
+                let result = try await body(call)
+                return (result, call.finishedStatus)
+            }
+            self.endCall(start: start, error: status?.error)
+            return result
+        } catch {
+            self.endCall(start: start, error: error as? RPCError ?? RPCError(code: .unknown, message: "\(error)"))
+            throw error
+        }
+    }
+
+    func beginCall() -> CoreChannel {
+        self.inFlightCalls.add(1, ordering: .relaxed)
+        return self.channel
+    }
+
+    /// Records a finished call. An UNAVAILABLE failure asks the monitor for a check at once.
+    func endCall(start: ContinuousClock.Instant, error: RPCError?) {
+        let latency = ContinuousClock.now - start
+        self.inFlightCalls.subtract(1, ordering: .relaxed)
+        self.storage.withLock { state in
+            state.stats.latency.record(latency)
+            if let error {
+                state.stats.failures += 1
+                state.stats.lastError = "\(error.code): \(error.message)"
+            } else {
+                state.stats.successes += 1
+            }
+        }
+        if error?.code == .unavailable {
+            self.checkRequests.yield()
+        }
+        self.onChange()
+    }
+
+    func lease() {
+        self.activeLeases.add(1, ordering: .relaxed)
+    }
+
+    func unlease() {
+        self.activeLeases.subtract(1, ordering: .relaxed)
+        self.onChange()
+    }
+
+    // MARK: - Used by the monitor
+
+    func setHealthy(_ healthy: Bool) {
+        let old = self.healthy.exchange(healthy, ordering: .relaxed)
+        if old != healthy { self.onChange() }
+    }
+
+    /// Records a connectivity change of the current channel; returns whether it was one.
+    func connectivityChanged(_ connectivity: ConnectionState, generation: Int) -> (changed: Bool, reconnected: Bool) {
+        self.storage.withLock { state in
+            guard generation == state.generation, state.connectivity != connectivity else { return (false, false) }
+            state.connectivity = connectivity
+            var reconnected = false
+            if connectivity == .ready {
+                state.connectedSince = .now
+                if state.everConnected {
+                    state.stats.reconnects += 1
+                    reconnected = true
+                }
+                state.everConnected = true
+            } else {
+                state.connectedSince = nil
+            }
+            return (true, reconnected)
+        }
+    }
+
+    /// Puts a new channel in place of the old one, which is closed (its calls run on).
+    func replaceChannel(with channel: CoreChannel) -> (generation: Int, old: CoreChannel) {
+        self.storage.withLock { state in
+            let old = state.channel
+            state.channel = channel
+            state.generation += 1
+            state.connectivity = channel.state()
+            state.connectedSince = state.connectivity == .ready ? .now : nil
+            state.stats.reconnects += 1
+            state.everConnected = true
+            return (state.generation, old)
+        }
+    }
+
+    var currentGeneration: (Int, CoreChannel) { self.storage.withLock { ($0.generation, $0.channel) } }
+
+    func recordError(_ message: String) {
+        self.storage.withLock { $0.stats.lastError = message }
+    }
+
+    func makeChannel() throws -> CoreChannel {
+        try CoreChannel(target: self.endpoint.description, credentials: self.credentials, options: self.options)
+    }
+
+    func requestCheck() {
+        self.checkRequests.yield()
+    }
+
+    func close() {
+        self.setHealthy(false)
+        self.checkRequests.finish()
+        self.storage.withLock { state in
+            state.channel.close()
+            state.connectivity = .shutdown
+            state.connectedSince = nil
+        }
+    }
+}

@@ -1,0 +1,63 @@
+internal import GRPCCore
+internal import GRPCPoolCoreBridge
+internal import SwiftProtobuf
+
+/// What one health check found.
+enum HealthProbe: Sendable, Equatable {
+    case healthy
+    /// Not usable now; `replace` when a new channel might help (unresponsive, connection failed)
+    /// rather than the server saying it does not serve.
+    case unhealthy(reason: String, replace: Bool)
+}
+
+extension PooledConnection {
+    /// Checks `channel` (by default the current one) now: its connectivity, and when the config
+    /// names a health service, `grpc.health.v1.Health/Check` with the health-check timeout.
+    func probe(_ channel: CoreChannel? = nil) async -> HealthProbe {
+        let channel = channel ?? self.channel
+        guard let serviceName = self.config.healthCheck.serviceName else {
+            switch channel.state() {
+            case .ready, .idle:
+                return .healthy
+            case .connecting:
+                return .unhealthy(reason: "still connecting", replace: false)
+            case .transientFailure:
+                return .unhealthy(reason: "connection failed (transient failure)", replace: true)
+            case .shutdown:
+                return .unhealthy(reason: "channel is shut down", replace: true)
+            }
+        }
+        return await Self.check(serviceName: serviceName, on: channel, timeout: self.config.healthCheck.timeout)
+    }
+
+    /// One `grpc.health.v1.Health/Check` call.
+    static func check(serviceName: String, on channel: CoreChannel, timeout: Duration) async -> HealthProbe {
+        let request = Grpc_Health_V1_HealthCheckRequest.with { $0.service = serviceName }
+        do {
+            let bytes: [UInt8] = try request.serializedBytes()
+            let response = try await channel.unary(
+                method: "/grpc.health.v1.Health/Check",
+                request: bytes,
+                options: CoreCallOptions(timeout: timeout)
+            )
+            let message = try Grpc_Health_V1_HealthCheckResponse(serializedBytes: response.message)
+            switch message.status {
+            case .serving:
+                return .healthy
+            default:
+                return .unhealthy(reason: "health status of '\(serviceName)' is \(message.status)", replace: false)
+            }
+        } catch let error as RPCError {
+            switch error.code {
+            case .deadlineExceeded:
+                return .unhealthy(reason: "health check got no answer within \(timeout) (unresponsive)", replace: true)
+            case .unavailable:
+                return .unhealthy(reason: "health check failed: \(error.message)", replace: true)
+            default:
+                return .unhealthy(reason: "health check failed: \(error.code): \(error.message)", replace: false)
+            }
+        } catch {
+            return .unhealthy(reason: "health check answer is not a HealthCheckResponse: \(error)", replace: false)
+        }
+    }
+}

@@ -1,0 +1,58 @@
+/// A snapshot of one connection's counters.
+public struct ConnectionMetrics: Sendable, Hashable {
+    /// The connection's index in its pool.
+    public var index: Int
+    /// Where it connects.
+    public var endpoint: String
+    /// Its connectivity state now.
+    public var state: ConnectionState
+    /// Whether the pool hands it out.
+    public var isHealthy: Bool
+    /// Calls finished on it (succeeded + failed).
+    public var totalRequests: Int
+    public var successfulRequests: Int
+    public var failedRequests: Int
+    /// Calls running on it now.
+    public var inFlight: Int
+    /// Times it went back to ready after a loss, or was replaced.
+    public var reconnects: Int
+    /// The latest error, as text.
+    public var lastError: String?
+    /// When it last became ready, if it is connected now.
+    public var connectedSince: ContinuousClock.Instant?
+    public var averageResponseTime: Duration
+    public var p50ResponseTime: Duration
+    public var p99ResponseTime: Duration
+
+    /// successes ÷ requests; 1 when there were none.
+    public var successRate: Double {
+        self.totalRequests == 0 ? 1 : Double(self.successfulRequests) / Double(self.totalRequests)
+    }
+}
+
+/// A snapshot of one pool: the seed's `get_metrics()` and more.
+public struct PoolMetrics: Sendable, Hashable {
+    public var serviceID: ServiceID
+    public var poolSize: Int
+    /// Connections the pool hands out now.
+    public var healthyConnections: Int
+    public var totalRequests: Int
+    public var successfulRequests: Int
+    public var failedRequests: Int
+    public var inFlight: Int
+    public var reconnects: Int
+    /// The mean latency of finished calls (the seed's `avg_response_time_ms`).
+    public var averageResponseTime: Duration
+    public var p50ResponseTime: Duration
+    public var p99ResponseTime: Duration
+    /// Per connection, by index.
+    public var connections: [ConnectionMetrics]
+
+    /// successes ÷ requests; 1 when there were none (the seed's `success_rate`).
+    public var successRate: Double {
+        self.totalRequests == 0 ? 1 : Double(self.successfulRequests) / Double(self.totalRequests)
+    }
+
+    /// The mean latency in milliseconds (the seed's `avg_response_time_ms`).
+    public var averageResponseTimeMilliseconds: Double { self.averageResponseTime.milliseconds }
+}

@@ -1,0 +1,282 @@
+package import GRPCCore
+package import GRPCPoolCoreBridge
+internal import Logging
+private import Synchronization
+
+/// The connections to one service: picks a healthy one per call, watches and repairs them.
+///
+/// Pools are created and run by a ``PoolManager``; get one with ``PoolManager/pool(for:)``.
+public final class ConnectionPool: Sendable {
+    /// The service this pool serves.
+    public let serviceID: ServiceID
+    /// Its configuration.
+    public let config: PoolManager.ServiceConfig
+    /// Its connections, by index.
+    public let connections: [PooledConnection]
+
+    let logger: Logger
+    private let cursor = Atomic<Int>(0)
+    /// Set once draining starts, so that the hot path skips the drain bookkeeping before then.
+    private let draining = Atomic<Bool>(false)
+    private let state: Mutex<State>
+    private let changes: ChangeSignal
+
+    private struct State {
+        enum Lifecycle {
+            case open
+            case draining
+            case closed
+        }
+        var lifecycle = Lifecycle.open
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    init(serviceID: ServiceID, config: PoolManager.ServiceConfig, logger: Logger) throws {
+        self.serviceID = serviceID
+        self.config = config
+        var logger = logger
+        logger[metadataKey: "grpc.pool.service"] = "\(serviceID)"
+        self.logger = logger
+        let changes = ChangeSignal()
+        self.changes = changes
+        self.state = Mutex(State())
+        let credentials = try config.credentials()
+        self.connections = try (0..<config.poolSize).map { index in
+            try PooledConnection(
+                serviceID: serviceID,
+                index: index,
+                config: config,
+                credentials: credentials,
+                logger: logger,
+                onChange: { changes.signal() }
+            )
+        }
+    }
+
+    // MARK: - Picking
+
+    /// A healthy connection under the balancing policy, or `nil` when none is healthy.
+    func pickHealthy() -> PooledConnection? {
+        let count = self.connections.count
+        switch self.config.balancing.value {
+        case .roundRobin:
+            let start = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue
+            for offset in 0..<count {
+                let connection = self.connections[(start &+ offset) % count]
+                if connection.isHealthy { return connection }
+            }
+            return nil
+        case .leastInFlight:
+            // Start at a rotating index so that ties spread.
+            let start = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue
+            var best: PooledConnection?
+            var bestLoad = Int.max
+            for offset in 0..<count {
+                let connection = self.connections[(start &+ offset) % count]
+                guard connection.isHealthy else { continue }
+                let load = connection.load
+                if load < bestLoad {
+                    best = connection
+                    bestLoad = load
+                }
+            }
+            return best
+        }
+    }
+
+    /// A connection for one call or lease, under the policy for when none is healthy.
+    ///
+    /// - Parameter timeout: how long to wait for a healthy connection (the call's deadline).
+    /// - Throws: `RPCError` `.unavailable` (fail fast, or the pool is shut down) or
+    ///   `.deadlineExceeded` (waited until the deadline).
+    func connection(waitingAtMost timeout: Duration?) async throws(RPCError) -> PooledConnection {
+        try self.checkOpen()
+        if let connection = self.pickHealthy() { return connection }
+        switch self.config.whenNoneHealthy.value {
+        case .failFast:
+            throw self.noneHealthy()
+        case .useAnyConnection:
+            let index = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue
+            return self.connections[index % self.connections.count]
+        case .waitUntilDeadline:
+            let deadline = ContinuousClock.now.advanced(by: timeout ?? self.config.timeout)
+            while true {
+                let observed = self.changes.generation
+                if let connection = self.pickHealthy() { return connection }
+                try self.checkOpen()
+                guard ContinuousClock.now < deadline else {
+                    var error = self.noneHealthy()
+                    error.code = .deadlineExceeded
+                    throw error
+                }
+                do {
+                    try await self.changes.wait(after: observed, until: deadline)
+                } catch {
+                    throw RPCError(code: .cancelled, message: "cancelled while waiting for a healthy connection")
+                }
+            }
+        }
+    }
+
+    private func checkOpen() throws(RPCError) {
+        let open = self.state.withLock { $0.lifecycle == .open }
+        guard open else {
+            throw RPCError(
+                code: .unavailable,
+                message: "the pool for '\(self.serviceID)' is shutting down",
+                cause: GRPCPoolError(code: .shutDown, message: "pool '\(self.serviceID)' is shutting down")
+            )
+        }
+    }
+
+    private func noneHealthy() -> RPCError {
+        let lastError = self.connections.lazy.compactMap { $0.metrics().lastError }.first
+        let endpoints = Set(self.connections.map { $0.endpoint.description }).sorted().joined(separator: ", ")
+        return RPCError(
+            code: .unavailable,
+            message: "no healthy connection to '\(self.serviceID)' (\(endpoints))"
+                + (lastError.map { "; last error: \($0)" } ?? ""),
+            cause: GRPCPoolError(code: .noHealthyConnection, message: "no healthy connection to '\(self.serviceID)'")
+        )
+    }
+
+    /// Leases a connection for `body`; it is returned when `body` ends, throws or is cancelled.
+    func withConnection<Result>(
+        timeout: Duration?,
+        _ body: (PooledConnection) async throws -> Result
+    ) async throws -> Result {
+        let connection = try await self.connection(waitingAtMost: timeout)
+        connection.lease()
+        defer {
+            connection.unlease()
+            self.changedLoad()
+        }
+        return try await body(connection)
+    }
+
+    /// A unary call on raw bytes on a picked connection.
+    package func unary(
+        method: String,
+        request: [UInt8],
+        metadata: Metadata = [:],
+        options: CoreCallOptions? = nil
+    ) async throws(RPCError) -> UnaryResponse {
+        let connection = try await self.connection(waitingAtMost: options?.timeout)
+        defer { self.changedLoad() }
+        return try await connection.unary(method: method, request: request, metadata: metadata, options: options)
+    }
+
+    // MARK: - State
+
+    /// A snapshot of the pool and its connections.
+    public func metrics() -> PoolMetrics {
+        let connections = self.connections.map { $0.metrics() }
+        var latency = LatencyHistogram()
+        for connection in self.connections { latency.merge(connection.latencyHistogram) }
+        return PoolMetrics(
+            serviceID: self.serviceID,
+            poolSize: connections.count,
+            healthyConnections: connections.filter(\.isHealthy).count,
+            totalRequests: connections.reduce(0) { $0 + $1.totalRequests },
+            successfulRequests: connections.reduce(0) { $0 + $1.successfulRequests },
+            failedRequests: connections.reduce(0) { $0 + $1.failedRequests },
+            inFlight: connections.reduce(0) { $0 + $1.inFlight },
+            reconnects: connections.reduce(0) { $0 + $1.reconnects },
+            averageResponseTime: latency.mean,
+            p50ResponseTime: latency.percentile(0.5),
+            p99ResponseTime: latency.percentile(0.99),
+            connections: connections
+        )
+    }
+
+    /// Checks every connection now; `true` when at least one is healthy.
+    public func healthCheck() async -> Bool {
+        let results = await self.checkConnections()
+        return results.contains(true)
+    }
+
+    /// Checks every connection now and updates what the pool hands out; by index.
+    public func checkConnections() async -> [Bool] {
+        await withTaskGroup(of: (Int, Bool).self) { group in
+            for connection in self.connections {
+                group.addTask {
+                    let probe = await connection.probe()
+                    if probe != .healthy { connection.requestCheck() }
+                    return (connection.index, probe == .healthy && connection.isHealthy)
+                }
+            }
+            var results = Array(repeating: false, count: self.connections.count)
+            for await (index, healthy) in group { results[index] = healthy }
+            return results
+        }
+    }
+
+    // MARK: - Lifecycle
+
+    /// Connects every connection, then watches them until ``beginGracefulShutdown()`` (which
+    /// drains the calls in flight, then closes the channels) or cancellation (which closes at once).
+    func run() async {
+        self.logger.info(
+            "pool starting",
+            metadata: ["grpc.pool.size": "\(self.connections.count)", "grpc.pool.balancing": "\(self.config.balancing)"]
+        )
+        await withDiscardingTaskGroup { group in
+            for connection in self.connections {
+                group.addTask { await connection.monitor() }
+            }
+            await self.waitUntilDrained()
+            group.cancelAll()
+        }
+        for connection in self.connections { connection.close() }
+        self.state.withLock { $0.lifecycle = .closed }
+        self.changes.signal()
+        self.logger.info("pool shut down")
+    }
+
+    /// Stops handing out connections; ``run()`` returns once the calls in flight have finished.
+    func beginGracefulShutdown() {
+        let started = self.state.withLock { state -> Bool in
+            guard state.lifecycle == .open else { return false }
+            state.lifecycle = .draining
+            return true
+        }
+        self.draining.store(true, ordering: .relaxed)
+        if started {
+            self.logger.info("pool draining", metadata: ["grpc.pool.in_flight": "\(self.totalLoad)"])
+            self.changes.signal()
+            self.changedLoad()
+        }
+    }
+
+    private var totalLoad: Int { self.connections.reduce(0) { $0 + $1.load } }
+
+    private func changedLoad() {
+        guard self.draining.load(ordering: .relaxed) else { return }
+        let waiters: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
+            guard state.lifecycle == .draining, !state.drainWaiters.isEmpty, self.totalLoad == 0 else { return [] }
+            defer { state.drainWaiters = [] }
+            return state.drainWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    private func waitUntilDrained() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let ready = self.state.withLock { state -> Bool in
+                    if state.lifecycle != .open && self.totalLoad == 0 { return true }
+                    if Task.isCancelled { return true }
+                    state.drainWaiters.append(continuation)
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
+        } onCancel: {
+            let waiters = self.state.withLock { state in
+                defer { state.drainWaiters = [] }
+                return state.drainWaiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+internal import GRPCPoolCoreBridge
+internal import Logging
+
+extension PooledConnection {
+    private enum Event: Sendable {
+        case connectivity(ConnectionState, generation: Int)
+        case check
+        case retry(episode: Int, attempt: Int)
+    }
+
+    /// Connects, then keeps the connection healthy until the task is cancelled.
+    ///
+    /// - It follows the channel's connectivity: leaving `ready` takes the connection out of
+    ///   rotation at once; a channel that went idle is asked to reconnect (pooled connections
+    ///   stay warm); coming back to `ready` (after a health check, if configured) puts it back.
+    /// - It checks health every `healthCheck.interval`, and at once when a call failed with
+    ///   UNAVAILABLE.
+    /// - An unhealthy connection starts a recovery episode: attempts at ``Backoff`` delays; each
+    ///   attempt keeps the channel if it has recovered by itself (the core reconnects too), and
+    ///   otherwise connects a new channel and swaps it in once it is ready and healthy. After
+    ///   `maxRetries` attempts it logs that it settles on `maxRetryDelay` and goes on.
+    func monitor() async {
+        let (events, sink) = AsyncStream.makeStream(of: Event.self)
+        let backoff = Backoff(
+            initial: self.config.retryDelay,
+            maximum: self.config.maxRetryDelay,
+            fastAttempts: self.config.maxRetries
+        )
+        await withDiscardingTaskGroup { group in
+            func follow(_ channel: CoreChannel, generation: Int) {
+                group.addTask {
+                    for await state in channel.connectivityUpdates() {
+                        sink.yield(.connectivity(state, generation: generation))
+                    }
+                }
+            }
+            func schedule(episode: Int, attempt: Int) -> Duration {
+                let delay = backoff.delay(attempt: attempt)
+                group.addTask {
+                    do {
+                        try await Task.sleep(for: delay)
+                        sink.yield(.retry(episode: episode, attempt: attempt))
+                    } catch {}
+                }
+                return delay
+            }
+
+            let (generation, channel) = self.currentGeneration
+            follow(channel, generation: generation)
+            let interval = self.config.healthCheck.interval
+            group.addTask {
+                while !Task.isCancelled {
+                    do { try await Task.sleep(for: interval) } catch { return }
+                    sink.yield(.check)
+                }
+            }
+            group.addTask {
+                for await _ in self.checkRequestStream { sink.yield(.check) }
+            }
+            _ = channel.state(tryToConnect: true)
+
+            var episode = 0
+            var recovering = false
+
+            func apply(_ probe: HealthProbe) {
+                switch probe {
+                case .healthy:
+                    if recovering {
+                        self.logger.info("connection recovered")
+                    }
+                    recovering = false
+                    self.setHealthy(true)
+                case .unhealthy(let reason, _):
+                    let wasHealthy = self.isHealthy
+                    self.setHealthy(false)
+                    self.recordError(reason)
+                    if wasHealthy || !recovering {
+                        self.logger.info("health check failed", metadata: ["grpc.pool.reason": "\(reason)"])
+                    }
+                    if !recovering {
+                        recovering = true
+                        episode += 1
+                        let delay = schedule(episode: episode, attempt: 1)
+                        self.logger.info(
+                            "reconnection attempt 1 scheduled",
+                            metadata: ["grpc.pool.delay_ms": "\(Int(delay.milliseconds))"]
+                        )
+                    }
+                }
+            }
+
+            for await event in events {
+                switch event {
+                case .connectivity(let state, let generation):
+                    let (changed, reconnected) = self.connectivityChanged(state, generation: generation)
+                    guard changed else { continue }
+                    self.logger.debug("connectivity changed", metadata: ["grpc.pool.state": "\(state)"])
+                    switch state {
+                    case .ready:
+                        if reconnected { self.logger.info("connection re-established") }
+                        else { self.logger.info("connection established") }
+                        apply(await self.probe())
+                    case .idle:
+                        // Lost (or idle-timed-out): out of rotation until it is ready again.
+                        self.setHealthy(false)
+                        _ = self.channel.state(tryToConnect: true)
+                    case .connecting:
+                        continue
+                    case .transientFailure, .shutdown:
+                        apply(.unhealthy(reason: "connection lost (\(state))", replace: true))
+                    }
+
+                case .check:
+                    apply(await self.probe())
+
+                case .retry(let attemptEpisode, let attempt):
+                    guard recovering, attemptEpisode == episode else { continue }
+                    // Recovered by itself (the core reconnects the channel on its own)?
+                    if case .ready = self.channel.state(), await self.probe() == .healthy {
+                        apply(.healthy)
+                        continue
+                    }
+                    self.logger.info(
+                        "reconnection attempt \(attempt) of \(self.config.maxRetries): connecting a new channel"
+                    )
+                    if let replacement = await self.connectReplacement() {
+                        let (generation, old) = self.replaceChannel(with: replacement)
+                        old.close()
+                        follow(replacement, generation: generation)
+                        self.logger.info("connection replaced", metadata: ["grpc.pool.attempt": "\(attempt)"])
+                        apply(.healthy)
+                        continue
+                    }
+                    if attempt == self.config.maxRetries {
+                        self.logger.info(
+                            "reconnection attempts exhausted; retrying every \(self.config.maxRetryDelay) until it recovers"
+                        )
+                    }
+                    let delay = schedule(episode: episode, attempt: attempt + 1)
+                    self.logger.info(
+                        "reconnection attempt \(attempt + 1) scheduled",
+                        metadata: ["grpc.pool.delay_ms": "\(Int(delay.milliseconds))"]
+                    )
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// A new channel that connected within `timeout` and passed a health check, or `nil`.
+    private func connectReplacement() async -> CoreChannel? {
+        let candidate: CoreChannel
+        do {
+            candidate = try self.makeChannel()
+        } catch {
+            self.recordError("cannot create a channel: \(error)")
+            return nil
+        }
+        let state = await candidate.connect(timeout: self.config.timeout)
+        guard state == .ready else {
+            self.recordError("new channel did not connect within \(self.config.timeout) (\(state))")
+            candidate.close()
+            return nil
+        }
+        guard case .healthy = await self.probe(candidate) else {
+            candidate.close()
+            return nil
+        }
+        return candidate
+    }
+}
