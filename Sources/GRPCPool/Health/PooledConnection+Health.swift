@@ -41,12 +41,15 @@ extension PooledConnection {
                 options: CoreCallOptions(timeout: timeout)
             )
             let message = try Grpc_Health_V1_HealthCheckResponse(serializedBytes: response.message)
+            let status: String
             switch message.status {
-            case .serving:
-                return .healthy
-            default:
-                return .unhealthy(reason: "health status of '\(serviceName)' is \(message.status)", replace: false)
+            case .serving: return .healthy
+            case .notServing: status = "NOT_SERVING"
+            case .serviceUnknown: status = "SERVICE_UNKNOWN"
+            case .unknown: status = "UNKNOWN"
+            case .UNRECOGNIZED(let value): status = "\(value)"
             }
+            return .unhealthy(reason: "health status of '\(serviceName)' is \(status)", replace: false)
         } catch let error as RPCError {
             switch error.code {
             case .deadlineExceeded:

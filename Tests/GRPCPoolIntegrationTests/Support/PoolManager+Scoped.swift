@@ -1,0 +1,61 @@
+import DemoServices
+import GRPCCore
+import GRPCPool
+
+/// A service config tuned for tests: fast backoff, short checks, small timeouts.
+func testConfig(
+    _ targets: [String],
+    poolSize: Int = 3,
+    configure: (inout PoolManager.ServiceConfig) -> Void = { _ in }
+) -> PoolManager.ServiceConfig {
+    let endpoints = targets.map { target -> PoolManager.Endpoint in
+        let parts = target.split(separator: ":")
+        return PoolManager.Endpoint(host: String(parts[0]), port: Int(parts[1])!)
+    }
+    var config = PoolManager.ServiceConfig(
+        endpoints: endpoints,
+        poolSize: poolSize,
+        retryDelay: .milliseconds(100),
+        timeout: .seconds(2),
+        keepaliveTime: .seconds(1),
+        keepaliveTimeout: .milliseconds(500)
+    )
+    config.maxRetryDelay = .milliseconds(400)
+    config.healthCheck.interval = .milliseconds(300)
+    config.healthCheck.timeout = .milliseconds(500)
+    configure(&config)
+    return config
+}
+
+/// Runs `body` with a running ``PoolManager`` whose connections are all healthy, then shuts it
+/// down gracefully and waits for `run()` to return.
+func withPoolManager<Result: Sendable>(
+    _ services: [ServiceID: PoolManager.ServiceConfig],
+    waitForHealthy: Bool = true,
+    _ body: (PoolManager) async throws -> Result
+) async throws -> Result {
+    let manager = try PoolManager(services: services)
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await manager.run() }
+        do {
+            if waitForHealthy {
+                let healthy = await poll(timeLimit: .seconds(10)) {
+                    manager.metrics().values.allSatisfy { $0.healthyConnections == $0.poolSize }
+                }
+                try #require(healthy, "pools did not become healthy: \(manager.metrics())")
+            }
+            let result = try await body(manager)
+            manager.beginGracefulShutdown()
+            try await group.waitForAll()
+            return result
+        } catch {
+            manager.beginGracefulShutdown()
+            try? await group.waitForAll()
+            throw error
+        }
+    }
+}
+
+let echoUnary = "/bench.Echo/Unary"
+
+import Testing

@@ -1,0 +1,154 @@
+import Foundation
+@testable import GRPCPool
+import Testing
+
+@Suite("ServiceConfig validation")
+struct ServiceConfigValidationTests {
+    typealias Config = PoolManager.ServiceConfig
+
+    @Test("The seed's defaults")
+    func defaults() throws {
+        let config = Config(host: "localhost", port: 50051)
+        #expect(config.poolSize == 3)
+        #expect(config.maxRetries == 3)
+        #expect(config.retryDelay == .seconds(1))
+        #expect(config.timeout == .seconds(30))
+        #expect(config.keepaliveTime == .seconds(10))
+        #expect(config.keepaliveTimeout == .seconds(5))
+        #expect(config.maxConnectionIdle == .seconds(300))
+        #expect(config.enableRetries)
+        #expect(config.compression)
+        #expect(config.healthCheck.interval == .seconds(30))
+        #expect(config.balancing == .roundRobin)
+        #expect(config.whenNoneHealthy == .waitUntilDeadline)
+        #expect(config.transportSecurity == .plaintext)
+        try config.validate()
+    }
+
+    static let invalid: [(String, @Sendable (inout Config) -> Void, String, String)] = [
+        ("empty host", { $0.endpoints = [.init(host: "", port: 1)] }, "host", "\"\""),
+        ("blank host", { $0.endpoints = [.init(host: "  ", port: 1)] }, "host", "\"  \""),
+        ("host with a slash", { $0.endpoints = [.init(host: "a/b", port: 1)] }, "host", "\"a/b\""),
+        ("port 0", { $0.endpoints = [.init(host: "h", port: 0)] }, "port", "0"),
+        ("port 65536", { $0.endpoints = [.init(host: "h", port: 65536)] }, "port", "65536"),
+        ("negative port", { $0.endpoints = [.init(host: "h", port: -1)] }, "port", "-1"),
+        ("second endpoint", { $0.endpoints = [.init(host: "h", port: 1), .init(host: "h", port: 0)] }, "endpoints[1].port", "0"),
+        ("no endpoints", { $0.endpoints = [] }, "endpoints", "[]"),
+        ("empty target", { $0.endpoints = [.init(target: " ")] }, "target", "\" \""),
+        ("poolSize 0", { $0.poolSize = 0 }, "poolSize", "0"),
+        ("poolSize absurd", { $0.poolSize = 100_000 }, "poolSize", "100000"),
+        ("negative maxRetries", { $0.maxRetries = -1 }, "maxRetries", "-1"),
+        ("zero retryDelay", { $0.retryDelay = .zero }, "retryDelay", "\(Duration.zero)"),
+        ("negative retryDelay", { $0.retryDelay = .seconds(-1) }, "retryDelay", "\(Duration.seconds(-1))"),
+        ("maxRetryDelay below retryDelay", { $0.maxRetryDelay = .milliseconds(10) }, "maxRetryDelay", "\(Duration.milliseconds(10))"),
+        ("zero timeout", { $0.timeout = .zero }, "timeout", "\(Duration.zero)"),
+        ("zero keepaliveTime", { $0.keepaliveTime = .zero }, "keepaliveTime", "\(Duration.zero)"),
+        ("negative keepaliveTimeout", { $0.keepaliveTimeout = .seconds(-5) }, "keepaliveTimeout", "\(Duration.seconds(-5))"),
+        ("maxConnectionIdle under 1 s", { $0.maxConnectionIdle = .milliseconds(10) }, "maxConnectionIdle", "\(Duration.milliseconds(10))"),
+        ("zero health-check interval", { $0.healthCheck.interval = .zero }, "healthCheck.interval", "\(Duration.zero)"),
+        ("zero health-check timeout", { $0.healthCheck.timeout = .zero }, "healthCheck.timeout", "\(Duration.zero)"),
+        ("retry attempts 1", { $0.retryPolicy.maxAttempts = 1 }, "retryPolicy.maxAttempts", "1"),
+        ("retry attempts 9", { $0.retryPolicy.maxAttempts = 9 }, "retryPolicy.maxAttempts", "9"),
+        ("retry backoff zero", { $0.retryPolicy.initialBackoff = .zero }, "retryPolicy.initialBackoff", "\(Duration.zero)"),
+        ("retry multiplier", { $0.retryPolicy.backoffMultiplier = -2 }, "retryPolicy.backoffMultiplier", "-2.0"),
+        ("retry codes empty", { $0.retryPolicy.retryableStatusCodes = [] }, "retryPolicy.retryableStatusCodes", "[]"),
+        ("retry code unknown", { $0.retryPolicy.retryableStatusCodes = ["BROKEN"] }, "retryPolicy.retryableStatusCodes", "\"BROKEN\""),
+        ("max send size", { $0.maxSendMessageSize = 0 }, "maxSendMessageSize", "0"),
+        ("max receive size", { $0.maxReceiveMessageSize = -1 }, "maxReceiveMessageSize", "-1"),
+        ("user agent", { $0.userAgent = "a\nb" }, "userAgent", "\"a\nb\""),
+        ("unreadable CA file", { $0.transportSecurity = .tls(.init(trustRoots: .file(path: "/nonexistent/ca.pem"))) },
+         "transportSecurity.trustRoots", "\"/nonexistent/ca.pem\""),
+        ("CA not PEM", { $0.transportSecurity = .tls(.init(trustRoots: .pem("hello"))) }, "transportSecurity.trustRoots", "\"hello…\""),
+        ("key without chain", {
+            $0.transportSecurity = .tls(.init(privateKey: .pem("-----BEGIN PRIVATE KEY-----\n")))
+        }, "transportSecurity.certificateChain", "nil"),
+    ]
+
+    @Test("Every invalid field throws a ConfigurationError naming the field and value", arguments: invalid.indices)
+    func invalidField(index: Int) {
+        let (name, mutate, field, value) = Self.invalid[index]
+        var config = Config(host: "localhost", port: 50051)
+        mutate(&config)
+        let error = #expect(throws: ConfigurationError.self, "\(name)") { try config.validate() }
+        #expect(error?.field == field, "\(name)")
+        #expect(error?.value == value, "\(name)")
+        #expect(error.map { "\($0)" }?.contains(field) == true)
+    }
+
+    @Test("PoolManager prefixes the field with the service id and rejects empty configurations")
+    func managerErrors() {
+        let error = #expect(throws: ConfigurationError.self) {
+            try PoolManager(services: ["stt": .init(host: "localhost", port: 0)])
+        }
+        #expect(error?.field == "stt.port")
+        #expect(error?.value == "0")
+        #expect(throws: ConfigurationError.self) { try PoolManager(services: [:]) }
+        #expect(throws: ConfigurationError.self) { try PoolManager(services: ["": .init(host: "h", port: 1)]) }
+    }
+
+    @Test("A readable PEM file is accepted")
+    func readablePEM() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("grpcpool-ca-\(UUID()).pem").path
+        try "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var config = Config(host: "localhost", port: 443)
+        config.transportSecurity = .tls(.init(trustRoots: .file(path: path)))
+        try config.validate()
+    }
+
+    @Test("The retry policy becomes a valid service config")
+    func serviceConfigJSON() throws {
+        let config = Config(host: "localhost", port: 443)
+        let json = try JSONSerialization.jsonObject(with: Data(config.serviceConfigJSON.utf8)) as? [String: Any]
+        let methodConfig = try #require(json?["methodConfig"] as? [[String: Any]])
+        let policy = try #require(methodConfig.first?["retryPolicy"] as? [String: Any])
+        #expect(policy["maxAttempts"] as? Int == 3)
+        #expect(policy["initialBackoff"] as? String == "0.100s")
+        #expect(policy["retryableStatusCodes"] as? [String] == ["UNAVAILABLE"])
+    }
+}
+
+@Suite("Backoff and latency histogram")
+struct BackoffTests {
+    @Test("Delays double from retryDelay, cap at maxRetryDelay, and stay at the cap after maxRetries")
+    func curve() {
+        let backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(1), fastAttempts: 3)
+        #expect(backoff.baseDelay(attempt: 1) == .milliseconds(100))
+        #expect(backoff.baseDelay(attempt: 2) == .milliseconds(200))
+        #expect(backoff.baseDelay(attempt: 3) == .milliseconds(400))
+        #expect(backoff.baseDelay(attempt: 4) == .seconds(1))
+        #expect(backoff.baseDelay(attempt: 1000) == .seconds(1))
+        let long = Backoff(initial: .seconds(1), maximum: .seconds(30), fastAttempts: 100)
+        #expect(long.baseDelay(attempt: 90) == .seconds(30), "no overflow")
+    }
+
+    @Test("Jitter stays within ±20 %")
+    func jitter() {
+        let backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(1), fastAttempts: 3)
+        for attempt in 1...5 {
+            let base = backoff.baseDelay(attempt: attempt)
+            for _ in 0..<100 {
+                let delay = backoff.delay(attempt: attempt)
+                #expect(delay >= base * 0.8 && delay <= base * 1.2)
+            }
+        }
+    }
+
+    @Test("Percentiles are within one bucket (about 6 %) of the true value")
+    func percentiles() {
+        var histogram = LatencyHistogram()
+        for micros in 1...10_000 { histogram.record(.microseconds(micros)) }
+        let p50 = histogram.percentile(0.5).microseconds
+        let p99 = histogram.percentile(0.99).microseconds
+        #expect(abs(p50 - 5_000) <= 5_000 / 16 + 1, "p50 \(p50)")
+        #expect(abs(p99 - 9_900) <= 9_900 / 16 + 1, "p99 \(p99)")
+        #expect(histogram.count == 10_000)
+        #expect(histogram.mean == .microseconds(5_000) + .nanoseconds(500))
+        var merged = LatencyHistogram()
+        merged.merge(histogram)
+        merged.merge(histogram)
+        #expect(merged.count == 20_000)
+        #expect(merged.percentile(0.5) == histogram.percentile(0.5))
+        #expect(LatencyHistogram().percentile(0.99) == .zero)
+    }
+}
