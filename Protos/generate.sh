@@ -19,6 +19,9 @@ generate() {
 
 # The demo servers: health (server and client, public so tests and tools can call it).
 generate Sources/DemoServices/Generated Public true true grpc/health/v1/health.proto
+# The interop test protos and the demo services (stubs for clients and servers).
+generate Sources/DemoServices/Generated Public true true grpc/testing/empty.proto grpc/testing/messages.proto grpc/testing/test.proto
+generate Sources/DemoServices/Generated Public true true demo/services.proto
 
 # The pool's own health checks: messages only, internal to the library.
 mkdir -p Sources/GRPCPool/Generated

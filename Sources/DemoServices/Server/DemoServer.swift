@@ -4,7 +4,9 @@ internal import NIOCore
 private import Synchronization
 
 /// A real gRPC server on grpc-swift-2's NIO HTTP/2 transport, bound to a loopback port, serving
-/// `bench.Echo` (``EchoService``) and `grpc.health.v1.Health` (``HealthService``).
+/// `bench.Echo` (``EchoService``), `grpc.health.v1.Health` (``HealthService``),
+/// `grpc.testing.TestService` (``TestService``) and the demo services `demo.STT`, `demo.NLP`
+/// and `demo.Summary`.
 ///
 /// It exists to be broken on purpose: ``stop()`` drops the listener and every connection at once
 /// (as a crash would), ``restart()`` listens again on the same port, ``behaviour`` makes every
@@ -103,6 +105,7 @@ public final class DemoServer: Sendable {
         let port = self.state.withLock { $0.port }
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.compression.enabledAlgorithms = .all
+        config.rpc.maxRequestPayloadSize = 16 << 20
         // Let clients ping idle connections (the pool's keepalive, primer P6).
         config.connection.keepalive.clientBehavior.allowWithoutCalls = true
         config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .milliseconds(100)
@@ -115,7 +118,11 @@ public final class DemoServer: Sendable {
             transportSecurity: .plaintext,
             config: config
         )
-        let server = GRPCServer(transport: transport, services: [EchoService(controls: self.controls), self.health])
+        let services: [any RegistrableRPCService] = [
+            EchoService(controls: self.controls), self.health, TestService(),
+            SpeechToTextService(), LanguageService(), SummaryService(),
+        ]
+        let server = GRPCServer(transport: transport, services: services)
         let task = Task { try await server.serve() }
         let address: GRPCNIOTransportCore.SocketAddress
         do {

@@ -1,4 +1,5 @@
 internal import Foundation
+internal import GRPCCore
 internal import GRPCPoolCoreBridge
 
 extension PoolManager.ServiceConfig {
@@ -86,7 +87,7 @@ extension PoolManager.ServiceConfig {
         guard !policy.retryableStatusCodes.isEmpty else {
             throw ConfigurationError(field: "retryPolicy.retryableStatusCodes", value: "[]", reason: "must not be empty")
         }
-        for code in policy.retryableStatusCodes where !Self.statusCodeNames.contains(code) {
+        for code in policy.retryableStatusCodes where Status.Code(name: code) == nil {
             throw ConfigurationError(
                 field: "retryPolicy.retryableStatusCodes",
                 value: "\"\(code)\"",
@@ -114,12 +115,6 @@ extension PoolManager.ServiceConfig {
             throw ConfigurationError(field: field, value: "\(duration)", reason: "must be positive")
         }
     }
-
-    private static let statusCodeNames: Set<String> = [
-        "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-        "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
-    ]
 
     /// The credentials for the core, with PEM files read.
     func credentials() throws(ConfigurationError) -> ChannelCredentials {

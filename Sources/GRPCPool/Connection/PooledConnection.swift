@@ -1,7 +1,7 @@
 package import GRPCCore
 public import GRPCPoolCoreBridge
 internal import Logging
-private import Synchronization
+internal import Synchronization
 
 /// One connection of a pool: a core channel with its own TCP connection, its state, its health,
 /// the calls in flight on it, and its metrics.
@@ -27,6 +27,8 @@ public final class PooledConnection: Sendable {
     /// Tells the monitor to check at once (a call failed with UNAVAILABLE).
     private let checkRequests: AsyncStream<Void>.Continuation
     let checkRequestStream: AsyncStream<Void>
+    /// The `GRPCClient` over this connection, made on first use.
+    let clientStorage = Mutex<GRPCClient<Transport>?>(nil)
     /// Called whenever `isHealthy` or the load changes, so waiting callers can look again.
     private let onChange: @Sendable () -> Void
 
@@ -248,6 +250,7 @@ public final class PooledConnection: Sendable {
     }
 
     func close() {
+        self.clientStorage.withLock { $0?.beginGracefulShutdown() }
         self.setHealthy(false)
         self.checkRequests.finish()
         self.storage.withLock { state in

@@ -1,3 +1,4 @@
+public import GRPCCore
 public import Logging
 public import ServiceLifecycle
 private import Synchronization
@@ -103,6 +104,14 @@ public final class PoolManager: Service, Sendable {
         _ body: (PooledConnection) async throws -> Result
     ) async throws -> Result {
         try await self.pool(for: service).withConnection(timeout: timeout, body)
+    }
+
+    /// A `GRPCClient` for `service` that picks a healthy connection for every RPC; wrap it in
+    /// a generated stub: `STT.Client(wrapping: try manager.client(for: "stt"))`.
+    ///
+    /// - Throws: ``GRPCPoolError`` `.unknownService`.
+    public func client(for service: ServiceID) throws(GRPCPoolError) -> GRPCClient<ConnectionPool.Transport> {
+        try self.pool(for: service).client
     }
 
     /// A snapshot of every pool: the seed's `get_all_metrics()`.

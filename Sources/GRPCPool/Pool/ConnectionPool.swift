@@ -1,7 +1,7 @@
 package import GRPCCore
 package import GRPCPoolCoreBridge
 internal import Logging
-private import Synchronization
+internal import Synchronization
 
 /// The connections to one service: picks a healthy one per call, watches and repairs them.
 ///
@@ -20,6 +20,7 @@ public final class ConnectionPool: Sendable {
     private let draining = Atomic<Bool>(false)
     private let state: Mutex<State>
     private let changes: ChangeSignal
+    let clientStorage = Mutex<GRPCClient<Transport>?>(nil)
 
     private struct State {
         enum Lifecycle {
@@ -115,6 +116,15 @@ public final class ConnectionPool: Sendable {
                     throw RPCError(code: .cancelled, message: "cancelled while waiting for a healthy connection")
                 }
             }
+        }
+    }
+
+    /// ``connection(waitingAtMost:)`` as a `Result`.
+    func connectionResult(waitingAtMost timeout: Duration?) async -> Result<PooledConnection, RPCError> {
+        do {
+            return .success(try await self.connection(waitingAtMost: timeout))
+        } catch {
+            return .failure(error)
         }
     }
 
@@ -242,6 +252,7 @@ public final class ConnectionPool: Sendable {
         }
         self.draining.store(true, ordering: .relaxed)
         if started {
+            self.clientStorage.withLock { $0?.beginGracefulShutdown() }
             self.logger.info("pool draining", metadata: ["grpc.pool.in_flight": "\(self.totalLoad)"])
             self.changes.signal()
             self.changedLoad()

@@ -35,6 +35,15 @@ package final class CoreCall: Sendable {
         metadata: Metadata,
         options: CoreCallOptions
     ) throws(RPCError) -> CoreCall {
+        let call = try Self.create(on: channel, method: method, options: options)
+        try call.start(metadata: metadata, options: options)
+        return call
+    }
+
+    /// Creates the call; nothing goes on the wire until ``start(metadata:options:message:closeSend:)``.
+    ///
+    /// - Throws: `.unavailable` when the channel is closed.
+    package static func create(on channel: CoreChannel, method: String, options: CoreCallOptions) throws(RPCError) -> CoreCall {
         guard
             let handle = channel.handle.createCall(
                 method: method,
@@ -44,38 +53,72 @@ package final class CoreCall: Sendable {
         else {
             throw RPCError(code: .unavailable, message: "channel to \(channel.target) is closed")
         }
-        let call = CoreCall(handle: handle)
+        return CoreCall(handle: handle)
+    }
 
+    /// Starts the call in one batch: the initial metadata, optionally the first message, and
+    /// optionally the half-close (a unary or server-streaming request then costs one batch);
+    /// and starts waiting for the status.
+    ///
+    /// - Throws: the core's refusal, e.g. `.invalidArgument` for illegal metadata.
+    package func start(
+        metadata: Metadata,
+        options: CoreCallOptions,
+        message: [UInt8]? = nil,
+        compress: Bool = true,
+        closeSend: Bool = false
+    ) throws(RPCError) {
         let outbound = OutboundMetadata(metadata, extra: options.internalMetadata)
+        let buffer = message.map(ByteBuffers.make)
+        var ops = [grpc_op]()
+        ops.reserveCapacity(3)
         var start = grpc_op()
         start.op = GRPC_OP_SEND_INITIAL_METADATA
         start.flags = options.initialMetadataFlags
         start.data.send_initial_metadata.count = outbound.count
         start.data.send_initial_metadata.metadata = outbound.elements
-        let rc = withUnsafePointer(to: start) { op in
-            handle.startBatch(UnsafeBufferPointer(start: op, count: 1)) { _ in withExtendedLifetime(outbound) {} }
+        ops.append(start)
+        if let buffer {
+            var send = grpc_op()
+            send.op = GRPC_OP_SEND_MESSAGE
+            send.flags = compress ? 0 : UInt32(GRPC_WRITE_NO_COMPRESS)
+            send.data.send_message.send_message = buffer
+            ops.append(send)
         }
-        guard rc == GRPC_CALL_OK else { throw rc.rpcError }
+        if closeSend {
+            var close = grpc_op()
+            close.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT
+            ops.append(close)
+        }
+        let rc = ops.withUnsafeBufferPointer { ops in
+            self.handle.startBatch(ops) { _ in
+                withExtendedLifetime(outbound) {}
+                if let buffer { ByteBuffers.destroy(buffer) }
+            }
+        }
+        guard rc == GRPC_CALL_OK else {
+            if let buffer { ByteBuffers.destroy(buffer) }
+            throw rc.rpcError
+        }
 
         let slots = UnsafeMutablePointer<StatusSlots>.allocate(capacity: 1)
         StatusSlots.initialize(slots)
         let statusOp = StatusSlots.op(slots)
         let statusRC = withUnsafePointer(to: statusOp) { op in
-            handle.startBatch(UnsafeBufferPointer(start: op, count: 1)) { _ in
+            self.handle.startBatch(UnsafeBufferPointer(start: op, count: 1)) { _ in
                 let status = StatusSlots.take(slots)
                 slots.deinitialize(count: 1)
                 slots.deallocate()
-                call.statusReceived(status)
+                self.statusReceived(status)
             }
         }
         guard statusRC == GRPC_CALL_OK else {
             StatusSlots.discard(slots)
             slots.deinitialize(count: 1)
             slots.deallocate()
-            handle.cancel()
+            self.handle.cancel()
             throw statusRC.rpcError
         }
-        return call
     }
 
     /// Sends one message.
@@ -179,7 +222,7 @@ package final class CoreCall: Sendable {
         self.handle.cancel()
     }
 
-    private func statusReceived(_ status: CallStatus) {
+    func statusReceived(_ status: CallStatus) {
         let waiters = self.state.withLock { state in
             state.status = status
             defer { state.statusWaiters = [] }

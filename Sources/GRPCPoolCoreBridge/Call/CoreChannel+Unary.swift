@@ -38,6 +38,29 @@ extension CoreChannel {
     }
 }
 
+extension CoreCall {
+    /// Sends a whole unary request and receives the whole response in one batch of six ops.
+    /// `completion` runs on the poller; afterwards ``finishedStatus`` is set.
+    package func startUnary(
+        metadata: Metadata,
+        message: [UInt8],
+        options: CoreCallOptions,
+        completion: @escaping @Sendable (Result<UnaryResponse, RPCError>) -> Void
+    ) {
+        UnaryBatch.start(on: self.handle, request: message, metadata: metadata, options: options) { result in
+            switch result {
+            case .success(let response):
+                self.statusReceived(CallStatus(code: .ok, message: "", trailingMetadata: response.trailingMetadata))
+            case .failure(let error):
+                self.statusReceived(
+                    CallStatus(code: Status.Code(error.code), message: error.message, trailingMetadata: error.metadata)
+                )
+            }
+            completion(result)
+        }
+    }
+}
+
 /// The slots of a unary batch, allocated once and freed when the batch completes.
 private struct UnaryBatch {
     var status = StatusSlots()

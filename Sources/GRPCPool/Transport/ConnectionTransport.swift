@@ -1,0 +1,135 @@
+public import GRPCCore
+private import Synchronization
+
+extension PooledConnection {
+    /// A `GRPCClient` whose every RPC runs on this connection: wrap it in a generated stub.
+    ///
+    /// ```swift
+    /// try await manager.withConnection(to: "stt") { connection in
+    ///     try await STT.Client(wrapping: connection.client).transcribe(request)
+    /// }
+    /// ```
+    ///
+    /// The client needs no `runConnections()`: the pool runs the connection. It stops taking
+    /// RPCs (FAILED_PRECONDITION) when the pool shuts down.
+    public var client: GRPCClient<Transport> {
+        self.clientStorage.withLock { client in
+            if let client { return client }
+            let new = GRPCClient(transport: Transport(connection: self))
+            client = new
+            return new
+        }
+    }
+
+    /// A grpc-swift-2 `ClientTransport` over one pooled connection: what ``client`` runs on.
+    ///
+    /// The connection belongs to its pool; `connect()` only waits (the pool connects and repairs
+    /// the channel), and `beginGracefulShutdown()` stops this transport taking new RPCs.
+    public final class Transport: ClientTransport {
+        public typealias Bytes = [UInt8]
+
+        let connection: PooledConnection
+        let lifecycle = TransportLifecycle()
+
+        init(connection: PooledConnection) {
+            self.connection = connection
+        }
+
+        public var retryThrottle: RetryThrottle? { nil }
+
+        /// Runs until ``beginGracefulShutdown()`` has been called and every RPC has finished.
+        public func connect() async throws {
+            await self.lifecycle.waitUntilClosed()
+        }
+
+        public func beginGracefulShutdown() {
+            self.lifecycle.beginGracefulShutdown()
+        }
+
+        public func withStream<T: Sendable>(
+            descriptor: MethodDescriptor,
+            options: CallOptions,
+            _ closure: (_ stream: RPCStream<Inbound, Outbound>, _ context: ClientContext) async throws -> T
+        ) async throws -> T {
+            try self.lifecycle.openStream("connection \(self.connection.index) of '\(self.connection.serviceID)'")
+            defer { self.lifecycle.closeStream() }
+            return try await self.connection.withStream(descriptor: descriptor, options: options, closure)
+        }
+
+        public func config(forMethod descriptor: MethodDescriptor) -> MethodConfig? {
+            self.connection.config.methodConfig
+        }
+    }
+}
+
+extension ConnectionPool {
+    /// A `GRPCClient` that balances every RPC over this pool's healthy connections.
+    public var client: GRPCClient<Transport> {
+        self.clientStorage.withLock { client in
+            if let client { return client }
+            let new = GRPCClient(transport: Transport(pool: self))
+            client = new
+            return new
+        }
+    }
+
+    /// A new transport over this pool, for a `GRPCClient` of your own (with interceptors, say):
+    /// `GRPCClient(transport: pool.makeTransport(), interceptors: [...])`.
+    public func makeTransport() -> Transport {
+        Transport(pool: self)
+    }
+
+    /// A grpc-swift-2 `ClientTransport` that picks a connection of the pool for every RPC: what
+    /// ``PoolManager/client(for:)`` runs on.
+    ///
+    /// When no connection is healthy, the pool's ``NoHealthyConnectionPolicy`` decides (waiting
+    /// until the RPC's deadline by default); with `enableRetries`, ``config(forMethod:)`` carries
+    /// the retry policy, so GRPCCore retries an RPC that failed with UNAVAILABLE — on the next
+    /// connection, since each attempt picks again.
+    public final class Transport: ClientTransport {
+        public typealias Bytes = [UInt8]
+
+        let pool: ConnectionPool
+        let lifecycle = TransportLifecycle()
+
+        init(pool: ConnectionPool) {
+            self.pool = pool
+        }
+
+        public var retryThrottle: RetryThrottle? { nil }
+
+        /// Runs until ``beginGracefulShutdown()`` has been called and every RPC has finished.
+        public func connect() async throws {
+            await self.lifecycle.waitUntilClosed()
+        }
+
+        public func beginGracefulShutdown() {
+            self.lifecycle.beginGracefulShutdown()
+        }
+
+        public func withStream<T: Sendable>(
+            descriptor: MethodDescriptor,
+            options: CallOptions,
+            _ closure: (_ stream: RPCStream<Inbound, Outbound>, _ context: ClientContext) async throws -> T
+        ) async throws -> T {
+            try self.lifecycle.openStream("the pool transport of '\(self.pool.serviceID)'")
+            defer { self.lifecycle.closeStream() }
+            let connection: PooledConnection
+            switch await self.pool.connectionResult(waitingAtMost: options.timeout) {
+            case .success(let picked):
+                connection = picked
+            case .failure(let error):
+                // The contract: a transport that is shutting down refuses with FAILED_PRECONDITION.
+                if let cause = error.cause as? GRPCPoolError, cause.code == .shutDown {
+                    throw RPCError(code: .failedPrecondition, message: error.message, cause: cause)
+                }
+                throw error
+            }
+            return try await connection.withStream(descriptor: descriptor, options: options, closure)
+        }
+
+        public func config(forMethod descriptor: MethodDescriptor) -> MethodConfig? {
+            self.pool.config.methodConfig
+        }
+    }
+}

@@ -1,0 +1,142 @@
+internal import GRPCCore
+internal import GRPCPoolCoreBridge
+
+extension PooledConnection {
+    /// Runs one RPC of a `ClientTransport` on this connection, and records it in the metrics.
+    func withStream<Result: Sendable>(
+        descriptor: MethodDescriptor,
+        options: CallOptions,
+        _ closure: (RPCStream<RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable>, ClientContext) async throws -> Result
+    ) async throws -> Result {
+        let coreOptions = CoreCallOptions(
+            timeout: options.timeout,
+            waitForReady: options.waitForReady ?? false,
+            compression: options.compression.flatMap(ChannelOptions.Compression.init)
+        )
+        let maxRequest = options.maxRequestMessageBytes ?? self.config.maxSendMessageSize
+        let maxResponse = options.maxResponseMessageBytes ?? self.config.maxReceiveMessageSize
+        let channel = self.beginCall()
+        let start = ContinuousClock.now
+        let call: CoreCall
+        do {
+            call = try CoreCall.create(on: channel, method: "/\(descriptor.fullyQualifiedMethod)", options: coreOptions)
+        } catch {
+            self.endCall(start: start, error: error)
+            throw error
+        }
+        let context = ClientContext(descriptor: descriptor, remotePeer: self.endpoint.description, localPeer: "")
+
+        let stream: RPCStream<RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable>
+        let abandon: @Sendable () -> Void
+        if descriptor.type == .unary {
+            let unary = UnaryCoreStream(
+                call: call,
+                options: coreOptions,
+                maxRequestBytes: maxRequest,
+                maxResponseBytes: maxResponse
+            )
+            stream = RPCStream(
+                descriptor: descriptor,
+                inbound: RPCAsyncSequence(wrapping: unary.responseParts),
+                outbound: RPCWriter.Closable(wrapping: UnaryCoreStreamWriter(stream: unary))
+            )
+            abandon = { unary.fail(RPCError(code: .cancelled, message: "the RPC was cancelled")) }
+        } else {
+            let streaming = CoreStream(
+                call: call,
+                options: coreOptions,
+                maxRequestBytes: maxRequest,
+                maxResponseBytes: maxResponse
+            )
+            stream = RPCStream(
+                descriptor: descriptor,
+                inbound: RPCAsyncSequence(wrapping: streaming.responseParts),
+                outbound: RPCWriter.Closable(wrapping: CoreStreamWriter(stream: streaming))
+            )
+            abandon = { streaming.fail(RPCError(code: .cancelled, message: "the RPC was cancelled")) }
+        }
+
+        do {
+            let result = try await withTaskCancellationHandler {
+                try await closure(stream, context)
+            } onCancel: {
+                abandon()
+            }
+            if let status = call.finishedStatus {
+                self.endCall(start: start, error: status.error)
+            } else {
+                abandon()
+                self.endCall(start: start, error: RPCError(code: .cancelled, message: "the RPC ended before its status arrived"))
+            }
+            return result
+        } catch {
+            abandon()
+            let status = call.finishedStatus
+            self.endCall(start: start, error: status.map { $0.error ?? Self.rpcError(error) } ?? Self.rpcError(error))
+            throw error
+        }
+    }
+
+    static func rpcError(_ error: any Error) -> RPCError {
+        if let error = error as? RPCError { return error }
+        if error is CancellationError { return RPCError(code: .cancelled, message: "cancelled") }
+        return RPCError(code: .unknown, message: "\(error)", cause: error)
+    }
+
+    /// The method config from this service's configuration: message limits and, with
+    /// `enableRetries`, the retry policy (which GRPCCore applies across connections).
+    func methodConfig() -> MethodConfig {
+        self.config.methodConfig
+    }
+}
+
+extension ChannelOptions.Compression {
+    init?(_ algorithm: CompressionAlgorithm) {
+        switch algorithm {
+        case .gzip: self = .gzip
+        case .deflate: self = .deflate
+        case .none: self = .none
+        default: return nil
+        }
+    }
+}
+
+extension PoolManager.ServiceConfig {
+    /// The method config for every method of the service.
+    var methodConfig: MethodConfig {
+        var executionPolicy: RPCExecutionPolicy?
+        if self.enableRetries {
+            let policy = self.retryPolicy
+            let codes = Set(policy.retryableStatusCodes.compactMap(Status.Code.init(name:)))
+            executionPolicy = .retry(
+                RetryPolicy(
+                    maxAttempts: policy.maxAttempts,
+                    initialBackoff: policy.initialBackoff,
+                    maxBackoff: policy.maxBackoff,
+                    backoffMultiplier: policy.backoffMultiplier,
+                    retryableStatusCodes: codes
+                )
+            )
+        }
+        return MethodConfig(
+            names: [],
+            maxRequestMessageBytes: self.maxSendMessageSize,
+            maxResponseMessageBytes: self.maxReceiveMessageSize,
+            executionPolicy: executionPolicy
+        )
+    }
+}
+
+extension Status.Code {
+    /// The code for its canonical name (`"UNAVAILABLE"`).
+    init?(name: String) {
+        let names = [
+            "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+            "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
+            "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
+            "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+        ]
+        guard let raw = names[name] else { return nil }
+        self.init(rawValue: raw)
+    }
+}

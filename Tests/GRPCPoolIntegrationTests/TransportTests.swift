@@ -1,0 +1,152 @@
+import DemoServices
+import GRPCCore
+import GRPCPool
+import InteropCases
+import Foundation
+import SwiftProtobuf
+import Testing
+
+@Suite("grpc-swift-2 ClientTransport over the pool")
+struct TransportTests {
+    @Test("Interop case through the pool-wide transport", arguments: InteropCase.allCases)
+    func interopThroughPool(testCase: InteropCase) async throws {
+        try await withDemoServer { server in
+            try await withPoolManager(["interop": testConfig([server.target], poolSize: 2)]) { manager in
+                try await testCase.run(using: try manager.client(for: "interop"))
+            }
+        }
+    }
+
+    @Test("Interop case through one pooled connection's client", arguments: [
+        InteropCase.largeUnary, .pingPong, .customMetadata, .statusCodeAndMessage, .timeoutOnSleepingServer,
+    ])
+    func interopThroughConnection(testCase: InteropCase) async throws {
+        try await withDemoServer { server in
+            try await withPoolManager(["interop": testConfig([server.target], poolSize: 1)]) { manager in
+                try await manager.withConnection(to: "interop") { connection in
+                    try await testCase.run(using: connection.client)
+                }
+            }
+        }
+    }
+
+    @Test("The seed's usage: stubs inside withConnection and on the pool-wide client, counted in metrics")
+    func seedUsage() async throws {
+        try await withDemoServer { sttServer in
+            try await withDemoServer { nlpServer in
+                try await withDemoServer { summaryServer in
+                    let services: [ServiceID: PoolManager.ServiceConfig] = [
+                        "stt": testConfig([sttServer.target], poolSize: 3),
+                        "nlp": testConfig([nlpServer.target], poolSize: 2),
+                        "summary": testConfig([summaryServer.target], poolSize: 2),
+                    ]
+                    try await withPoolManager(services) { manager in
+                        // async with pool_manager.get_connection(ServiceType.STT) as conn: …
+                        let transcript = try await manager.withConnection(to: "stt") { connection in
+                            let stt = STT.Client(wrapping: connection.client)
+                            return try await stt.transcribe(.with { $0.audio = Data(count: 1600) })
+                        }
+                        #expect(transcript.text == "transcript of 1600 bytes (en)")
+
+                        // Balanced per RPC.
+                        let nlp = NLP.Client(wrapping: try manager.client(for: "nlp"))
+                        for _ in 0..<10 {
+                            let analysis = try await nlp.analyze(.with { $0.text = "good day, good pool" })
+                            #expect(analysis.tokens == ["good", "day", "good", "pool"])
+                        }
+                        let summary = Summary.Client(wrapping: try manager.client(for: "summary"))
+                        let sentences = try await summary.summarizeStream(
+                            .with {
+                                $0.text = "One. Two. Three."
+                                $0.maxSentences = 2
+                            }
+                        ) { response in
+                            var sentences: [String] = []
+                            for try await message in response.messages { sentences.append(message.summary) }
+                            return sentences
+                        }
+                        #expect(sentences == ["One.", "Two."])
+                        // One failing call on stt: a service the server does not have.
+                        await #expect(throws: RPCError.self) {
+                            try await Grpc_Testing_UnimplementedService.Client(wrapping: try manager.client(for: "stt"))
+                                .unimplementedCall(Grpc_Testing_Empty())
+                        }
+
+                        let metrics = manager.metrics()
+                        #expect(metrics["stt"]?.totalRequests == 2)
+                        #expect(metrics["stt"]?.successRate == 0.5)
+                        #expect(metrics["nlp"]?.totalRequests == 10)
+                        #expect(metrics["nlp"]?.successRate == 1)
+                        #expect(metrics["nlp"]?.connections.map(\.totalRequests) == [5, 5])
+                        #expect(metrics["summary"]?.totalRequests == 1)
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("With retries, calls on the pool-wide client survive one connection dying mid-load")
+    func failoverUnderLoad() async throws {
+        try await withDemoServer { a in
+            try await withDemoServer { b in
+                let config = testConfig([a.target, b.target], poolSize: 4)
+                try await withPoolManager(["stt": config]) { manager in
+                    let stt = STT.Client(wrapping: try manager.client(for: "stt"))
+                    let counter = LoadCounter()
+                    let stop = StopFlag()
+                    let load = Task {
+                        await withTaskGroup(of: Void.self) { group in
+                            for _ in 0..<8 {
+                                group.addTask {
+                                    while !stop.isSet {
+                                        do {
+                                            _ = try await stt.transcribe(.with { $0.audio = Data(count: 10) })
+                                            counter.success()
+                                        } catch let error as RPCError {
+                                            counter.failure(error.code)
+                                        } catch {
+                                            counter.failure(.unknown)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    #expect(await poll { counter.successes > 200 })
+                    await b.stop()
+                    let atStop = counter.successes
+                    #expect(await poll { counter.successes > atStop + 500 })
+                    stop.set()
+                    await load.value
+                    #expect(counter.failures.isEmpty, "failures: \(counter.failures)")
+                    let pool = try manager.pool(for: "stt")
+                    #expect(pool.metrics().healthyConnections == 2)
+                }
+            }
+        }
+    }
+
+    @Test("After graceful shutdown the pool-wide client refuses RPCs with FAILED_PRECONDITION")
+    func shutdownRefuses() async throws {
+        try await withDemoServer { server in
+            let manager = try PoolManager(services: ["stt": testConfig([server.target], poolSize: 1)])
+            let running = Task { try await manager.run() }
+            let pool = try manager.pool(for: "stt")
+            #expect(await poll { pool.metrics().healthyConnections == 1 })
+            let transport = ConnectionPoolTransportProbe(pool: pool)
+            manager.beginGracefulShutdown()
+            try await running.value
+            let error = await #expect(throws: RPCError.self) { try await transport.call() }
+            #expect(error?.code == .failedPrecondition)
+        }
+    }
+}
+
+/// Calls the pool's transport directly (the GRPCClient would report its own shutdown first).
+struct ConnectionPoolTransportProbe {
+    let pool: ConnectionPool
+    func call() async throws {
+        let client = GRPCClient(transport: pool.makeTransport())
+        _ = try await STT.Client(wrapping: client).transcribe(TranscribeRequest())
+    }
+}
