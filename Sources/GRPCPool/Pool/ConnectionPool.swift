@@ -16,8 +16,6 @@ public final class ConnectionPool: Sendable {
 
     let logger: Logger
     private let cursor = Atomic<Int>(0)
-    /// Set once draining starts, so that the hot path skips the drain bookkeeping before then.
-    private let draining = Atomic<Bool>(false)
     private let state: Mutex<State>
     private let changes: ChangeSignal
     let clientStorage = Mutex<GRPCClient<Transport>?>(nil)
@@ -29,7 +27,6 @@ public final class ConnectionPool: Sendable {
             case closed
         }
         var lifecycle = Lifecycle.open
-        var drainWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     init(serviceID: ServiceID, config: PoolManager.ServiceConfig, logger: Logger) throws {
@@ -157,10 +154,7 @@ public final class ConnectionPool: Sendable {
     ) async throws -> Result {
         let connection = try await self.connection(waitingAtMost: timeout)
         connection.lease()
-        defer {
-            connection.unlease()
-            self.changedLoad()
-        }
+        defer { connection.unlease() }
         return try await body(connection)
     }
 
@@ -172,7 +166,6 @@ public final class ConnectionPool: Sendable {
         options: CoreCallOptions? = nil
     ) async throws(RPCError) -> UnaryResponse {
         let connection = try await self.connection(waitingAtMost: options?.timeout)
-        defer { self.changedLoad() }
         return try await connection.unary(method: method, request: request, metadata: metadata, options: options)
     }
 
@@ -250,44 +243,27 @@ public final class ConnectionPool: Sendable {
             state.lifecycle = .draining
             return true
         }
-        self.draining.store(true, ordering: .relaxed)
         if started {
             self.clientStorage.withLock { $0?.beginGracefulShutdown() }
             self.logger.info("pool draining", metadata: ["grpc.pool.in_flight": "\(self.totalLoad)"])
             self.changes.signal()
-            self.changedLoad()
         }
     }
 
     private var totalLoad: Int { self.connections.reduce(0) { $0 + $1.load } }
 
-    private func changedLoad() {
-        guard self.draining.load(ordering: .relaxed) else { return }
-        let waiters: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
-            guard state.lifecycle == .draining, !state.drainWaiters.isEmpty, self.totalLoad == 0 else { return [] }
-            defer { state.drainWaiters = [] }
-            return state.drainWaiters
-        }
-        for waiter in waiters { waiter.resume() }
-    }
-
+    /// Returns once shutdown has begun and no call or lease is left, or when cancelled. Every call
+    /// that ends signals `changes`, so this looks again exactly when the load may have dropped.
     private func waitUntilDrained() async {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let ready = self.state.withLock { state -> Bool in
-                    if state.lifecycle != .open && self.totalLoad == 0 { return true }
-                    if Task.isCancelled { return true }
-                    state.drainWaiters.append(continuation)
-                    return false
-                }
-                if ready { continuation.resume() }
+        while true {
+            let observed = self.changes.generation
+            let closing = self.state.withLock { $0.lifecycle != .open }
+            if closing && self.totalLoad == 0 { return }
+            do {
+                try await self.changes.wait(after: observed, until: .now.advanced(by: .seconds(3600)))
+            } catch {
+                return  // cancelled: close at once
             }
-        } onCancel: {
-            let waiters = self.state.withLock { state in
-                defer { state.drainWaiters = [] }
-                return state.drainWaiters
-            }
-            for waiter in waiters { waiter.resume() }
         }
     }
 }

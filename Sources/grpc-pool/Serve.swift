@@ -1,0 +1,24 @@
+import ArgumentParser
+import DemoServices
+
+/// Runs the demo server (echo, health, interop TestService, stt/nlp/summary) until interrupted.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve bench.Echo, grpc.health.v1, grpc.testing.TestService and the demo services on loopback."
+    )
+
+    @Option(help: "The port to listen on (0 picks a free one).")
+    var port: Int = 0
+
+    @Option(help: "The address to bind.")
+    var host: String = "127.0.0.1"
+
+    func run() async throws {
+        let server = DemoServer(host: self.host, port: self.port)
+        try await server.start()
+        print("listening on \(server.target)")
+        while !Task.isCancelled {
+            try await Task.sleep(for: .seconds(3600))
+        }
+    }
+}
