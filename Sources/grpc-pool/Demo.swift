@@ -32,8 +32,7 @@ struct Demo: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var logger = Logger(label: "grpc.pool")
-        logger.logLevel = self.verbose ? .info : .critical
+        let logger = Logger.cli(verbose: self.verbose)
         let say: @Sendable (String) -> Void = { [json] line in if !json { writeLine(line) } }
 
         // 1. The services: three real gRPC servers on loopback.
@@ -308,9 +307,20 @@ extension Duration {
         let (seconds, attoseconds) = self.components
         return Double(seconds) + Double(attoseconds) / 1e18
     }
+
+    var milliseconds: Double { self.seconds * 1000 }
 }
 
 /// Writes a line to standard output at once (the live view also goes into pipes line by line).
 func writeLine(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+extension Logger {
+    /// The pool's logger for the command line: info lines with `--verbose`, else warnings only.
+    static func cli(verbose: Bool) -> Logger {
+        var logger = Logger(label: "grpc.pool")
+        logger.logLevel = verbose ? .info : .warning
+        return logger
+    }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DemoServices
 import GRPCPool
+import Logging
 import InteropCases
 
 /// Runs gRPC's interop cases through the pooled transport against a TestService.
@@ -17,6 +18,9 @@ struct Interop: AsyncParsableCommand {
 
     @Option(help: "Connections in the pool.")
     var poolSize: Int = 2
+
+    @Flag(help: "Show the pool's own log lines.")
+    var verbose = false
 
     func run() async throws {
         let cases: [InteropCase]
@@ -44,7 +48,7 @@ struct Interop: AsyncParsableCommand {
         let endpoint = try Endpoints.parse(target)
         var config = PoolManager.ServiceConfig(endpoints: [endpoint], poolSize: self.poolSize)
         config.timeout = .seconds(10)
-        let manager = try PoolManager(services: ["interop": config])
+        let manager = try PoolManager(services: ["interop": config], logger: .cli(verbose: self.verbose))
 
         var failures = 0
         try await withThrowingDiscardingTaskGroup { group in

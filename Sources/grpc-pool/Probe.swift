@@ -3,6 +3,7 @@ import DemoServices
 import Foundation
 import GRPCCore
 import GRPCPool
+import Logging
 import SwiftProtobuf
 
 /// Connects a pool to a server and reports whether it is healthy.
@@ -45,6 +46,9 @@ struct Probe: AsyncParsableCommand {
     @Option(help: "Seconds to wait for the connections and each check.")
     var timeout: Double = 5
 
+    @Flag(help: "Show the pool's own log lines.")
+    var verbose = false
+
     func run() async throws {
         let config: PoolManager.ServiceConfig
         let manager: PoolManager
@@ -54,6 +58,8 @@ struct Probe: AsyncParsableCommand {
             service.timeout = .milliseconds(Int(self.timeout * 1000))
             service.healthCheck.serviceName = self.healthService
             service.healthCheck.timeout = service.timeout
+            // The checks go to a connection even when none is healthy, so that the core says why.
+            service.whenNoneHealthy = .useAnyConnection
             if self.tls || self.ca != nil || self.cert != nil || self.key != nil {
                 service.transportSecurity = .tls(
                     .init(
@@ -65,7 +71,7 @@ struct Probe: AsyncParsableCommand {
                 )
             }
             config = service
-            manager = try PoolManager(services: ["probe": service])
+            manager = try PoolManager(services: ["probe": service], logger: .cli(verbose: self.verbose))
         } catch {
             print("error: \(error)")
             throw ExitCode(2)
@@ -108,7 +114,7 @@ struct Probe: AsyncParsableCommand {
             do {
                 let response = try await health.check(.with { $0.service = name }, options: options)
                 latencies.append(clock.now - start)
-                status = "\(response.status)"
+                status = Self.name(response.status)
                 if response.status != .serving { break }
             } catch let error as RPCError {
                 failure = error
@@ -117,7 +123,7 @@ struct Probe: AsyncParsableCommand {
         }
 
         for connection in pool.metrics().connections {
-            let since = connection.connectedSince.map { " for \(clock.now - $0)" } ?? ""
+            let since = connection.connectedSince.map { String(format: " for %.0f ms", (clock.now - $0).milliseconds) } ?? ""
             print(
                 "  connection \(connection.index)  \(connection.endpoint)  \(connection.state)"
                     + "  \(connection.isHealthy ? "healthy" : "unhealthy")\(since)"
@@ -135,11 +141,11 @@ struct Probe: AsyncParsableCommand {
             }
         } else {
             print("  health \"\(name)\": \(status ?? "?")")
-            healthy = status == "\(Grpc_Health_V1_HealthCheckResponse.ServingStatus.serving)"
+            healthy = status == "SERVING"
         }
         if !latencies.isEmpty {
             let sorted = latencies.sorted()
-            let ms = { (d: Duration) in String(format: "%.2f ms", Double(d.components.attoseconds) / 1e15 + Double(d.components.seconds) * 1000) }
+            let ms = { (d: Duration) in String(format: "%.2f ms", d.milliseconds) }
             print(
                 "  health checks: \(latencies.count) ok, latency min \(ms(sorted.first!)), "
                     + "p50 \(ms(sorted[sorted.count / 2])), max \(ms(sorted.last!))"
@@ -147,6 +153,16 @@ struct Probe: AsyncParsableCommand {
         }
         print(healthy ? "healthy" : "unhealthy: \(self.target): health status \(status ?? "unknown")")
         return healthy
+    }
+
+    static func name(_ status: Grpc_Health_V1_HealthCheckResponse.ServingStatus) -> String {
+        switch status {
+        case .serving: "SERVING"
+        case .notServing: "NOT_SERVING"
+        case .serviceUnknown: "SERVICE_UNKNOWN"
+        case .unknown: "UNKNOWN"
+        case .UNRECOGNIZED(let value): "\(value)"
+        }
     }
 
     static func oneLine(_ text: String) -> String {

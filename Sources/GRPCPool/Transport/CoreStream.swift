@@ -53,24 +53,39 @@ final class CoreStream: Sendable {
                     message: "request message of \(message.count) bytes exceeds the limit of \(limit) bytes"
                 )
             }
-            let sendNow: Bool = self.state.withLock { state in
+            let next: AfterWrite = self.state.withLock { state in
                 switch state {
                 case .pending(let metadata, nil, false, let waiters):
                     state = .pending(metadata: metadata, message: message, closed: false, waiters: waiters)
-                    return false
+                    // A reader already waits for the response: it will not come before the call starts.
+                    return waiters.isEmpty ? .hold : .startHeld
                 case .pending, .started:
-                    return true
+                    return .send
                 case .failed:
-                    return false
+                    return .hold
                 }
             }
-            if sendNow {
+            switch next {
+            case .hold:
+                break
+            case .startHeld:
+                self.startIfPending(closing: false)
+            case .send:
                 self.startIfPending(closing: false)
                 if case .started = self.state.withLock({ $0 }) {
                     _ = await self.call.send(message, compress: self.options.compression != ChannelOptions.Compression.none)
                 }
             }
         }
+    }
+
+    private enum AfterWrite {
+        /// Keep the message: it may go out with the half-close in one batch.
+        case hold
+        /// Start the call with the message now.
+        case startHeld
+        /// The call is (being) started: send the message on its own.
+        case send
     }
 
     func finish() async {
@@ -147,19 +162,26 @@ final class CoreStream: Sendable {
         if !ready {
             // Give the writer a moment to finish the request, so it can go out in one batch.
             await Task.yield()
-            let force: Bool = self.state.withLock { state in
-                if case .pending(.some, .some, _, _) = state { return true }
-                return false
-            }
-            if force { self.startIfPending(closing: false) }
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow: Bool = self.state.withLock { state in
-                    guard case .pending(let metadata, let message, let closed, var waiters) = state else { return true }
+                enum Next { case resume, wait, start }
+                let next: Next = self.state.withLock { state in
+                    guard case .pending(let metadata, let message, let closed, var waiters) = state else { return .resume }
+                    // Checked under the same lock as the writer's: a message written just now
+                    // either sees this waiter (and starts the call) or is seen here.
+                    if metadata != nil && message != nil { return .start }
                     waiters.append(continuation)
                     state = .pending(metadata: metadata, message: message, closed: closed, waiters: waiters)
-                    return false
+                    return .wait
                 }
-                if resumeNow { continuation.resume() }
+                switch next {
+                case .resume:
+                    continuation.resume()
+                case .start:
+                    self.startIfPending(closing: false)
+                    continuation.resume()
+                case .wait:
+                    break
+                }
             }
         }
         return self.state.withLock { state in

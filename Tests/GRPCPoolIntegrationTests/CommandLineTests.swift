@@ -1,0 +1,96 @@
+import DemoServices
+import Foundation
+import Testing
+
+/// Runs the built `grpc-pool` executable (it sits next to the test bundle) and returns its exit
+/// code and output, killing it after `timeLimit`.
+func runGRPCPool(_ arguments: [String], timeLimit: Duration = .seconds(60)) async throws -> (status: Int32, output: String) {
+    let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    var executable = directory.appendingPathComponent("grpc-pool")
+    if !FileManager.default.fileExists(atPath: executable.path) {
+        executable = directory.deletingLastPathComponent().appendingPathComponent("grpc-pool")
+    }
+    try #require(FileManager.default.fileExists(atPath: executable.path), "grpc-pool not built at \(executable.path)")
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let watchdog = Task {
+        try await Task.sleep(for: timeLimit)
+        process.terminate()
+    }
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    watchdog.cancel()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+@Suite("grpc-pool command line")
+struct CommandLineTests {
+    @Test("probe reports a DemoServices server healthy and exits 0")
+    func probeHealthy() async throws {
+        try await withDemoServer { server in
+            let (status, output) = try await runGRPCPool(["probe", server.target, "--checks", "3"])
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("connection 0  \(server.target)  ready  healthy"))
+            #expect(output.contains("health \"\": SERVING"))
+            #expect(output.contains("health checks: 3 ok"))
+            #expect(output.hasSuffix("healthy\n"))
+        }
+    }
+
+    @Test("probe against a closed port exits non-zero with one clear line")
+    func probeClosedPort() async throws {
+        let (status, output) = try await runGRPCPool(["probe", "127.0.0.1:1", "--timeout", "1"])
+        #expect(status == 1)
+        let verdict = output.split(separator: "\n").filter { $0.hasPrefix("unhealthy") }
+        #expect(verdict.count == 1, "\(output)")
+        #expect(verdict.first?.contains("Connection refused") == true, "\(output)")
+    }
+
+    @Test("probe with an invalid option value names the field and exits 2")
+    func probeInvalid() async throws {
+        let (status, output) = try await runGRPCPool(["probe", "127.0.0.1:0"])
+        #expect(status == 2)
+        #expect(output.contains("port = 0"), "\(output)")
+    }
+
+    @Test("interop runs every case through the pool against a local TestService")
+    func interop() async throws {
+        let (status, output) = try await runGRPCPool(["interop"])
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("16 passed, 0 failed"))
+    }
+
+    @Test("demo --json: the numbers add up and the outage is seen and repaired")
+    func demoJSON() async throws {
+        let (status, output) = try await runGRPCPool(["demo", "--duration", "4", "--json"])
+        #expect(status == 0, "\(output)")
+        let json = try #require(output.split(separator: "\n").last.map { Data($0.utf8) })
+        let object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
+        let services = try #require(object["services"] as? [String: [String: Any]])
+        #expect(Set(services.keys) == ["stt", "nlp", "summary"])
+        for (name, service) in services {
+            let requests = try #require(service["requests"] as? Int)
+            let successes = try #require(service["successes"] as? Int)
+            let failures = try #require(service["failures"] as? Int)
+            #expect(requests == successes + failures, "\(name)")
+            #expect(requests > 0, "\(name)")
+        }
+        let events = try #require(object["events"] as? [[String: Any]]).compactMap { $0["event"] as? String }
+        #expect(events.contains { $0.hasPrefix("pool noticed: summary 0/2 healthy") }, "\(events)")
+        #expect(events.contains { $0.hasPrefix("reconnected: summary 2/2 healthy") }, "\(events)")
+    }
+
+    @Test("demo prints the reconnection and the metrics tables")
+    func demoText() async throws {
+        let (status, output) = try await runGRPCPool(["demo", "--duration", "3"])
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("reconnected: summary 2/2 healthy"))
+        #expect(output.contains("service  requests  success"))
+        #expect(output.contains("service  conn  endpoint"))
+    }
+}
