@@ -1,5 +1,6 @@
 package import GRPCCore
 public import GRPCPoolCoreBridge
+internal import CoreMetrics
 internal import Logging
 internal import Synchronization
 
@@ -20,6 +21,7 @@ public final class PooledConnection: Sendable {
     let credentials: ChannelCredentials
     let options: ChannelOptions
     let logger: Logger
+    let instruments: ConnectionInstruments
     private let healthy = Atomic<Bool>(false)
     private let inFlightCalls = Atomic<Int>(0)
     private let activeLeases = Atomic<Int>(0)
@@ -55,6 +57,7 @@ public final class PooledConnection: Sendable {
         config: PoolManager.ServiceConfig,
         credentials: ChannelCredentials,
         logger: Logger,
+        metricsFactory: any MetricsFactory,
         onChange: @escaping @Sendable () -> Void
     ) throws {
         self.serviceID = serviceID
@@ -67,6 +70,7 @@ public final class PooledConnection: Sendable {
         logger[metadataKey: "grpc.pool.connection"] = "\(index)"
         logger[metadataKey: "grpc.pool.endpoint"] = "\(self.endpoint)"
         self.logger = logger
+        self.instruments = ConnectionInstruments(service: serviceID, index: index, factory: metricsFactory)
         self.onChange = onChange
         let channel = try CoreChannel(target: self.endpoint.description, credentials: credentials, options: self.options)
         self.storage = Mutex(State(channel: channel))
@@ -170,6 +174,9 @@ public final class PooledConnection: Sendable {
     func endCall(start: ContinuousClock.Instant, error: RPCError?) {
         let latency = ContinuousClock.now - start
         self.inFlightCalls.subtract(1, ordering: .relaxed)
+        let (seconds, attoseconds) = latency.components
+        self.instruments.latency.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        (error == nil ? self.instruments.successes : self.instruments.failures).increment()
         self.storage.withLock { state in
             state.stats.latency.record(latency)
             if let error {
@@ -198,7 +205,10 @@ public final class PooledConnection: Sendable {
 
     func setHealthy(_ healthy: Bool) {
         let old = self.healthy.exchange(healthy, ordering: .relaxed)
-        if old != healthy { self.onChange() }
+        if old != healthy {
+            self.instruments.healthy.record(healthy ? 1 : 0)
+            self.onChange()
+        }
     }
 
     /// Records a connectivity change of the current channel; returns whether it was one.
@@ -211,6 +221,7 @@ public final class PooledConnection: Sendable {
                 state.connectedSince = .now
                 if state.everConnected {
                     state.stats.reconnects += 1
+                    self.instruments.reconnects.increment()
                     reconnected = true
                 }
                 state.everConnected = true
@@ -230,6 +241,7 @@ public final class PooledConnection: Sendable {
             state.connectivity = channel.state()
             state.connectedSince = state.connectivity == .ready ? .now : nil
             state.stats.reconnects += 1
+            self.instruments.reconnects.increment()
             state.everConnected = true
             return (state.generation, old)
         }

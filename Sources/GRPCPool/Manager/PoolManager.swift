@@ -1,4 +1,5 @@
 public import GRPCCore
+public import CoreMetrics
 public import Logging
 public import ServiceLifecycle
 private import Synchronization
@@ -27,6 +28,7 @@ public final class PoolManager: Service, Sendable {
     /// The pools, by service.
     public let pools: [ServiceID: ConnectionPool]
     private let logger: Logger
+    private let metricsLogInterval: Duration?
     private let lifecycle: Mutex<Lifecycle>
 
     private enum Lifecycle {
@@ -42,10 +44,16 @@ public final class PoolManager: Service, Sendable {
     ///   - services: the configuration of each service.
     ///   - logger: where pool events go (label `grpc.pool` by default); metadata keys are
     ///     `grpc.pool.service`, `grpc.pool.connection`, `grpc.pool.endpoint`.
+    ///   - metricsFactory: where the swift-metrics instruments go; by default the factory the
+    ///     application bootstrapped (`MetricsSystem.factory`). The library never bootstraps.
+    ///   - metricsLogInterval: when set, ``run()`` logs one metrics line per pool at this interval
+    ///     (at info level).
     /// - Throws: ``ConfigurationError`` naming the first invalid field (prefixed with the service id).
     public init(
         services: [ServiceID: ServiceConfig],
-        logger: Logger = Logger(label: "grpc.pool")
+        logger: Logger = Logger(label: "grpc.pool"),
+        metricsFactory: (any MetricsFactory)? = nil,
+        metricsLogInterval: Duration? = nil
     ) throws(ConfigurationError) {
         guard !services.isEmpty else {
             throw ConfigurationError(field: "services", value: "[:]", reason: "must configure at least one service")
@@ -61,15 +69,24 @@ public final class PoolManager: Service, Sendable {
                 throw ConfigurationError(field: "\(id).\(error.field)", value: error.value, reason: error.reason)
             }
             do {
-                pools[id] = try ConnectionPool(serviceID: id, config: config, logger: logger)
+                pools[id] = try ConnectionPool(
+                    serviceID: id,
+                    config: config,
+                    logger: logger,
+                    metricsFactory: metricsFactory ?? MetricsSystem.factory
+                )
             } catch let error as ConfigurationError {
                 throw ConfigurationError(field: "\(id).\(error.field)", value: error.value, reason: error.reason)
             } catch {
                 throw ConfigurationError(field: "\(id).endpoints", value: "\(config.endpoints)", reason: "\(error)")
             }
         }
+        if let interval = metricsLogInterval, interval <= .zero {
+            throw ConfigurationError(field: "metricsLogInterval", value: "\(interval)", reason: "must be positive")
+        }
         self.pools = pools
         self.logger = logger
+        self.metricsLogInterval = metricsLogInterval
         self.lifecycle = Mutex(.idle)
     }
 
@@ -148,7 +165,7 @@ public final class PoolManager: Service, Sendable {
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for pool in self.pools.values {
-                    group.addTask { await pool.run() }
+                    group.addTask { await pool.run(metricsLogInterval: self.metricsLogInterval) }
                 }
             }
         } onGracefulShutdown: {

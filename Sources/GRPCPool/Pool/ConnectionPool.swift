@@ -1,5 +1,7 @@
 package import GRPCCore
 package import GRPCPoolCoreBridge
+internal import CoreMetrics
+internal import Foundation
 internal import Logging
 internal import Synchronization
 
@@ -29,7 +31,12 @@ public final class ConnectionPool: Sendable {
         var lifecycle = Lifecycle.open
     }
 
-    init(serviceID: ServiceID, config: PoolManager.ServiceConfig, logger: Logger) throws {
+    init(
+        serviceID: ServiceID,
+        config: PoolManager.ServiceConfig,
+        logger: Logger,
+        metricsFactory: any MetricsFactory
+    ) throws {
         self.serviceID = serviceID
         self.config = config
         var logger = logger
@@ -46,6 +53,7 @@ public final class ConnectionPool: Sendable {
                 config: config,
                 credentials: credentials,
                 logger: logger,
+                metricsFactory: metricsFactory,
                 onChange: { changes.signal() }
             )
         }
@@ -218,7 +226,7 @@ public final class ConnectionPool: Sendable {
 
     /// Connects every connection, then watches them until ``beginGracefulShutdown()`` (which
     /// drains the calls in flight, then closes the channels) or cancellation (which closes at once).
-    func run() async {
+    func run(metricsLogInterval: Duration? = nil) async {
         self.logger.info(
             "pool starting",
             metadata: ["grpc.pool.size": "\(self.connections.count)", "grpc.pool.balancing": "\(self.config.balancing)"]
@@ -226,6 +234,10 @@ public final class ConnectionPool: Sendable {
         await withDiscardingTaskGroup { group in
             for connection in self.connections {
                 group.addTask { await connection.monitor() }
+            }
+            group.addTask { await self.sampleGauges() }
+            if let metricsLogInterval {
+                group.addTask { await self.logMetrics(every: metricsLogInterval) }
             }
             await self.waitUntilDrained()
             group.cancelAll()
@@ -251,6 +263,40 @@ public final class ConnectionPool: Sendable {
     }
 
     private var totalLoad: Int { self.connections.reduce(0) { $0 + $1.load } }
+
+    /// One metrics line for this pool, every `interval`:
+    ///
+    /// ```
+    /// info grpc.pool: grpc.pool.service=stt requests=1520 success_rate=0.998 avg_ms=1.92 p50_ms=1.80
+    ///   p99_ms=5.10 in_flight=4 healthy=3/3 reconnects=1 [GRPCPool] pool metrics
+    /// ```
+    private func logMetrics(every interval: Duration) async {
+        while true {
+            do { try await Task.sleep(for: interval) } catch { return }
+            let metrics = self.metrics()
+            self.logger.info(
+                "pool metrics",
+                metadata: [
+                    "requests": "\(metrics.totalRequests)",
+                    "success_rate": "\(String(format: "%.3f", metrics.successRate))",
+                    "avg_ms": "\(String(format: "%.2f", metrics.averageResponseTime.milliseconds))",
+                    "p50_ms": "\(String(format: "%.2f", metrics.p50ResponseTime.milliseconds))",
+                    "p99_ms": "\(String(format: "%.2f", metrics.p99ResponseTime.milliseconds))",
+                    "in_flight": "\(metrics.inFlight)",
+                    "healthy": "\(metrics.healthyConnections)/\(metrics.poolSize)",
+                    "reconnects": "\(metrics.reconnects)",
+                ]
+            )
+        }
+    }
+
+    /// Samples the in-flight gauges every second (cheaper than updating them on every call).
+    private func sampleGauges() async {
+        while !Task.isCancelled {
+            for connection in self.connections { connection.instruments.inFlight.record(connection.inFlight) }
+            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+        }
+    }
 
     /// Returns once shutdown has begun and no call or lease is left, or when cancelled. Every call
     /// that ends signals `changes`, so this looks again exactly when the load may have dropped.

@@ -1,0 +1,80 @@
+import DemoServices
+import GRPCCore
+import GRPCPool
+import InMemoryLogging
+import Logging
+import MetricsTestKit
+import Testing
+
+@Suite("Metrics export and logs")
+struct ObservabilityTests {
+    @Test("Every call reaches swift-metrics with service and connection dimensions")
+    func swiftMetrics() async throws {
+        try await withDemoServer { server in
+            let metrics = TestMetrics()
+            let manager = try PoolManager(
+                services: ["stt": testConfig([server.target], poolSize: 2)],
+                metricsFactory: metrics
+            )
+            let pool = try manager.pool(for: "stt")
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await manager.run() }
+                #expect(await poll { pool.metrics().healthyConnections == 2 })
+                for index in 0..<10 {
+                    let metadata: Metadata = index < 3 ? ["echo-status": "13"] : [:]
+                    _ = try? await pool.unary(method: echoUnary, request: [1], metadata: metadata)
+                }
+                manager.beginGracefulShutdown()
+            }
+            #expect(metrics.counters(label: "grpc_pool_rpcs_total").reduce(0) { $0 + $1.totalValue } == 10)
+            let perConnection = metrics.counters(label: "grpc_pool_rpcs_total")
+            #expect(Set(perConnection.map { $0.dimensions.first { $0.0 == "connection" }!.1 }) == ["0", "1"])
+            #expect(perConnection.allSatisfy { $0.dimensions.contains { $0 == ("service", "stt") } })
+            let failed = perConnection.filter { $0.dimensions.contains { $0 == ("outcome", "failure") } }
+            #expect(failed.reduce(0) { $0 + $1.totalValue } == 3)
+            let succeeded = perConnection.filter { $0.dimensions.contains { $0 == ("outcome", "success") } }
+            #expect(succeeded.reduce(0) { $0 + $1.totalValue } == 7)
+            let timers = metrics.timers(label: "grpc_pool_rpc_duration_seconds")
+            #expect(timers.reduce(0) { $0 + $1.values.count } == 10)
+            let healthy = try metrics.expectGauge("grpc_pool_connection_healthy", [("service", "stt"), ("connection", "0")])
+            #expect(healthy.lastValue == 0, "after shutdown the connection is out of rotation")
+        }
+    }
+
+    @Test("Pool events and the periodic metrics line go to the injected logger")
+    func logs() async throws {
+        try await withDemoServer { server in
+            let logs = InMemoryLogHandler()
+            let logger = Logger(label: "grpc.pool", factory: { _ in logs })
+            let manager = try PoolManager(
+                services: ["stt": testConfig([server.target], poolSize: 1)],
+                logger: logger,
+                metricsLogInterval: .milliseconds(100)
+            )
+            let pool = try manager.pool(for: "stt")
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await manager.run() }
+                #expect(await poll { pool.metrics().healthyConnections == 1 })
+                _ = try await pool.unary(method: echoUnary, request: [1])
+                #expect(await poll { logs.entries.contains { $0.message == "pool metrics" && $0.metadata["requests"] == "1" } })
+                await server.stop()
+                #expect(await poll { logs.entries.contains { $0.message == "health check failed" } })
+                #expect(await poll { logs.entries.contains { $0.message.description.hasPrefix("reconnection attempt") } })
+                try await server.restart()
+                #expect(await poll { pool.metrics().healthyConnections == 1 })
+                manager.beginGracefulShutdown()
+            }
+            let messages = logs.entries.map(\.message.description)
+            for expected in ["pool manager starting", "pool starting", "connection established", "pool draining", "pool shut down"] {
+                #expect(messages.contains(expected), "missing log line: \(expected)")
+            }
+            let established = try #require(logs.entries.first { $0.message == "connection established" })
+            #expect(established.metadata["grpc.pool.service"] == "stt")
+            #expect(established.metadata["grpc.pool.connection"] == "0")
+            #expect(established.metadata["grpc.pool.endpoint"] == "\(server.target)")
+            let attempt = try #require(logs.entries.first { $0.message.description.hasSuffix("scheduled") })
+            #expect(attempt.metadata["grpc.pool.delay_ms"] != nil)
+            #expect(logs.entries.allSatisfy { $0.level <= .info }, "a library logs at info or below")
+        }
+    }
+}
