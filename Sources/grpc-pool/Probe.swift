@@ -60,6 +60,7 @@ struct Probe: AsyncParsableCommand {
             service.healthCheck.timeout = service.timeout
             // The checks go to a connection even when none is healthy, so that the core says why.
             service.whenNoneHealthy = .useAnyConnection
+            service.enableRetries = false  // report the first error, not the last retry's
             if self.tls || self.ca != nil || self.cert != nil || self.key != nil {
                 service.transportSecurity = .tls(
                     .init(

@@ -44,11 +44,12 @@ struct CommandLineTests {
 
     @Test("probe against a closed port exits non-zero with one clear line")
     func probeClosedPort() async throws {
-        let (status, output) = try await runGRPCPool(["probe", "127.0.0.1:1", "--timeout", "1"])
+        let (status, output) = try await runGRPCPool(["probe", "127.0.0.1:1", "--timeout", "5"])
         #expect(status == 1)
         let verdict = output.split(separator: "\n").filter { $0.hasPrefix("unhealthy") }
         #expect(verdict.count == 1, "\(output)")
         #expect(verdict.first?.contains("Connection refused") == true, "\(output)")
+        #expect(verdict.first?.hasPrefix("unhealthy: 127.0.0.1:1: unavailable:") == true, "\(output)")
     }
 
     @Test("probe with an invalid option value names the field and exits 2")

@@ -36,7 +36,14 @@ struct PoolTests {
             try await withPoolManager(["echo": config]) { manager in
                 let pool = try manager.pool(for: "echo")
                 // A slow call occupies one connection; quick calls must all go to the other.
-                let slow = Task { try await pool.unary(method: echoUnary, request: [1], metadata: ["echo-delay-ms": "1500"]) }
+                let slow = Task {
+                    try await pool.unary(
+                        method: echoUnary,
+                        request: [1],
+                        metadata: ["echo-delay-ms": "1500"],
+                        options: CoreCallOptions(timeout: .seconds(30))
+                    )
+                }
                 #expect(await poll { pool.metrics().inFlight == 1 })
                 let busy = pool.metrics().connections.first { $0.inFlight == 1 }!.index
                 for _ in 0..<50 { _ = try await pool.unary(method: echoUnary, request: [2]) }

@@ -129,7 +129,7 @@ struct TransportTests {
     @Test("After graceful shutdown the pool-wide client refuses RPCs with FAILED_PRECONDITION")
     func shutdownRefuses() async throws {
         try await withDemoServer { server in
-            let manager = try PoolManager(services: ["stt": testConfig([server.target], poolSize: 1)])
+            let manager = try PoolManager(services: ["stt": testConfig([server.target], poolSize: 1)], logger: quietLogger)
             let running = Task { try await manager.run() }
             let pool = try manager.pool(for: "stt")
             #expect(await poll { pool.metrics().healthyConnections == 1 })

@@ -5,6 +5,8 @@ internal import SwiftProtobuf
 /// What one health check found.
 enum HealthProbe: Sendable, Equatable {
     case healthy
+    /// Not decided yet: the channel is connecting (the core times the attempt out on its own).
+    case pending
     /// Not usable now; `replace` when a new channel might help (unresponsive, connection failed)
     /// rather than the server saying it does not serve.
     case unhealthy(reason: String, replace: Bool)
@@ -17,10 +19,14 @@ extension PooledConnection {
         let channel = channel ?? self.channel
         guard let serviceName = self.config.healthCheck.serviceName else {
             switch channel.state() {
-            case .ready, .idle:
+            case .ready:
                 return .healthy
+            case .idle:
+                // Pooled connections stay warm: an idle one (lost, or idle-timed-out) reconnects.
+                _ = channel.state(tryToConnect: true)
+                return .pending
             case .connecting:
-                return .unhealthy(reason: "still connecting", replace: false)
+                return .pending
             case .transientFailure:
                 return .unhealthy(reason: "connection failed (transient failure)", replace: true)
             case .shutdown:

@@ -64,6 +64,9 @@ extension PooledConnection {
 
             func apply(_ probe: HealthProbe) {
                 switch probe {
+                case .pending:
+                    // Connecting: out of rotation until it is ready, but no recovery episode yet.
+                    self.setHealthy(false)
                 case .healthy:
                     if recovering {
                         self.logger.info("connection recovered")
@@ -120,9 +123,9 @@ extension PooledConnection {
                         apply(.healthy)
                         continue
                     }
-                    self.logger.info(
-                        "reconnection attempt \(attempt) of \(self.config.maxRetries): connecting a new channel"
-                    )
+                    let phase = attempt <= self.config.maxRetries
+                        ? "\(attempt) of \(self.config.maxRetries)" : "\(attempt) (at the capped interval)"
+                    self.logger.info("reconnection attempt \(phase): connecting a new channel")
                     if let replacement = await self.connectReplacement() {
                         let (generation, old) = self.replaceChannel(with: replacement)
                         old.close()

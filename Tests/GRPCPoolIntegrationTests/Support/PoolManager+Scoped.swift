@@ -1,6 +1,7 @@
 import DemoServices
 import GRPCCore
 import GRPCPool
+import Logging
 
 /// A service config tuned for tests: fast backoff, short checks, small timeouts.
 func testConfig(
@@ -16,13 +17,11 @@ func testConfig(
         endpoints: endpoints,
         poolSize: poolSize,
         retryDelay: .milliseconds(100),
-        timeout: .seconds(2),
-        keepaliveTime: .seconds(1),
-        keepaliveTimeout: .milliseconds(500)
+        timeout: .seconds(5)
     )
     config.maxRetryDelay = .milliseconds(400)
     config.healthCheck.interval = .milliseconds(300)
-    config.healthCheck.timeout = .milliseconds(500)
+    config.healthCheck.timeout = .seconds(2)
     configure(&config)
     return config
 }
@@ -34,7 +33,7 @@ func withPoolManager<Result: Sendable>(
     waitForHealthy: Bool = true,
     _ body: (PoolManager) async throws -> Result
 ) async throws -> Result {
-    let manager = try PoolManager(services: services)
+    let manager = try PoolManager(services: services, logger: quietLogger)
     return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await manager.run() }
         do {
@@ -57,5 +56,13 @@ func withPoolManager<Result: Sendable>(
 }
 
 let echoUnary = "/bench.Echo/Unary"
+
+/// The pool's logger in tests: warnings only (the tests check their own outcomes; the log test
+/// uses its own in-memory handler).
+let quietLogger: Logger = {
+    var logger = Logger(label: "grpc.pool")
+    logger.logLevel = .warning
+    return logger
+}()
 
 import Testing

@@ -1,0 +1,134 @@
+import Foundation
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+@Suite("Example app (Hummingbird + ServiceGroup)")
+struct ExampleAppTests {
+    @Test("Its endpoints answer over real HTTP, /metrics is Prometheus text, and SIGTERM stops it cleanly")
+    func endpoints() async throws {
+        let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        var executable = directory.appendingPathComponent("example-app")
+        if !FileManager.default.fileExists(atPath: executable.path) {
+            executable = directory.deletingLastPathComponent().appendingPathComponent("example-app")
+        }
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = ["--port", "0"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+
+        // The app prints its port once it listens.
+        let lines = LineReader(output.fileHandleForReading)
+        var port: Int?
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .seconds(30))
+        while port == nil, clock.now < deadline, let line = await lines.next() {
+            if let range = line.range(of: "listening on http://127.0.0.1:") {
+                port = Int(line[range.upperBound...])
+            }
+        }
+        let base = "http://127.0.0.1:\(try #require(port, "the app did not report its port"))"
+
+        func get(_ path: String, method: String = "GET", body: Data? = nil) async throws -> (Int, Data) {
+            var request = URLRequest(url: URL(string: base + path)!)
+            request.httpMethod = method
+            request.httpBody = body
+            request.timeoutInterval = 10
+            let (data, response) = try await URLSession.shared.data(for: request)
+            return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+        }
+        func json(_ data: Data) throws -> [String: Any] {
+            try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        }
+
+        // /health: every service and connection, healthy (the pools connect in the background).
+        var healthy = false
+        for _ in 0..<100 where !healthy {
+            let (status, data) = try await get("/health")
+            healthy = status == 200
+            if healthy {
+                let body = try json(data)
+                #expect(Set(body.keys) == ["stt", "nlp", "summary"])
+                let stt = try #require(body["stt"] as? [String: Any])
+                #expect((stt["connections"] as? [[String: Any]])?.count == 3)
+                #expect(stt["healthy"] as? Bool == true)
+            } else {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        #expect(healthy)
+
+        let (sttStatus, sttData) = try await get("/stt/transcribe", method: "POST", body: Data(count: 640))
+        #expect(sttStatus == 200)
+        #expect(try json(sttData)["text"] as? String == "transcript of 640 bytes (en)")
+
+        let (nlpStatus, nlpData) = try await get("/nlp/analyze?text=good%20good%20bad")
+        #expect(nlpStatus == 200)
+        #expect(try json(nlpData)["tokens"] as? [String] == ["good", "good", "bad"])
+
+        let (summaryStatus, summaryData) = try await get("/summary?text=One.%20Two.%20Three.&sentences=2")
+        #expect(summaryStatus == 200)
+        #expect(try json(summaryData)["summary"] as? String == "One. Two.")
+
+        // /metrics: Prometheus text with the pool's series, counting the calls above.
+        let (metricsStatus, metricsData) = try await get("/metrics")
+        #expect(metricsStatus == 200)
+        let text = String(decoding: metricsData, as: UTF8.self)
+        #expect(text.contains("# TYPE grpc_pool_rpcs_total counter"))
+        #expect(text.contains("# TYPE grpc_pool_connection_healthy gauge"))
+        #expect(text.contains("grpc_pool_rpc_duration_seconds"))
+        let sttCalls = text.split(separator: "\n").filter {
+            $0.hasPrefix("grpc_pool_rpcs_total{") && $0.contains("service=\"stt\"") && $0.contains("outcome=\"success\"")
+        }
+        #expect(sttCalls.compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +) >= 1)
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            // name{labels} value — the Prometheus text format.
+            #expect(line.range(of: #"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [-+0-9.eE]+|Inf|NaN$"#, options: .regularExpression) != nil, "\(line)")
+        }
+
+        // SIGTERM: graceful shutdown of the HTTP server and the pools, within a few seconds.
+        let stoppedAt = clock.now
+        process.terminate()  // SIGTERM
+        var rest: [String] = []
+        while let line = await lines.next() { rest.append(line) }
+        process.waitUntilExit()
+        #expect(clock.now - stoppedAt < .seconds(5))
+        #expect(process.terminationStatus == 0)
+        #expect(rest.contains("shut down cleanly"))
+    }
+}
+
+/// Reads lines from a pipe without blocking the cooperative pool (one dedicated thread).
+final class LineReader: @unchecked Sendable {
+    private let stream: AsyncStream<String>
+    private var iterator: AsyncStream<String>.Iterator
+
+    init(_ handle: FileHandle) {
+        let (stream, continuation) = AsyncStream.makeStream(of: String.self)
+        self.stream = stream
+        self.iterator = stream.makeAsyncIterator()
+        Thread {
+            var buffer = Data()
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                buffer.append(chunk)
+                while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                    continuation.yield(String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self))
+                    buffer.removeSubrange(buffer.startIndex...newline)
+                }
+            }
+            continuation.finish()
+        }.start()
+    }
+
+    func next() async -> String? {
+        await self.iterator.next()
+    }
+}
