@@ -8,7 +8,11 @@ struct ConnectivityTests {
     /// Reconnect quickly so that the tests don't wait out the core's default backoff.
     static var fastReconnect: ChannelOptions {
         var options = ChannelOptions()
-        options.reconnectBackoff = .init(initial: .milliseconds(100), minimum: .milliseconds(100), maximum: .milliseconds(300))
+        options.reconnectBackoff = .init(
+            initial: .milliseconds(100),
+            maximum: .milliseconds(300),
+            minimumConnectTimeout: .seconds(5)
+        )
         return options
     }
 

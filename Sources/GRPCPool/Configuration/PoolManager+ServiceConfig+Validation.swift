@@ -169,7 +169,11 @@ extension PoolManager.ServiceConfig {
         options.keepalivePermitWithoutCalls = true
         options.maxPingsWithoutData = 0
         options.idleTimeout = self.maxConnectionIdle
-        options.reconnectBackoff = .init(initial: self.retryDelay, minimum: self.retryDelay, maximum: self.maxRetryDelay)
+        options.reconnectBackoff = .init(
+            initial: self.retryDelay,
+            maximum: self.maxRetryDelay,
+            minimumConnectTimeout: self.timeout
+        )
         options.defaultCompression = self.compression ? .gzip : ChannelOptions.Compression.none
         options.enableRetries = self.enableRetries
         if self.enableRetries {

@@ -18,16 +18,21 @@ package struct ChannelOptions: Sendable, Hashable {
         }
     }
 
-    /// Reconnect backoff of the core's subchannel (`grpc.initial/min/max_reconnect_backoff_ms`).
+    /// Reconnect backoff of the core's subchannel.
     package struct ReconnectBackoff: Sendable, Hashable {
+        /// `grpc.initial_reconnect_backoff_ms`: the delay before the first reconnection.
         package var initial: Duration
-        package var minimum: Duration
+        /// `grpc.max_reconnect_backoff_ms`: the cap on the delay.
         package var maximum: Duration
+        /// `grpc.min_reconnect_backoff_ms`, which the core uses as the *minimum connect timeout*
+        /// (default 20 s): how long one attempt may take to reach the server's SETTINGS frame.
+        /// Setting it to a short backoff would fail handshakes on a loaded machine.
+        package var minimumConnectTimeout: Duration
 
-        package init(initial: Duration, minimum: Duration, maximum: Duration) {
+        package init(initial: Duration, maximum: Duration, minimumConnectTimeout: Duration) {
             self.initial = initial
-            self.minimum = minimum
             self.maximum = maximum
+            self.minimumConnectTimeout = minimumConnectTimeout
         }
     }
 
@@ -78,7 +83,7 @@ package struct ChannelOptions: Sendable, Hashable {
         if let idleTimeout { args.append((GRPC_ARG_CLIENT_IDLE_TIMEOUT_MS, ms(idleTimeout))) }
         if let reconnectBackoff {
             args.append((GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, ms(reconnectBackoff.initial)))
-            args.append((GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, ms(reconnectBackoff.minimum)))
+            args.append((GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, ms(reconnectBackoff.minimumConnectTimeout)))
             args.append((GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, ms(reconnectBackoff.maximum)))
         }
         if let defaultCompression {
