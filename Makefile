@@ -10,7 +10,7 @@ GEN_SCRATCH  := .build-generators
 PROTOC_GEN_SWIFT      = $(GEN_SCRATCH)/release/protoc-gen-swift
 PROTOC_GEN_GRPC_SWIFT = $(GEN_SCRATCH)/release/protoc-gen-grpc-swift-2
 
-.PHONY: all build test demo generate deps deps-generate clean format
+.PHONY: all build test demo bench generate deps deps-generate clean format
 
 all: build
 
@@ -37,6 +37,12 @@ test: deps
 demo: deps
 	$(SWIFT) build --product grpc-pool
 	$(SWIFT) run --skip-build grpc-pool demo
+
+# Side-by-side client benchmarks (release build; the echo server runs as a separate process).
+# BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS="--json --duration 5"`.
+bench: deps
+	$(SWIFT) build -c release --product grpc-pool
+	.build/release/grpc-pool bench $(BENCH_ARGS)
 
 # Regenerates the committed Swift code from Protos/. Builds the two protoc plugins from the
 # pinned packages (release, in its own scratch folder); CI never runs this.

@@ -16,7 +16,7 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let server = DemoServer(host: self.host, port: self.port)
         try await server.start()
-        print("listening on \(server.target)")
+        writeLine("listening on \(server.target)")
         while !Task.isCancelled {
             try await Task.sleep(for: .seconds(3600))
         }

@@ -40,7 +40,7 @@ struct PoolTests {
                     try await pool.unary(
                         method: echoUnary,
                         request: [1],
-                        metadata: ["echo-delay-ms": "1500"],
+                        metadata: ["echo-delay-ms": "20000"],
                         options: CoreCallOptions(timeout: .seconds(30))
                     )
                 }
@@ -49,7 +49,10 @@ struct PoolTests {
                 for _ in 0..<50 { _ = try await pool.unary(method: echoUnary, request: [2]) }
                 let metrics = pool.metrics().connections
                 #expect(metrics[1 - busy].totalRequests == 50)
-                _ = try await slow.value
+                #expect(metrics[busy].inFlight == 1, "the slow call was still running throughout")
+                slow.cancel()
+                let outcome = await slow.result
+                #expect(throws: RPCError.self) { try outcome.get() }
             }
         }
     }

@@ -62,7 +62,7 @@ extension CoreCall {
 }
 
 /// The slots of a unary batch, allocated once and freed when the batch completes.
-private struct UnaryBatch {
+struct UnaryBatch {
     var status = StatusSlots()
     var initialMetadata = grpc_metadata_array()
     var message: UnsafeMutablePointer<grpc_byte_buffer>? = nil

@@ -1,0 +1,46 @@
+internal import CGRPCCore
+internal import GRPCCore
+private import Synchronization
+
+/// The ceiling of this stack for benchmarks: unary calls chained from the poller thread itself,
+/// with no Swift task, continuation or executor hop on the path — each completion starts the
+/// next call of its chain directly.
+package enum CoreBenchLoop {
+    /// Runs `concurrency` chains of unary calls for `duration`.
+    ///
+    /// - Returns: the latency of every completed call, and how many failed.
+    package static func run(
+        channel: CoreChannel,
+        method: String,
+        payload: [UInt8],
+        concurrency: Int,
+        duration: Duration
+    ) async -> (latencies: [Duration], failures: Int) {
+        let deadline = ContinuousClock.now.advanced(by: duration)
+        let state = Mutex<(latencies: [Duration], failures: Int, running: Int)>(([], 0, concurrency))
+        state.withLock { $0.latencies.reserveCapacity(1 << 20) }
+        return await withCheckedContinuation { (continuation: CheckedContinuation<([Duration], Int), Never>) in
+            @Sendable func next() {
+                let start = ContinuousClock.now
+                guard start < deadline,
+                    let call = channel.handle.createCall(method: method, authority: nil, deadline: CoreCallOptions(timeout: .seconds(30)).deadline)
+                else {
+                    let done = state.withLock { value -> ([Duration], Int)? in
+                        value.running -= 1
+                        return value.running == 0 ? (value.latencies, value.failures) : nil
+                    }
+                    if let done { continuation.resume(returning: done) }
+                    return
+                }
+                UnaryBatch.start(on: call, request: payload, metadata: [:], options: CoreCallOptions()) { result in
+                    let latency = ContinuousClock.now - start
+                    state.withLock { value in
+                        if case .success = result { value.latencies.append(latency) } else { value.failures += 1 }
+                    }
+                    next()
+                }
+            }
+            for _ in 0..<concurrency { next() }
+        }
+    }
+}

@@ -1,0 +1,387 @@
+import ArgumentParser
+import DemoServices
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import GRPCPool
+import GRPCPoolCoreBridge
+import Synchronization
+
+/// Side-by-side client benchmarks against one echo server in a separate process.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmark GRPCPool against grpc-swift-2's NIO client and the bare C core, on one echo server.",
+        discussion: """
+            Without --target: starts `grpc-pool serve` as a separate process and runs every client and \
+            workload, printing a table (or one JSON object with --json). With --target: runs the pooled \
+            client alone against any server exposing bench.Echo/Unary and prints one JSON line.
+            """
+    )
+
+    @Option(help: "External mode: HOST:PORT of a server exposing bench.Echo/Unary.")
+    var target: String?
+
+    @Option(help: "External mode: concurrent calls.")
+    var concurrency: Int = 64
+
+    @Option(help: "Seconds per measured row.")
+    var duration: Double = 3
+
+    @Option(help: "External mode: request payload bytes.")
+    var payload: Int = 32
+
+    @Option(help: "Pool connections.")
+    var connections: Int = 4
+
+    @Option(help: "Seconds of warm-up before each row.")
+    var warmup: Double = 1
+
+    @Flag(help: "Print one JSON object with every row and the ratios.")
+    var json = false
+
+    @Option(help: "Concurrency levels of the unary 32 B workload.")
+    var levels: [Int] = [1, 16, 64, 256]
+
+    func run() async throws {
+        if let target = self.target {
+            let endpoint = try Endpoints.parse(target)
+            let clients = try await BenchClients(endpoint: endpoint, connections: self.connections)
+            defer { clients.shutdown() }
+            let payload = [UInt8](repeating: 7, count: self.payload)
+            _ = try await Measure.run(concurrency: self.concurrency, duration: .seconds(self.warmup), serverPID: nil) {
+                try await clients.poolStub(payload)
+            }
+            let row = try await Measure.run(concurrency: self.concurrency, duration: .seconds(self.duration), serverPID: nil) {
+                try await clients.poolStub(payload)
+            }
+            let object: [String: Any] = [
+                "client": "grpcpool", "connections": self.connections, "concurrency": self.concurrency,
+                "payload": self.payload, "rpcs": row.calls, "qps": row.qps, "p50_us": row.p50, "p99_us": row.p99,
+                "cpu_us_per_rpc": row.cpuPerCall,
+            ]
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+
+        let server = try ServerProcess.start()
+        defer { server.stop() }
+        let endpoint = PoolManager.Endpoint(host: "127.0.0.1", port: server.port)
+        let clients = try await BenchClients(endpoint: endpoint, connections: self.connections)
+        defer { clients.shutdown() }
+        let say: (String) -> Void = { line in if !self.json { writeLine(line) } }
+        say("server: pid \(server.pid) on 127.0.0.1:\(server.port); \(self.duration) s per row after \(self.warmup) s warm-up")
+
+        var rows: [[String: Any]] = []
+        func measure(_ client: String, _ workload: String, concurrency: Int, _ call: @escaping @Sendable () async throws -> Void) async throws -> Measure.Row {
+            _ = try await Measure.run(concurrency: concurrency, duration: .seconds(self.warmup), serverPID: nil, call)
+            let row = try await Measure.run(concurrency: concurrency, duration: .seconds(self.duration), serverPID: server.pid, call)
+            say(row.line(client: client, workload: workload, concurrency: concurrency))
+            rows.append(row.json(client: client, workload: workload, concurrency: concurrency))
+            return row
+        }
+        func measureCeiling(_ workload: String, payload: [UInt8], concurrency: Int) async throws -> Measure.Row {
+            _ = await Measure.ceiling(clients: clients, payload: payload, concurrency: concurrency, duration: .seconds(self.warmup), serverPID: nil)
+            let row = await Measure.ceiling(clients: clients, payload: payload, concurrency: concurrency, duration: .seconds(self.duration), serverPID: server.pid)
+            say(row.line(client: "(e) C-core loop", workload: workload, concurrency: concurrency))
+            rows.append(row.json(client: "(e) C-core loop", workload: workload, concurrency: concurrency))
+            return row
+        }
+
+        say(Measure.Row.header)
+        let small = [UInt8](repeating: 7, count: 32)
+        var ratios: [String: Double] = [:]
+        for level in self.levels {
+            // A B A B for the pair whose ratio is reported, so drift cancels.
+            let a1 = try await measure("(a) pool stub", "unary 32 B", concurrency: level) { try await clients.poolStub(small) }
+            let c1 = try await measure("(c) NIO client", "unary 32 B", concurrency: level) { try await clients.nio(small) }
+            let a2 = try await measure("(a) pool stub", "unary 32 B", concurrency: level) { try await clients.poolStub(small) }
+            let c2 = try await measure("(c) NIO client", "unary 32 B", concurrency: level) { try await clients.nio(small) }
+            _ = try await measure("(b) withConnection", "unary 32 B", concurrency: level) { try await clients.lease(small) }
+            _ = try await measure("(c) NIO ×\(self.connections) clients", "unary 32 B", concurrency: level) {
+                try await clients.nioRoundRobin(small)
+            }
+            _ = try await measure("(d) core channel", "unary 32 B", concurrency: level) { try await clients.coreChannel(small) }
+            let e = try await measureCeiling("unary 32 B", payload: small, concurrency: level)
+            ratios["pool_vs_nio_qps_c\(level)"] = (a1.qps + a2.qps) / (c1.qps + c2.qps)
+            ratios["pool_vs_nio_cpu_c\(level)"] = (a1.cpuPerCall + a2.cpuPerCall) / (c1.cpuPerCall + c2.cpuPerCall)
+            ratios["pool_vs_nio_p50_c\(level)"] = (a1.p50 + a2.p50) / (c1.p50 + c2.p50)
+            ratios["pool_vs_core_cpu_c\(level)"] = (a1.cpuPerCall + a2.cpuPerCall) / 2 / e.cpuPerCall
+        }
+        let large = [UInt8](repeating: 7, count: 64 << 10)
+        _ = try await measure("(a) pool stub", "unary 64 KiB", concurrency: 16) { try await clients.poolStub(large) }
+        _ = try await measure("(c) NIO client", "unary 64 KiB", concurrency: 16) { try await clients.nio(large) }
+        _ = try await measureCeiling("unary 64 KiB", payload: large, concurrency: 16)
+
+        if self.json {
+            let data = try JSONSerialization.data(withJSONObject: ["rows": rows, "ratios": ratios], options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            writeLine("")
+            for (key, value) in ratios.sorted(by: { $0.key < $1.key }) {
+                writeLine(String(format: "%@ = %.2f", key, value))
+            }
+        }
+    }
+}
+
+/// The clients under test, all against the same server.
+final class BenchClients: Sendable {
+    let manager: PoolManager
+    let pool: ConnectionPool
+    let poolClient: GRPCClient<ConnectionPool.Transport>
+    let nioClients: [GRPCClient<HTTP2ClientTransport.Posix>]
+    let nioTasks: [Task<Void, any Error>]
+    let managerTask: Task<Void, any Error>
+    let core: CoreChannel
+    private let cursor = Atomic(0)
+
+    static let descriptor = MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary)
+
+    init(endpoint: PoolManager.Endpoint, connections: Int) async throws {
+        var config = PoolManager.ServiceConfig(endpoints: [endpoint], poolSize: connections)
+        config.compression = false
+        config.enableRetries = false
+        config.maxReceiveMessageSize = 16 << 20
+        self.manager = try PoolManager(services: ["bench": config], logger: .cli(verbose: false))
+        self.pool = try self.manager.pool(for: "bench")
+        self.poolClient = self.pool.client
+        let manager = self.manager
+        self.managerTask = Task { try await manager.run() }
+        var nio: [GRPCClient<HTTP2ClientTransport.Posix>] = []
+        var tasks: [Task<Void, any Error>] = []
+        for _ in 0..<max(connections, 1) {
+            let transport = try HTTP2ClientTransport.Posix(
+                target: .ipv4(address: endpoint.host, port: endpoint.port),
+                transportSecurity: .plaintext
+            )
+            let client = GRPCClient(transport: transport)
+            tasks.append(Task { try await client.runConnections() })
+            nio.append(client)
+        }
+        self.nioClients = nio
+        self.nioTasks = tasks
+        var options = ChannelOptions()
+        options.maxReceiveMessageSize = 16 << 20
+        self.core = try CoreChannel(target: endpoint.description, options: options)
+        let pool = self.pool
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .seconds(10))
+        while pool.metrics().healthyConnections < connections, clock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    func shutdown() {
+        self.manager.beginGracefulShutdown()
+        for client in self.nioClients { client.beginGracefulShutdown() }
+        self.core.close()
+    }
+
+    private func unary<T: ClientTransport>(_ client: GRPCClient<T>, _ payload: [UInt8]) async throws {
+        let reply = try await client.unary(
+            request: ClientRequest(message: payload),
+            descriptor: Self.descriptor,
+            serializer: RawBytesSerializer(),
+            deserializer: RawBytesDeserializer(),
+            options: .defaults
+        ) { try $0.message }
+        guard reply.count == payload.count else { throw RPCError(code: .dataLoss, message: "short echo") }
+    }
+
+    /// (a) a stub call on the pool-wide transport.
+    func poolStub(_ payload: [UInt8]) async throws { try await self.unary(self.poolClient, payload) }
+
+    /// (b) lease a connection, call on its client.
+    func lease(_ payload: [UInt8]) async throws {
+        try await self.manager.withConnection(to: "bench") { connection in
+            try await self.unary(connection.client, payload)
+        }
+    }
+
+    /// (c) grpc-swift-2's own NIO client (one).
+    func nio(_ payload: [UInt8]) async throws { try await self.unary(self.nioClients[0], payload) }
+
+    /// (c) N NIO clients, round robin.
+    func nioRoundRobin(_ payload: [UInt8]) async throws {
+        let index = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue % self.nioClients.count
+        try await self.unary(self.nioClients[index], payload)
+    }
+
+    /// (d) one plain core channel through this package's core layer, no pool.
+    func coreChannel(_ payload: [UInt8]) async throws {
+        _ = try await self.core.unary(method: "/bench.Echo/Unary", request: payload)
+    }
+}
+
+enum Measure {
+    struct Row {
+        var calls: Int
+        var failures: Int
+        var seconds: Double
+        var p50: Double  // µs
+        var p99: Double  // µs
+        var cpuPerCall: Double  // µs of client CPU per call
+        var serverCPU: Double?  // share of one core
+        var rssMB: Double
+
+        var qps: Double { Double(self.calls) / self.seconds }
+
+        static let header = "client                     workload       conc     calls/s    p50 µs    p99 µs  cpu µs/call  server cpu  rss MB"
+
+        func line(client: String, workload: String, concurrency: Int) -> String {
+            String(
+                format: "%@ %@ %5d %11.0f %9.0f %9.0f %12.1f %10@ %7.1f",
+                client.padding(toLength: 26, withPad: " ", startingAt: 0),
+                workload.padding(toLength: 14, withPad: " ", startingAt: 0),
+                concurrency, self.qps, self.p50, self.p99, self.cpuPerCall,
+                self.serverCPU.map { String(format: "%.0f%%", $0 * 100) } ?? "-", self.rssMB
+            )
+        }
+
+        func json(client: String, workload: String, concurrency: Int) -> [String: Any] {
+            var object: [String: Any] = [
+                "client": client, "workload": workload, "concurrency": concurrency, "calls": self.calls,
+                "failures": self.failures, "qps": self.qps, "p50_us": self.p50, "p99_us": self.p99,
+                "cpu_us_per_call": self.cpuPerCall, "peak_rss_mb": self.rssMB,
+            ]
+            if let serverCPU = self.serverCPU { object["server_cpu_share"] = serverCPU }
+            return object
+        }
+    }
+
+    /// `concurrency` tasks calling `call` in a loop for `duration`.
+    static func run(
+        concurrency: Int,
+        duration: Duration,
+        serverPID: Int32?,
+        _ call: @escaping @Sendable () async throws -> Void
+    ) async throws -> Row {
+        let before = Usage.now(serverPID: serverPID)
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: duration)
+        let results = try await withThrowingTaskGroup(of: ([Duration], Int).self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    var latencies: [Duration] = []
+                    latencies.reserveCapacity(1 << 16)
+                    var failures = 0
+                    while clock.now < deadline {
+                        let start = clock.now
+                        do {
+                            try await call()
+                            latencies.append(clock.now - start)
+                        } catch {
+                            failures += 1
+                        }
+                    }
+                    return (latencies, failures)
+                }
+            }
+            var all: ([Duration], Int) = ([], 0)
+            for try await (latencies, failures) in group {
+                all.0 += latencies
+                all.1 += failures
+            }
+            return all
+        }
+        return Self.row(latencies: results.0, failures: results.1, before: before, after: Usage.now(serverPID: serverPID))
+    }
+
+    /// (e) the C-core loop.
+    static func ceiling(clients: BenchClients, payload: [UInt8], concurrency: Int, duration: Duration, serverPID: Int32?) async -> Row {
+        let before = Usage.now(serverPID: serverPID)
+        let (latencies, failures) = await CoreBenchLoop.run(
+            channel: clients.core,
+            method: "/bench.Echo/Unary",
+            payload: payload,
+            concurrency: concurrency,
+            duration: duration
+        )
+        return Self.row(latencies: latencies, failures: failures, before: before, after: Usage.now(serverPID: serverPID))
+    }
+
+    static func row(latencies: [Duration], failures: Int, before: Usage, after: Usage) -> Row {
+        let sorted = latencies.map { $0.seconds * 1e6 }.sorted()
+        let calls = max(sorted.count, 1)
+        let wall = after.wall - before.wall
+        return Row(
+            calls: sorted.count,
+            failures: failures,
+            seconds: wall,
+            p50: sorted.isEmpty ? 0 : sorted[sorted.count / 2],
+            p99: sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))],
+            cpuPerCall: (after.cpu - before.cpu) * 1e6 / Double(calls),
+            serverCPU: after.serverCPU.flatMap { a in before.serverCPU.map { (a - $0) / wall } },
+            rssMB: after.maxRSSMB
+        )
+    }
+}
+
+/// CPU of this process (getrusage) and of the server (/proc), and wall time.
+struct Usage {
+    var wall: Double
+    var cpu: Double
+    var serverCPU: Double?
+    var maxRSSMB: Double
+
+    static func now(serverPID: Int32?) -> Usage {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let cpu = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+            + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+        var server: Double?
+        if let pid = serverPID, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        {
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
+            if fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) {
+                server = (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+            }
+        }
+        let wall = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+        return Usage(wall: wall, cpu: cpu, serverCPU: server, maxRSSMB: Double(usage.ru_maxrss) / 1024)
+    }
+}
+
+/// `grpc-pool serve` in a separate process.
+final class ServerProcess: Sendable {
+    let pid: Int32
+    let port: Int
+    private let process: Process
+
+    private init(process: Process, port: Int) {
+        self.process = process
+        self.pid = process.processIdentifier
+        self.port = port
+    }
+
+    static func start() throws -> ServerProcess {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        process.arguments = ["serve", "--port", "0"]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        var buffer = Data()
+        while !buffer.contains(UInt8(ascii: "\n")) {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            buffer.append(chunk)
+        }
+        let line = String(decoding: buffer, as: UTF8.self)
+        guard let colon = line.lastIndex(of: ":"),
+            let port = Int(line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines))
+        else {
+            process.terminate()
+            throw ValidationError("the server did not report its port: \(line)")
+        }
+        return ServerProcess(process: process, port: port)
+    }
+
+    func stop() {
+        self.process.terminate()
+        self.process.waitUntilExit()
+    }
+}
