@@ -40,7 +40,7 @@ struct Bench: AsyncParsableCommand {
     var json = false
 
     @Option(help: "Concurrency levels of the unary 32 B workload.")
-    var levels: [Int] = [1, 16, 64, 256]
+    var levels: [Int] = [1, 16, 64]
 
     func run() async throws {
         if let target = self.target {
