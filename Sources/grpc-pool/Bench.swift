@@ -73,9 +73,20 @@ struct Bench: AsyncParsableCommand {
         say("server: pid \(server.pid) on 127.0.0.1:\(server.port); \(self.duration) s per row after \(self.warmup) s warm-up")
 
         var rows: [[String: Any]] = []
-        func measure(_ client: String, _ workload: String, concurrency: Int, _ call: @escaping @Sendable () async throws -> Void) async throws -> Measure.Row {
+        func measure(
+            _ client: String,
+            _ workload: String,
+            concurrency: Int,
+            serverPID: Int32? = nil,
+            _ call: @escaping @Sendable () async throws -> Void
+        ) async throws -> Measure.Row {
             _ = try await Measure.run(concurrency: concurrency, duration: .seconds(self.warmup), serverPID: nil, call)
-            let row = try await Measure.run(concurrency: concurrency, duration: .seconds(self.duration), serverPID: server.pid, call)
+            let row = try await Measure.run(
+                concurrency: concurrency,
+                duration: .seconds(self.duration),
+                serverPID: serverPID ?? server.pid,
+                call
+            )
             say(row.line(client: client, workload: workload, concurrency: concurrency))
             rows.append(row.json(client: client, workload: workload, concurrency: concurrency))
             return row
@@ -113,6 +124,32 @@ struct Bench: AsyncParsableCommand {
         _ = try await measure("(c) NIO client", "unary 64 KiB", concurrency: 16) { try await clients.nio(large) }
         _ = try await measureCeiling("unary 64 KiB", payload: large, concurrency: 16)
 
+        // Acquire + release of a pooled connection: median ns per operation, over batches of 1000.
+        for tasks in [1, 64] {
+            let median = try await Measure.acquireRelease(clients: clients, tasks: tasks, duration: .seconds(self.duration))
+            say(String(format: "acquire + release, %2d task(s): median %.0f ns/op", tasks, median))
+            rows.append(["client": "acquire+release", "concurrency": tasks, "median_ns_per_op": median])
+            ratios["acquire_release_median_ns_\(tasks)"] = median
+        }
+
+        // Scaling: a server that allows 16 concurrent streams per connection, 128 calls at once.
+        let limited = try ServerProcess.start(maxConcurrentStreams: 16)
+        defer { limited.stop() }
+        var scaling: [Int: Double] = [:]
+        for size in [1, 2, 4, 8] {
+            let pool = try await BenchClients(
+                endpoint: .init(host: "127.0.0.1", port: limited.port),
+                connections: size,
+                nioClients: 0
+            )
+            let row = try await measure("(a) pool of \(size)", "16 streams/conn", concurrency: 128, serverPID: limited.pid) {
+                try await pool.poolStub(small)
+            }
+            scaling[size] = row.qps
+            pool.shutdown()
+        }
+        ratios["scaling_pool8_vs_pool1_qps"] = (scaling[8] ?? 0) / max(scaling[1] ?? 1, 1)
+
         if self.json {
             let data = try JSONSerialization.data(withJSONObject: ["rows": rows, "ratios": ratios], options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
@@ -138,7 +175,7 @@ final class BenchClients: Sendable {
 
     static let descriptor = MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary)
 
-    init(endpoint: PoolManager.Endpoint, connections: Int) async throws {
+    init(endpoint: PoolManager.Endpoint, connections: Int, nioClients: Int? = nil) async throws {
         var config = PoolManager.ServiceConfig(endpoints: [endpoint], poolSize: connections)
         config.compression = false
         config.enableRetries = false
@@ -150,7 +187,7 @@ final class BenchClients: Sendable {
         self.managerTask = Task { try await manager.run() }
         var nio: [GRPCClient<HTTP2ClientTransport.Posix>] = []
         var tasks: [Task<Void, any Error>] = []
-        for _ in 0..<max(connections, 1) {
+        for _ in 0..<(nioClients ?? max(connections, 1)) {
             let transport = try HTTP2ClientTransport.Posix(
                 target: .ipv4(address: endpoint.host, port: endpoint.port),
                 transportSecurity: .plaintext
@@ -201,6 +238,11 @@ final class BenchClients: Sendable {
 
     /// (c) grpc-swift-2's own NIO client (one).
     func nio(_ payload: [UInt8]) async throws { try await self.unary(self.nioClients[0], payload) }
+
+    /// One acquire and release of a pooled connection (no RPC).
+    func acquireRelease() async throws {
+        try await self.manager.withConnection(to: "bench") { _ in }
+    }
 
     /// (c) N NIO clients, round robin.
     func nioRoundRobin(_ payload: [UInt8]) async throws {
@@ -288,6 +330,29 @@ enum Measure {
         return Self.row(latencies: results.0, failures: results.1, before: before, after: Usage.now(serverPID: serverPID))
     }
 
+    /// Median ns per acquire + release, measured over batches of 1000 in `tasks` tasks.
+    static func acquireRelease(clients: BenchClients, tasks: Int, duration: Duration) async throws -> Double {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: duration)
+        let batches = try await withThrowingTaskGroup(of: [Double].self) { group in
+            for _ in 0..<tasks {
+                group.addTask {
+                    var perOp: [Double] = []
+                    while clock.now < deadline {
+                        let start = clock.now
+                        for _ in 0..<1000 { try await clients.acquireRelease() }
+                        perOp.append((clock.now - start).seconds * 1e9 / 1000)
+                    }
+                    return perOp
+                }
+            }
+            var all: [Double] = []
+            for try await batch in group { all += batch }
+            return all.sorted()
+        }
+        return batches.isEmpty ? 0 : batches[batches.count / 2]
+    }
+
     /// (e) the C-core loop.
     static func ceiling(clients: BenchClients, payload: [UInt8], concurrency: Int, duration: Duration, serverPID: Int32?) async -> Row {
         let before = Usage.now(serverPID: serverPID)
@@ -357,10 +422,10 @@ final class ServerProcess: Sendable {
         self.port = port
     }
 
-    static func start() throws -> ServerProcess {
+    static func start(maxConcurrentStreams: Int? = nil) throws -> ServerProcess {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        process.arguments = ["serve", "--port", "0"]
+        process.arguments = ["serve", "--port", "0"] + (maxConcurrentStreams.map { ["--max-concurrent-streams", "\($0)"] } ?? [])
         let output = Pipe()
         process.standardOutput = output
         try process.run()

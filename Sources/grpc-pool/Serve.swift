@@ -13,8 +13,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The address to bind.")
     var host: String = "127.0.0.1"
 
+    @Option(help: "Limit on concurrent streams per connection (HTTP/2 SETTINGS).")
+    var maxConcurrentStreams: Int?
+
     func run() async throws {
-        let server = DemoServer(host: self.host, port: self.port)
+        let server = DemoServer(host: self.host, port: self.port, maxConcurrentStreams: self.maxConcurrentStreams)
         try await server.start()
         writeLine("listening on \(server.target)")
         while !Task.isCancelled {

@@ -43,6 +43,24 @@ public final class DemoServer: Sendable {
 
     /// The host it binds to.
     public let host: String
+    /// The HTTP/2 limit on concurrent streams per connection it announces (`nil`: NIO's default).
+    public let maxConcurrentStreams: Int?
+    /// TLS settings; `nil` serves plaintext.
+    public let tls: TLS?
+
+    /// Server-side TLS: PEM files for the certificate chain and key, and, for mutual TLS, the CA
+    /// that client certificates must chain to (clients without one are refused).
+    public struct TLS: Sendable, Hashable {
+        public var certificateChainPath: String
+        public var privateKeyPath: String
+        public var clientCAPath: String?
+
+        public init(certificateChainPath: String, privateKeyPath: String, clientCAPath: String? = nil) {
+            self.certificateChainPath = certificateChainPath
+            self.privateKeyPath = privateKeyPath
+            self.clientCAPath = clientCAPath
+        }
+    }
     /// The health service, to set statuses on.
     public let health: HealthService
     let controls: Controls
@@ -61,8 +79,10 @@ public final class DemoServer: Sendable {
     /// - Parameters:
     ///   - host: the loopback address to bind.
     ///   - port: the port; 0 picks a free one on the first ``start()``, kept for restarts.
-    public init(host: String = "127.0.0.1", port: Int = 0) {
+    public init(host: String = "127.0.0.1", port: Int = 0, maxConcurrentStreams: Int? = nil, tls: TLS? = nil) {
         self.host = host
+        self.maxConcurrentStreams = maxConcurrentStreams
+        self.tls = tls
         self.health = HealthService()
         self.controls = Controls()
         self.state = Mutex(State(port: port, running: nil))
@@ -106,6 +126,7 @@ public final class DemoServer: Sendable {
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.compression.enabledAlgorithms = .all
         config.rpc.maxRequestPayloadSize = 16 << 20
+        if let maxConcurrentStreams { config.http2.maxConcurrentStreams = maxConcurrentStreams }
         // Let clients ping idle connections (the pool's keepalive, primer P6).
         config.connection.keepalive.clientBehavior.allowWithoutCalls = true
         config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .milliseconds(100)
@@ -113,9 +134,23 @@ public final class DemoServer: Sendable {
             controls.accepted(channel)
             return channel.eventLoop.makeSucceededVoidFuture()
         }
+        let security: HTTP2ServerTransport.Posix.TransportSecurity
+        if let tls = self.tls {
+            security = .tls(
+                certificateChain: [.file(path: tls.certificateChainPath, format: .pem)],
+                privateKey: .file(path: tls.privateKeyPath, format: .pem)
+            ) { config in
+                if let ca = tls.clientCAPath {
+                    config.clientCertificateVerification = .noHostnameVerification
+                    config.trustRoots = .certificates([.file(path: ca, format: .pem)])
+                }
+            }
+        } else {
+            security = .plaintext
+        }
         let transport = HTTP2ServerTransport.Posix(
             address: .ipv4(host: self.host, port: port),
-            transportSecurity: .plaintext,
+            transportSecurity: security,
             config: config
         )
         let services: [any RegistrableRPCService] = [

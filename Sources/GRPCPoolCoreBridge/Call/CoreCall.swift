@@ -153,23 +153,8 @@ package final class CoreCall: Sendable {
         message.op = GRPC_OP_RECV_MESSAGE
         message.data.recv_message.recv_message = slot
 
-        let withMetadata = self.state.withLock { state in
-            defer { state.initialMetadataRequested = true }
-            return !state.initialMetadataRequested
-        }
-        if withMetadata {
-            let array = UnsafeMutablePointer<grpc_metadata_array>.allocate(capacity: 1)
-            grpc_metadata_array_init(array)
-            defer {
-                grpc_metadata_array_destroy(array)
-                array.deallocate()
-            }
-            var metadata = grpc_op()
-            metadata.op = GRPC_OP_RECV_INITIAL_METADATA
-            metadata.data.recv_initial_metadata.recv_initial_metadata = array
-            _ = await self.run(metadata, message)
-            let received = Metadata(copying: array.pointee)
-            self.state.withLock { $0.initialMetadata = received }
+        if self.claimInitialMetadata() {
+            _ = await self.receiveInitialMetadata(along: message)
         } else {
             _ = await self.run(message)
         }
@@ -178,26 +163,39 @@ package final class CoreCall: Sendable {
 
     /// The server's initial metadata (empty if the call ended without any).
     package func initialMetadata() async -> Metadata {
-        let needsBatch = self.state.withLock { state in
+        if self.claimInitialMetadata() {
+            return await self.receiveInitialMetadata(along: nil)
+        }
+        return self.state.withLock { $0.initialMetadata } ?? [:]
+    }
+
+    /// Whether this caller is the one to add RECV_INITIAL_METADATA (the core takes it once).
+    private func claimInitialMetadata() -> Bool {
+        self.state.withLock { state in
             defer { state.initialMetadataRequested = true }
             return !state.initialMetadataRequested
         }
-        if needsBatch {
-            let array = UnsafeMutablePointer<grpc_metadata_array>.allocate(capacity: 1)
-            grpc_metadata_array_init(array)
-            defer {
-                grpc_metadata_array_destroy(array)
-                array.deallocate()
-            }
-            var op = grpc_op()
-            op.op = GRPC_OP_RECV_INITIAL_METADATA
-            op.data.recv_initial_metadata.recv_initial_metadata = array
-            _ = await self.run(op)
-            let received = Metadata(copying: array.pointee)
-            self.state.withLock { $0.initialMetadata = received }
-            return received
+    }
+
+    /// Runs RECV_INITIAL_METADATA, with `op` in the same batch, and keeps what arrived.
+    private func receiveInitialMetadata(along op: grpc_op?) async -> Metadata {
+        let array = UnsafeMutablePointer<grpc_metadata_array>.allocate(capacity: 1)
+        grpc_metadata_array_init(array)
+        defer {
+            grpc_metadata_array_destroy(array)
+            array.deallocate()
         }
-        return self.state.withLock { $0.initialMetadata } ?? [:]
+        var metadata = grpc_op()
+        metadata.op = GRPC_OP_RECV_INITIAL_METADATA
+        metadata.data.recv_initial_metadata.recv_initial_metadata = array
+        if let op {
+            _ = await self.run(metadata, op)
+        } else {
+            _ = await self.run(metadata)
+        }
+        let received = Metadata(copying: array.pointee)
+        self.state.withLock { $0.initialMetadata = received }
+        return received
     }
 
     /// Waits for the end of the call.
