@@ -33,7 +33,7 @@ struct CommandLineTests {
     @Test("probe reports a DemoServices server healthy and exits 0")
     func probeHealthy() async throws {
         try await withDemoServer { server in
-            let (status, output) = try await runGRPCPool(["probe", server.target, "--checks", "3"])
+            let (status, output) = try await runGRPCPool(["probe", server.target, "--checks", "3", "--timeout", "15"])
             #expect(status == 0, "\(output)")
             #expect(output.contains("connection 0  \(server.target)  ready  healthy"))
             #expect(output.contains("health \"\": SERVING"))

@@ -15,9 +15,14 @@ private import Foundation
 /// - `grpc_shutdown` runs after the poller has left `grpc_completion_queue_next` and destroyed
 ///   the queue, so the core tears down only once nothing of ours is alive.
 ///
-/// ``shared()`` hands out the live runtime, or starts a new one when the previous one has gone
-/// (the reference count reached zero). The poller only resumes continuations and yields to
-/// streams; it never runs user code and never blocks except inside `grpc_completion_queue_next`.
+/// ``shared()`` hands out the live runtime, or starts a new one when the previous one has gone.
+/// The registry keeps the current runtime for a short grace period after its last user let go
+/// (the poller looks once a second; two idle looks in a row retire it), so that closing one pool
+/// and opening the next does not tear the core down and start it again — `grpc_init` waits for a
+/// `grpc_shutdown` in progress, and that wait must not fall on a caller's thread.
+///
+/// The poller only resumes continuations and yields to streams; it never runs user code and
+/// never blocks except inside `grpc_completion_queue_next`.
 package final class CoreRuntime: Sendable {
     /// The completion queue every call and connectivity watch of this runtime uses.
     let completionQueue: CompletionQueue
@@ -25,14 +30,16 @@ package final class CoreRuntime: Sendable {
     /// A sequence number, unique in the process, for diagnostics.
     package let generation: Int
 
-    private static let current = Mutex<WeakRuntime>(WeakRuntime())
+    private static let current = Mutex<Registry>(Registry())
     private static let generations = Atomic<Int>(0)
 
     private init() {
         grpc_init()
         let generation = Self.generations.wrappingAdd(1, ordering: .relaxed).newValue
         self.generation = generation
-        self.completionQueue = CompletionQueue(name: "grpc-pool-cq-\(generation)")
+        self.completionQueue = CompletionQueue(name: "grpc-pool-cq-\(generation)") {
+            CoreRuntime.idleTick(generation: generation)
+        }
         LiveObjects.runtimes.increment()
     }
 
@@ -45,14 +52,36 @@ package final class CoreRuntime: Sendable {
 
     /// The runtime that is alive now, or a new one.
     package static func shared() -> CoreRuntime {
-        Self.current.withLock { weak in
-            if let runtime = weak.runtime {
+        Self.current.withLock { registry in
+            registry.idleTicks = 0
+            if let runtime = registry.runtime {
                 return runtime
             }
             let runtime = CoreRuntime()
-            weak.runtime = runtime
+            registry.runtime = runtime
             return runtime
         }
+    }
+
+    /// Called by the poller about once a second while nothing completes: retires the runtime
+    /// after two looks in a row found the registry to be its only owner.
+    private static func idleTick(generation: Int) {
+        let retired: CoreRuntime? = Self.current.withLock { registry in
+            guard registry.runtime?.generation == generation else { return nil }
+            // Unique: no channel or call holds it, so nobody can hand out a new reference.
+            guard isKnownUniquelyReferenced(&registry.runtime) else {
+                registry.idleTicks = 0
+                return nil
+            }
+            registry.idleTicks += 1
+            guard registry.idleTicks >= 2 else { return nil }
+            defer {
+                registry.runtime = nil
+                registry.idleTicks = 0
+            }
+            return registry.runtime
+        }
+        _ = retired  // released here, outside the lock: its deinit starts the queue's shutdown
     }
 
     /// Whether the gRPC core is initialised in this process (`grpc_is_initialized`).
@@ -61,9 +90,9 @@ package final class CoreRuntime: Sendable {
     }
 }
 
-private struct WeakRuntime: @unchecked Sendable {
-    // Only read and written under `CoreRuntime.current`'s lock.
-    weak var runtime: CoreRuntime?
+private struct Registry: Sendable {
+    var runtime: CoreRuntime?
+    var idleTicks = 0
 }
 
 /// A `grpc_completion_queue` created for `next`, drained by one named thread.
@@ -76,11 +105,11 @@ final class CompletionQueue: @unchecked Sendable {
     let name: String
     private let poller: PollerThread
 
-    init(name: String) {
+    init(name: String, onIdle: @escaping @Sendable () -> Void) {
         let pointer = grpc_completion_queue_create_for_next(nil)!
         self.pointer = pointer
         self.name = name
-        self.poller = PollerThread(name: name, queue: pointer)
+        self.poller = PollerThread(name: name, queue: pointer, onIdle: onIdle)
     }
 
     /// Starts the shutdown; the poller finishes it (drain, destroy, `grpc_shutdown`) and exits.
@@ -96,9 +125,11 @@ final class CompletionQueue: @unchecked Sendable {
 private final class PollerThread: @unchecked Sendable {
     // Immutable after init; the thread is detached and owns itself until the queue shuts down.
     private let queue: OpaquePointer
+    private let onIdle: @Sendable () -> Void
 
-    init(name: String, queue: OpaquePointer) {
+    init(name: String, queue: OpaquePointer, onIdle: @escaping @Sendable () -> Void) {
         self.queue = queue
+        self.onIdle = onIdle
         let thread = Thread { [self] in
             Thread.current.name = name  // shows in `ps -L` and debuggers (Linux keeps 15 bytes)
             self.run()
@@ -109,16 +140,16 @@ private final class PollerThread: @unchecked Sendable {
     }
 
     private func run() {
-        let forever = gpr_inf_future(GPR_CLOCK_REALTIME)
         loop: while true {
-            let event = grpc_completion_queue_next(self.queue, forever, nil)
+            let oneSecond = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(1000, GPR_TIMESPAN))
+            let event = grpc_completion_queue_next(self.queue, oneSecond, nil)
             switch event.type {
             case GRPC_OP_COMPLETE:
                 CompletionTag.complete(event.tag!, success: event.success != 0)
             case GRPC_QUEUE_SHUTDOWN:
                 break loop
             default:
-                continue  // GRPC_QUEUE_TIMEOUT cannot happen with an infinite deadline.
+                self.onIdle()  // GRPC_QUEUE_TIMEOUT: a second without completions
             }
         }
         grpc_completion_queue_destroy(self.queue)
