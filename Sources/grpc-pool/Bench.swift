@@ -42,6 +42,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Concurrency levels of the unary 32 B workload.")
     var levels: [Int] = [1, 16, 64]
 
+    @Flag(help: "Only the acquire + release and scaling rows.")
+    var onlyPool = false
+
     func run() async throws {
         if let target = self.target {
             let endpoint = try Endpoints.parse(target)
@@ -102,7 +105,7 @@ struct Bench: AsyncParsableCommand {
         say(Measure.Row.header)
         let small = [UInt8](repeating: 7, count: 32)
         var ratios: [String: Double] = [:]
-        for level in self.levels {
+        for level in self.onlyPool ? [] : self.levels {
             // A B A B for the pair whose ratio is reported, so drift cancels.
             let a1 = try await measure("(a) pool stub", "unary 32 B", concurrency: level) { try await clients.poolStub(small) }
             let c1 = try await measure("(c) NIO client", "unary 32 B", concurrency: level) { try await clients.nio(small) }
@@ -119,10 +122,12 @@ struct Bench: AsyncParsableCommand {
             ratios["pool_vs_nio_p50_c\(level)"] = (a1.p50 + a2.p50) / (c1.p50 + c2.p50)
             ratios["pool_vs_core_cpu_c\(level)"] = (a1.cpuPerCall + a2.cpuPerCall) / 2 / e.cpuPerCall
         }
-        let large = [UInt8](repeating: 7, count: 64 << 10)
-        _ = try await measure("(a) pool stub", "unary 64 KiB", concurrency: 16) { try await clients.poolStub(large) }
-        _ = try await measure("(c) NIO client", "unary 64 KiB", concurrency: 16) { try await clients.nio(large) }
-        _ = try await measureCeiling("unary 64 KiB", payload: large, concurrency: 16)
+        if !self.onlyPool {
+            let large = [UInt8](repeating: 7, count: 64 << 10)
+            _ = try await measure("(a) pool stub", "unary 64 KiB", concurrency: 16) { try await clients.poolStub(large) }
+            _ = try await measure("(c) NIO client", "unary 64 KiB", concurrency: 16) { try await clients.nio(large) }
+            _ = try await measureCeiling("unary 64 KiB", payload: large, concurrency: 16)
+        }
 
         // Acquire + release of a pooled connection: median ns per operation, over batches of 1000.
         for tasks in [1, 64] {
@@ -132,7 +137,9 @@ struct Bench: AsyncParsableCommand {
             ratios["acquire_release_median_ns_\(tasks)"] = median
         }
 
-        // Scaling: a server that allows 16 concurrent streams per connection, 128 calls at once.
+        // Scaling: a server that allows 16 concurrent streams per connection and takes 20 ms per
+        // call, 128 calls at once: one connection can carry 16 / 20 ms = 800 calls/s, so the
+        // stream limit, not the server's CPU, bounds each connection.
         let limited = try ServerProcess.start(maxConcurrentStreams: 16)
         defer { limited.stop() }
         var scaling: [Int: Double] = [:]
@@ -142,8 +149,8 @@ struct Bench: AsyncParsableCommand {
                 connections: size,
                 nioClients: 0
             )
-            let row = try await measure("(a) pool of \(size)", "16 streams/conn", concurrency: 128, serverPID: limited.pid) {
-                try await pool.poolStub(small)
+            let row = try await measure("(a) pool of \(size)", "16 str/conn 20ms", concurrency: 128, serverPID: limited.pid) {
+                try await pool.poolStub(small, metadata: ["echo-delay-ms": "20"])
             }
             scaling[size] = row.qps
             pool.shutdown()
@@ -215,9 +222,9 @@ final class BenchClients: Sendable {
         self.core.close()
     }
 
-    private func unary<T: ClientTransport>(_ client: GRPCClient<T>, _ payload: [UInt8]) async throws {
+    private func unary<T: ClientTransport>(_ client: GRPCClient<T>, _ payload: [UInt8], metadata: Metadata = [:]) async throws {
         let reply = try await client.unary(
-            request: ClientRequest(message: payload),
+            request: ClientRequest(message: payload, metadata: metadata),
             descriptor: Self.descriptor,
             serializer: RawBytesSerializer(),
             deserializer: RawBytesDeserializer(),
@@ -227,7 +234,9 @@ final class BenchClients: Sendable {
     }
 
     /// (a) a stub call on the pool-wide transport.
-    func poolStub(_ payload: [UInt8]) async throws { try await self.unary(self.poolClient, payload) }
+    func poolStub(_ payload: [UInt8], metadata: Metadata = [:]) async throws {
+        try await self.unary(self.poolClient, payload, metadata: metadata)
+    }
 
     /// (b) lease a connection, call on its client.
     func lease(_ payload: [UInt8]) async throws {
