@@ -127,6 +127,13 @@ struct Bench: AsyncParsableCommand {
             _ = try await measure("(a) pool stub", "unary 64 KiB", concurrency: 16) { try await clients.poolStub(large) }
             _ = try await measure("(c) NIO client", "unary 64 KiB", concurrency: 16) { try await clients.nio(large) }
             _ = try await measureCeiling("unary 64 KiB", payload: large, concurrency: 16)
+            // Bidirectional ping-pong: a row's calls are streams of 10 round trips each.
+            _ = try await measure("(a) pool stub", "bidi 10×32 B", concurrency: 16) {
+                try await clients.pingPong(clients.poolClient, small)
+            }
+            _ = try await measure("(c) NIO client", "bidi 10×32 B", concurrency: 16) {
+                try await clients.pingPong(clients.nioClients[0], small)
+            }
         }
 
         // Acquire + release of a pooled connection: median ns per operation, over batches of 1000.
@@ -247,6 +254,36 @@ final class BenchClients: Sendable {
 
     /// (c) grpc-swift-2's own NIO client (one).
     func nio(_ payload: [UInt8]) async throws { try await self.unary(self.nioClients[0], payload) }
+
+    static let stream = MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Stream", type: .bidirectionalStreaming)
+
+    /// One bidirectional stream with 10 ping-pongs (each message waits for its echo).
+    func pingPong<T: ClientTransport>(_ client: GRPCClient<T>, _ payload: [UInt8]) async throws {
+        let (turns, turn) = AsyncStream.makeStream(of: Void.self)
+        let request = StreamingClientRequest(of: [UInt8].self) { writer in
+            var iterator = turns.makeAsyncIterator()
+            for _ in 0..<10 {
+                try await writer.write(payload)
+                guard await iterator.next() != nil else { return }
+            }
+        }
+        let echoed = try await client.bidirectionalStreaming(
+            request: request,
+            descriptor: Self.stream,
+            serializer: RawBytesSerializer(),
+            deserializer: RawBytesDeserializer(),
+            options: .defaults
+        ) { response in
+            var count = 0
+            for try await _ in response.messages {
+                count += 1
+                turn.yield()
+            }
+            turn.finish()
+            return count
+        }
+        guard echoed == 10 else { throw RPCError(code: .dataLoss, message: "\(echoed) of 10 echoes") }
+    }
 
     /// One acquire and release of a pooled connection (no RPC).
     func acquireRelease() async throws {
