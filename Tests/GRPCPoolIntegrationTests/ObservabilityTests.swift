@@ -65,7 +65,10 @@ struct ObservabilityTests {
                 manager.beginGracefulShutdown()
             }
             let messages = logs.entries.map(\.message.description)
-            for expected in ["pool manager starting", "pool starting", "connection established", "pool draining", "pool shut down"] {
+            for expected in [
+                "pool manager starting", "pool starting", "connection established", "pool draining", "connection closed",
+                "pool shut down",
+            ] {
                 #expect(messages.contains(expected), "missing log line: \(expected)")
             }
             let established = try #require(logs.entries.first { $0.message == "connection established" })

@@ -270,5 +270,6 @@ public final class PooledConnection: Sendable {
             state.connectivity = .shutdown
             state.connectedSince = nil
         }
+        self.logger.info("connection closed")
     }
 }

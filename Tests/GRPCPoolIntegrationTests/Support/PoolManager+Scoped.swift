@@ -28,6 +28,7 @@ func testConfig(
 
 /// Runs `body` with a running ``PoolManager`` whose connections are all healthy, then shuts it
 /// down gracefully and waits for `run()` to return.
+@discardableResult
 func withPoolManager<Result: Sendable>(
     _ services: [ServiceID: PoolManager.ServiceConfig],
     waitForHealthy: Bool = true,
