@@ -48,9 +48,10 @@ struct ExampleApp: AsyncParsableCommand {
         var embedded: [DemoServer] = []
         func endpoint(_ given: String?) async throws -> PoolManager.Endpoint {
             if let given {
-                let parts = given.split(separator: ":")
-                guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("'\(given)' is not HOST:PORT") }
-                return .init(host: String(parts[0]), port: port)
+                guard let endpoint = PoolManager.Endpoint(parsing: given) else {
+                    throw ValidationError("'\(given)' is not HOST:PORT")
+                }
+                return endpoint
             }
             let server = DemoServer()
             try await server.start()

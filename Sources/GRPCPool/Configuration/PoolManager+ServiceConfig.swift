@@ -150,6 +150,21 @@ extension PoolManager {
             self.target = target
         }
 
+        /// Parses `host:port`, `[v6]:port`, or a core target with a scheme (`dns:///…`, `ipv4:…`,
+        /// `ipv6:…`, `unix:…`, used as is); `nil` when the text is none of these.
+        public init?(parsing text: String) {
+            if text.contains("://") || text.hasPrefix("ipv4:") || text.hasPrefix("ipv6:") || text.hasPrefix("unix:") {
+                self.init(target: text)
+                return
+            }
+            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else {
+                return nil
+            }
+            var host = String(text[..<colon])
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            self.init(host: host, port: port)
+        }
+
         /// The string handed to `grpc_channel_create`.
         public var description: String {
             if let target { return target }

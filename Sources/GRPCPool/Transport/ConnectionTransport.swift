@@ -1,5 +1,5 @@
 public import GRPCCore
-private import Synchronization
+internal import Synchronization
 
 extension PooledConnection {
     /// A `GRPCClient` whose every RPC runs on this connection: wrap it in a generated stub.
@@ -13,12 +13,7 @@ extension PooledConnection {
     /// The client needs no `runConnections()`: the pool runs the connection. It stops taking
     /// RPCs (FAILED_PRECONDITION) when the pool shuts down.
     public var client: GRPCClient<Transport> {
-        self.clientStorage.withLock { client in
-            if let client { return client }
-            let new = GRPCClient(transport: Transport(connection: self))
-            client = new
-            return new
-        }
+        self.clientStorage.value { GRPCClient(transport: Transport(connection: self)) }
     }
 
     /// A grpc-swift-2 `ClientTransport` over one pooled connection: what ``client`` runs on.
@@ -51,9 +46,9 @@ extension PooledConnection {
             options: CallOptions,
             _ closure: (_ stream: RPCStream<Inbound, Outbound>, _ context: ClientContext) async throws -> T
         ) async throws -> T {
-            try self.lifecycle.openStream("connection \(self.connection.index) of '\(self.connection.serviceID)'")
-            defer { self.lifecycle.closeStream() }
-            return try await self.connection.withStream(descriptor: descriptor, options: options, closure)
+            try await self.lifecycle.stream("connection \(self.connection.index) of '\(self.connection.serviceID)'") {
+                try await self.connection.withStream(descriptor: descriptor, options: options, closure)
+            }
         }
 
         public func config(forMethod descriptor: MethodDescriptor) -> MethodConfig? {
@@ -65,12 +60,7 @@ extension PooledConnection {
 extension ConnectionPool {
     /// A `GRPCClient` that balances every RPC over this pool's healthy connections.
     public var client: GRPCClient<Transport> {
-        self.clientStorage.withLock { client in
-            if let client { return client }
-            let new = GRPCClient(transport: Transport(pool: self))
-            client = new
-            return new
-        }
+        self.clientStorage.value { GRPCClient(transport: self.makeTransport()) }
     }
 
     /// A new transport over this pool, for a `GRPCClient` of your own (with interceptors, say):
@@ -112,20 +102,20 @@ extension ConnectionPool {
             options: CallOptions,
             _ closure: (_ stream: RPCStream<Inbound, Outbound>, _ context: ClientContext) async throws -> T
         ) async throws -> T {
-            try self.lifecycle.openStream("the pool transport of '\(self.pool.serviceID)'")
-            defer { self.lifecycle.closeStream() }
-            let connection: PooledConnection
-            switch await self.pool.connectionResult(waitingAtMost: options.timeout) {
-            case .success(let picked):
-                connection = picked
-            case .failure(let error):
-                // The contract: a transport that is shutting down refuses with FAILED_PRECONDITION.
-                if let cause = error.cause as? GRPCPoolError, cause.code == .shutDown {
-                    throw RPCError(code: .failedPrecondition, message: error.message, cause: cause)
+            try await self.lifecycle.stream("the pool transport of '\(self.pool.serviceID)'") {
+                let connection: PooledConnection
+                switch await self.pool.connectionResult(waitingAtMost: options.timeout) {
+                case .success(let picked):
+                    connection = picked
+                case .failure(let error):
+                    // The contract: a transport that is shutting down refuses with FAILED_PRECONDITION.
+                    if let cause = error.cause as? GRPCPoolError, cause.code == .shutDown {
+                        throw RPCError(code: .failedPrecondition, message: error.message, cause: cause)
+                    }
+                    throw error
                 }
-                throw error
+                return try await connection.withStream(descriptor: descriptor, options: options, closure)
             }
-            return try await connection.withStream(descriptor: descriptor, options: options, closure)
         }
 
         public func config(forMethod descriptor: MethodDescriptor) -> MethodConfig? {

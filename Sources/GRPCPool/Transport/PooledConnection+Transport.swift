@@ -82,12 +82,6 @@ extension PooledConnection {
         if error is CancellationError { return RPCError(code: .cancelled, message: "cancelled") }
         return RPCError(code: .unknown, message: "\(error)", cause: error)
     }
-
-    /// The method config from this service's configuration: message limits and, with
-    /// `enableRetries`, the retry policy (which GRPCCore applies across connections).
-    func methodConfig() -> MethodConfig {
-        self.config.methodConfig
-    }
 }
 
 extension ChannelOptions.Compression {
@@ -102,7 +96,9 @@ extension ChannelOptions.Compression {
 }
 
 extension PoolManager.ServiceConfig {
-    /// The method config for every method of the service.
+    /// The method config for every method of the service: message limits and, with
+    /// `enableRetries`, the retry policy (which GRPCCore applies across connections, since each
+    /// attempt picks a connection again).
     var methodConfig: MethodConfig {
         var executionPolicy: RPCExecutionPolicy?
         if self.enableRetries {

@@ -1,5 +1,5 @@
 internal import GRPCCore
-private import Synchronization
+internal import Synchronization
 
 /// The `ClientTransport` contract's lifecycle: open until ``beginGracefulShutdown()``, after which
 /// new streams are refused with FAILED_PRECONDITION and ``connect()``-style waiting ends once the
@@ -13,8 +13,16 @@ final class TransportLifecycle: Sendable {
         var waiters: [CheckedContinuation<Void, Never>] = []
     }
 
+    /// Runs `body` as one stream of the transport called `name`: refused with FAILED_PRECONDITION
+    /// once shutdown has begun, and counted until it ends.
+    func stream<Result>(_ name: @autoclosure () -> String, _ body: () async throws -> Result) async throws -> Result {
+        try self.openStream(name())
+        defer { self.closeStream() }
+        return try await body()
+    }
+
     /// Registers a new stream, or throws when the transport is shutting down.
-    func openStream(_ name: String) throws(RPCError) {
+    private func openStream(_ name: String) throws(RPCError) {
         try self.state.withLock { (state: inout State) throws(RPCError) in
             guard !state.closing else {
                 throw RPCError(code: .failedPrecondition, message: "\(name) is shutting down; no new RPCs are accepted")
@@ -23,7 +31,7 @@ final class TransportLifecycle: Sendable {
         }
     }
 
-    func closeStream() {
+    private func closeStream() {
         let waiters = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.openStreams -= 1
             guard state.closing, state.openStreams == 0 else { return [] }
@@ -60,6 +68,18 @@ final class TransportLifecycle: Sendable {
                 return state.waiters
             }
             for waiter in waiters { waiter.resume() }
+        }
+    }
+}
+
+extension Mutex {
+    /// The value behind the lock, made by `make` on first use.
+    func value<Wrapped>(orMake make: () -> Wrapped) -> Wrapped where Value == Wrapped? {
+        self.withLock { value in
+            if let value { return value }
+            let new = make()
+            value = new
+            return new
         }
     }
 }

@@ -3,7 +3,6 @@ package struct ChannelError: Error, Hashable, CustomStringConvertible {
     package enum Code: String, Sendable, Hashable {
         case invalidServiceConfig
         case invalidTarget
-        case closed
     }
 
     package var code: Code

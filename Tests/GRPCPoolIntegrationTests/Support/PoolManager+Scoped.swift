@@ -9,10 +9,7 @@ func testConfig(
     poolSize: Int = 3,
     configure: (inout PoolManager.ServiceConfig) -> Void = { _ in }
 ) -> PoolManager.ServiceConfig {
-    let endpoints = targets.map { target -> PoolManager.Endpoint in
-        let parts = target.split(separator: ":")
-        return PoolManager.Endpoint(host: String(parts[0]), port: Int(parts[1])!)
-    }
+    let endpoints = targets.map { PoolManager.Endpoint(parsing: $0)! }
     var config = PoolManager.ServiceConfig(
         endpoints: endpoints,
         poolSize: poolSize,
