@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         .systemLibrary(name: "CGRPCCore", path: "Modules/CGRPCCore"),
@@ -110,7 +111,11 @@ let package = Package(
         ),
         .testTarget(
             name: "GRPCPoolUnitTests",
-            dependencies: ["GRPCPool"],
+            dependencies: [
+                "GRPCPool",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -15,6 +15,8 @@ struct TestPKI {
     var serverKey: String { directory + "/server.key" }
     var clientChain: String { directory + "/client.pem" }
     var clientKey: String { directory + "/client.key" }
+    /// The server's key with a certificate from the CA that expired in 2020.
+    var expiredServerChain: String { directory + "/expired.pem" }
 
     static func make() throws -> TestPKI {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("grpcpool-pki-\(UUID())").path
@@ -29,6 +31,11 @@ struct TestPKI {
             openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext 2>/dev/null
             openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj '/CN=grpcpool-client' 2>/dev/null
             openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 2>/dev/null
+            touch index.txt
+            echo 1000 > serial
+            printf '[ca]\ndefault_ca=test\n[test]\ndatabase=index.txt\nnew_certs_dir=.\nserial=serial\ndefault_md=sha256\npolicy=any\n[any]\ncommonName=supplied\n' > ca.cnf
+            openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in server.csr -out expired.pem -notext \
+                -startdate 20200101000000Z -enddate 20200102000000Z -extfile server.ext 2>/dev/null
             """
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
@@ -100,6 +107,25 @@ struct TLSTests {
             await #expect(throws: RPCError.self) { try await call(manager) }
         }
         #expect(server.requestCount == 1)
+    }
+
+    @Test("An expired server certificate fails the handshake with the reason, and nothing reaches the server")
+    func expiredCertificate() async throws {
+        let pki = try TestPKI.make()
+        defer { pki.remove() }
+        let server = DemoServer(tls: .init(certificateChainPath: pki.expiredServerChain, privateKeyPath: pki.serverKey))
+        try await server.start()
+        defer { Task { await server.stop() } }
+
+        try await withPoolManager(["tls": config(server, .init(trustRoots: .file(path: pki.ca)))], waitForHealthy: false) {
+            manager in
+            let error = await #expect(throws: RPCError.self) { try await call(manager) }
+            #expect(error?.code == .unavailable)
+            #expect(error.map { "\($0)".lowercased().contains("expired") } == true, "\(String(describing: error))")
+            let pool = try manager.pool(for: "tls")
+            #expect(pool.metrics().healthyConnections == 0)
+        }
+        #expect(server.requestCount == 0)
     }
 
     @Test("Mutual TLS: a client certificate from the CA is accepted; without one the server refuses")

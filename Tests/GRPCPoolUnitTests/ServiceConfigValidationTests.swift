@@ -1,4 +1,5 @@
 import Foundation
+import GRPCCore
 @testable import GRPCPool
 import Testing
 
@@ -96,15 +97,19 @@ struct ServiceConfigValidationTests {
         try config.validate()
     }
 
-    @Test("The retry policy becomes a valid service config")
-    func serviceConfigJSON() throws {
+    @Test("The retry policy goes to grpc-swift's executor; the core's own retries stay off")
+    func retriesAreGRPCSwifts() throws {
         let config = Config(host: "localhost", port: 443)
-        let json = try JSONSerialization.jsonObject(with: Data(config.serviceConfigJSON.utf8)) as? [String: Any]
-        let methodConfig = try #require(json?["methodConfig"] as? [[String: Any]])
-        let policy = try #require(methodConfig.first?["retryPolicy"] as? [String: Any])
-        #expect(policy["maxAttempts"] as? Int == 3)
-        #expect(policy["initialBackoff"] as? String == "0.100s")
-        #expect(policy["retryableStatusCodes"] as? [String] == ["UNAVAILABLE"])
+        let policy = try #require(config.methodConfig.executionPolicy?.retry)
+        #expect(policy.maxAttempts == 3)
+        #expect(policy.initialBackoff == .milliseconds(100))
+        #expect(policy.retryableStatusCodes == [.unavailable])
+        #expect(config.channelOptions().enableRetries == false)
+
+        var off = config
+        off.enableRetries = false
+        #expect(off.methodConfig.executionPolicy == nil)
+        #expect(off.channelOptions().enableRetries == false)
     }
 }
 

@@ -19,6 +19,9 @@ public final class TCPProxy: Sendable {
         case forward
         /// Accepts connections and reads, but forwards nothing either way (a stalled peer).
         case blackHole
+        /// Accepts each new connection and closes it at once, before a byte of HTTP/2 (a peer
+        /// that crashes or refuses on every connection).
+        case reset
     }
 
     /// The port it forwards to on `targetHost`.
@@ -32,7 +35,7 @@ public final class TCPProxy: Sendable {
         var port = 0
         var listener: (any Channel)?
         var connections: [ObjectIdentifier: any Channel] = [:]
-        var accepted = 0
+        var acceptTimes: [ContinuousClock.Instant] = []
     }
 
     public init(targetHost: String = "127.0.0.1", targetPort: Int) {
@@ -55,7 +58,10 @@ public final class TCPProxy: Sendable {
     public var target: String { "127.0.0.1:\(self.port)" }
 
     /// Client connections it has accepted.
-    public var acceptedConnections: Int { self.state.withLock { $0.accepted } }
+    public var acceptedConnections: Int { self.state.withLock { $0.acceptTimes.count } }
+
+    /// When it accepted each client connection, in order.
+    public var acceptTimes: [ContinuousClock.Instant] { self.state.withLock { $0.acceptTimes } }
 
     /// Starts listening on a free loopback port (or the one it had before).
     public func start() async throws {
@@ -105,7 +111,13 @@ public final class TCPProxy: Sendable {
     }
 
     private func accepted(_ inbound: any Channel) -> EventLoopFuture<Void> {
-        self.state.withLock { $0.accepted += 1 }
+        let mode = self.state.withLock { state in
+            state.acceptTimes.append(.now)
+            return state.mode
+        }
+        if mode == .reset {
+            return inbound.close()
+        }
         self.track(inbound)
         let forwarding: @Sendable () -> Bool = { [weak self] in self?.mode == .forward }
         return ClientBootstrap(group: inbound.eventLoop)

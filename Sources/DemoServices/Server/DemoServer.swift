@@ -61,6 +61,36 @@ public final class DemoServer: Sendable {
             self.clientCAPath = clientCAPath
         }
     }
+    /// How it manages connections: maximum age (GOAWAY), and the keepalive pings it tolerates.
+    public let connectionPolicy: ConnectionPolicy
+
+    /// Server-side connection management, as a gRPC server configures it.
+    public struct ConnectionPolicy: Sendable, Hashable {
+        /// Sends GOAWAY when a connection reaches this age (gRPC's max connection age); `nil`:
+        /// never.
+        public var maxAge: Duration?
+        /// How long calls may run on after that GOAWAY before the connection is closed.
+        public var maxGraceTime: Duration?
+        /// Client pings closer together than this count as strikes; after two strikes the server
+        /// sends GOAWAY ENHANCE_YOUR_CALM "too_many_pings" and closes. Lenient by default, so
+        /// that pooled connections may ping while idle (primer P6).
+        public var minPingInterval: Duration
+        /// Whether pings on a connection without calls are allowed at all.
+        public var allowPingsWithoutCalls: Bool
+
+        public init(
+            maxAge: Duration? = nil,
+            maxGraceTime: Duration? = nil,
+            minPingInterval: Duration = .milliseconds(100),
+            allowPingsWithoutCalls: Bool = true
+        ) {
+            self.maxAge = maxAge
+            self.maxGraceTime = maxGraceTime
+            self.minPingInterval = minPingInterval
+            self.allowPingsWithoutCalls = allowPingsWithoutCalls
+        }
+    }
+
     /// The health service, to set statuses on.
     public let health: HealthService
     let controls: Controls
@@ -79,10 +109,17 @@ public final class DemoServer: Sendable {
     /// - Parameters:
     ///   - host: the loopback address to bind.
     ///   - port: the port; 0 picks a free one on the first ``start()``, kept for restarts.
-    public init(host: String = "127.0.0.1", port: Int = 0, maxConcurrentStreams: Int? = nil, tls: TLS? = nil) {
+    public init(
+        host: String = "127.0.0.1",
+        port: Int = 0,
+        maxConcurrentStreams: Int? = nil,
+        tls: TLS? = nil,
+        connectionPolicy: ConnectionPolicy = ConnectionPolicy()
+    ) {
         self.host = host
         self.maxConcurrentStreams = maxConcurrentStreams
         self.tls = tls
+        self.connectionPolicy = connectionPolicy
         self.health = HealthService()
         self.controls = Controls()
         self.state = Mutex(State(port: port, running: nil))
@@ -118,6 +155,11 @@ public final class DemoServer: Sendable {
     /// Forgets the peers and counters seen so far.
     public func resetCounters() { self.controls.reset() }
 
+    /// Fails the next `count` echo calls with `failure`, then answers as before.
+    public func failNextCalls(_ count: Int, with failure: Behaviour.Failure) {
+        self.controls.failNext(count, with: failure)
+    }
+
     /// Starts listening (on the remembered port, if there is one).
     ///
     /// - Throws: when the port cannot be bound.
@@ -127,9 +169,10 @@ public final class DemoServer: Sendable {
         config.compression.enabledAlgorithms = .all
         config.rpc.maxRequestPayloadSize = 16 << 20
         if let maxConcurrentStreams { config.http2.maxConcurrentStreams = maxConcurrentStreams }
-        // Let clients ping idle connections (the pool's keepalive, primer P6).
-        config.connection.keepalive.clientBehavior.allowWithoutCalls = true
-        config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .milliseconds(100)
+        config.connection.maxAge = self.connectionPolicy.maxAge
+        config.connection.maxGraceTime = self.connectionPolicy.maxGraceTime
+        config.connection.keepalive.clientBehavior.allowWithoutCalls = self.connectionPolicy.allowPingsWithoutCalls
+        config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = self.connectionPolicy.minPingInterval
         config.channelDebuggingCallbacks.onAcceptTCPConnection = { [controls] channel in
             controls.accepted(channel)
             return channel.eventLoop.makeSucceededVoidFuture()
@@ -227,6 +270,7 @@ extension DemoServer {
             var cancelledRPCs = 0
             var requestCount = 0
             var lastRequestMetadata: Metadata = [:]
+            var pendingFailures: (count: Int, failure: Behaviour.Failure?) = (0, nil)
             var connections: [ObjectIdentifier: any Channel] = [:]
         }
 
@@ -246,6 +290,10 @@ extension DemoServer {
                 state.cancelledRPCs = 0
                 state.requestCount = 0
             }
+        }
+
+        func failNext(_ count: Int, with failure: Behaviour.Failure) {
+            self.state.withLock { $0.pendingFailures = (count, failure) }
         }
 
         func accepted(_ channel: any Channel) {
@@ -272,10 +320,18 @@ extension DemoServer {
 
         /// Applies the server-wide behaviour and the call's own controls before it is answered.
         func prepare(_ metadata: Metadata, context: ServerContext) async throws {
-            let behaviour = self.state.withLock { state in
+            let (behaviour, pendingFailure) = self.state.withLock { state in
                 state.lastRequestMetadata = metadata
                 state.requestCount += 1
-                return state.behaviour
+                var pendingFailure: Behaviour.Failure?
+                if state.pendingFailures.count > 0 {
+                    state.pendingFailures.count -= 1
+                    pendingFailure = state.pendingFailures.failure
+                }
+                return (state.behaviour, pendingFailure)
+            }
+            if let pendingFailure {
+                throw RPCError(code: pendingFailure.code, message: pendingFailure.message)
             }
             var delay = behaviour.delay
             if let ms = metadata[stringValues: "echo-delay-ms"].first(where: { _ in true }).flatMap({ Int($0) }) {

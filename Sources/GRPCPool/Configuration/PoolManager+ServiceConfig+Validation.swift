@@ -175,10 +175,11 @@ extension PoolManager.ServiceConfig {
             minimumConnectTimeout: self.timeout
         )
         options.defaultCompression = self.compression ? .gzip : ChannelOptions.Compression.none
-        options.enableRetries = self.enableRetries
-        if self.enableRetries {
-            options.serviceConfigJSON = self.serviceConfigJSON
-        }
+        // Retries are grpc-swift's (each attempt picks a connection again), never the core's: a
+        // core retry stays on the failing connection, and the core in libgrpc 1.51 corrupts a
+        // retried message when compression is on (grpc/grpc#37742: the server received the gzip
+        // bytes as the message).
+        options.enableRetries = false
         options.maxSendMessageSize = self.maxSendMessageSize
         options.maxReceiveMessageSize = self.maxReceiveMessageSize
         options.userAgent = self.userAgent
@@ -188,19 +189,4 @@ extension PoolManager.ServiceConfig {
         return options
     }
 
-    /// The service config carrying the retry policy, for every method.
-    var serviceConfigJSON: String {
-        let policy = self.retryPolicy
-        let codes = policy.retryableStatusCodes.map { "\"\($0)\"" }.joined(separator: ",")
-        return """
-            {"methodConfig":[{"name":[{}],"retryPolicy":{"maxAttempts":\(policy.maxAttempts),\
-            "initialBackoff":"\(Self.seconds(policy.initialBackoff))s","maxBackoff":"\(Self.seconds(policy.maxBackoff))s",\
-            "backoffMultiplier":\(policy.backoffMultiplier),"retryableStatusCodes":[\(codes)]}}]}
-            """
-    }
-
-    private static func seconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        return String(format: "%.3f", Double(seconds) + Double(attoseconds) / 1e18)
-    }
 }

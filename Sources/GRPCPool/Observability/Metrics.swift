@@ -39,6 +39,10 @@ public struct PoolMetrics: Sendable, Hashable {
     public var totalRequests: Int
     public var successfulRequests: Int
     public var failedRequests: Int
+    /// Calls and leases the pool refused before any connection saw them: no healthy connection
+    /// (fail fast, or none until the deadline) or the pool shutting down. They are not in
+    /// ``totalRequests``, which counts calls on connections.
+    public var rejectedRequests: Int
     public var inFlight: Int
     public var reconnects: Int
     /// The mean latency of finished calls (the seed's `avg_response_time_ms`).

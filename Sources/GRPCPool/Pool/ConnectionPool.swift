@@ -18,6 +18,7 @@ public final class ConnectionPool: Sendable {
 
     let logger: Logger
     private let cursor = Atomic<Int>(0)
+    private let rejected = Atomic<Int>(0)
     private let state: Mutex<State>
     private let changes: ChangeSignal
     let clientStorage = Mutex<GRPCClient<Transport>?>(nil)
@@ -96,6 +97,15 @@ public final class ConnectionPool: Sendable {
     /// - Throws: `RPCError` `.unavailable` (fail fast, or the pool is shut down) or
     ///   `.deadlineExceeded` (waited until the deadline).
     func connection(waitingAtMost timeout: Duration?) async throws(RPCError) -> PooledConnection {
+        do {
+            return try await self.pick(waitingAtMost: timeout)
+        } catch {
+            self.rejected.add(1, ordering: .relaxed)
+            throw error
+        }
+    }
+
+    private func pick(waitingAtMost timeout: Duration?) async throws(RPCError) -> PooledConnection {
         try self.checkOpen()
         if let connection = self.pickHealthy() { return connection }
         switch self.config.whenNoneHealthy.value {
@@ -191,6 +201,7 @@ public final class ConnectionPool: Sendable {
             totalRequests: connections.reduce(0) { $0 + $1.totalRequests },
             successfulRequests: connections.reduce(0) { $0 + $1.successfulRequests },
             failedRequests: connections.reduce(0) { $0 + $1.failedRequests },
+            rejectedRequests: self.rejected.load(ordering: .relaxed),
             inFlight: connections.reduce(0) { $0 + $1.inFlight },
             reconnects: connections.reduce(0) { $0 + $1.reconnects },
             averageResponseTime: latency.mean,
@@ -243,6 +254,9 @@ public final class ConnectionPool: Sendable {
             group.cancelAll()
         }
         for connection in self.connections { connection.close() }
+        // The client's transport refers back to the pool: let go of it, so that the pool, its
+        // channels and the core can be released.
+        self.clientStorage.withLock { $0 = nil }
         self.state.withLock { $0.lifecycle = .closed }
         self.changes.signal()
         self.logger.info("pool shut down")

@@ -128,7 +128,10 @@ extension PooledConnection {
                     self.logger.info("reconnection attempt \(phase): connecting a new channel")
                     if let replacement = await self.connectReplacement() {
                         let (generation, old) = self.replaceChannel(with: replacement)
-                        old.close()
+                        // Calls already picked the old channel: let them finish (or reach the
+                        // usual deadline) before it goes.
+                        let drainLimit = self.config.timeout
+                        Task { await old.drainAndClose(timeLimit: drainLimit) }
                         follow(replacement, generation: generation)
                         self.logger.info("connection replaced", metadata: ["grpc.pool.attempt": "\(attempt)"])
                         apply(.healthy)

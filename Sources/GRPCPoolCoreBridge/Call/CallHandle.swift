@@ -10,14 +10,17 @@ private import Synchronization
 /// caller or a pending batch's tag — lets go, so the core never sees the pointer after it.
 final class CallHandle: @unchecked Sendable {
     let pointer: OpaquePointer
+    /// The target of the channel that created the call.
+    let target: String
     /// Keeps the completion queue alive until the call is released (see ``CoreRuntime``).
     let runtime: CoreRuntime
     /// The live-call count of the channel that created the call.
     private let channelCalls: LiveCounter
     private let batchLock = Mutex<Void>(())
 
-    init(pointer: OpaquePointer, runtime: CoreRuntime, channelCalls: LiveCounter) {
+    init(pointer: OpaquePointer, target: String, runtime: CoreRuntime, channelCalls: LiveCounter) {
         self.pointer = pointer
+        self.target = target
         self.runtime = runtime
         self.channelCalls = channelCalls
         LiveObjects.calls.increment()

@@ -42,14 +42,22 @@ struct StatusSlots {
     }
 
     /// Copies out the status and releases the core's allocations. Call once, after completion.
-    static func take(_ slots: UnsafeMutablePointer<StatusSlots>) -> CallStatus {
+    ///
+    /// UNAVAILABLE and DEADLINE_EXCEEDED — what a broken, stalled or slow connection produces —
+    /// name the call's `target` in their message (`Socket closed [127.0.0.1:50051]`), unless the
+    /// message names it already, so that a pool's caller can tell which endpoint failed.
+    static func take(_ slots: UnsafeMutablePointer<StatusSlots>, target: String) -> CallStatus {
         let code = Status.Code(rawValue: Int(slots.pointee.status.rawValue)) ?? .unknown
-        let status = CallStatus(
+        var status = CallStatus(
             code: code,
             message: slots.pointee.details.string,
             trailingMetadata: Metadata(copying: slots.pointee.trailingMetadata),
             debugDescription: slots.pointee.errorString.map { String(cString: $0) }
         )
+        if code == .unavailable || code == .deadlineExceeded, !status.message.contains(target) {
+            let message = status.message.isEmpty ? (status.debugDescription ?? "") : status.message
+            status.message = message + " [\(target)]"
+        }
         grpc_slice_unref(slots.pointee.details)
         if let errorString = slots.pointee.errorString {
             gpr_free(UnsafeMutableRawPointer(mutating: errorString))

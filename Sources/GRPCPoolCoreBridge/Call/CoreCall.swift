@@ -106,7 +106,7 @@ package final class CoreCall: Sendable {
         let statusOp = StatusSlots.op(slots)
         let statusRC = withUnsafePointer(to: statusOp) { op in
             self.handle.startBatch(UnsafeBufferPointer(start: op, count: 1)) { _ in
-                let status = StatusSlots.take(slots)
+                let status = StatusSlots.take(slots, target: self.handle.target)
                 slots.deinitialize(count: 1)
                 slots.deallocate()
                 self.statusReceived(status)

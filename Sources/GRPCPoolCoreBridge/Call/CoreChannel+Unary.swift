@@ -99,7 +99,7 @@ struct UnaryBatch {
             call.startBatch(ops) { _ in
                 withExtendedLifetime(outbound) {}
                 ByteBuffers.destroy(requestBuffer)
-                completion(Self.finish(slots))
+                completion(Self.finish(slots, target: call.target))
             }
         }
         if rc != GRPC_CALL_OK {
@@ -113,8 +113,8 @@ struct UnaryBatch {
     }
 
     /// Copies the outcome out of the slots and frees them.
-    private static func finish(_ slots: UnsafeMutablePointer<UnaryBatch>) -> Result<UnaryResponse, RPCError> {
-        let status = StatusSlots.take(slots.pointer(to: \.status)!)
+    private static func finish(_ slots: UnsafeMutablePointer<UnaryBatch>, target: String) -> Result<UnaryResponse, RPCError> {
+        let status = StatusSlots.take(slots.pointer(to: \.status)!, target: target)
         let initialMetadata = Metadata(copying: slots.pointee.initialMetadata)
         grpc_metadata_array_destroy(slots.pointer(to: \.initialMetadata)!)
         let message = slots.pointee.message.map(ByteBuffers.take)

@@ -3,9 +3,18 @@ private import Synchronization
 
 /// A `grpc_channel`: one target, its credentials and channel args, its connectivity.
 ///
-/// The channel is destroyed exactly once, by ``close()`` or when the object is released.
+/// The channel is destroyed exactly once, after ``close()`` or when the object is released.
 /// Closing does not cancel calls already in flight (the core lets them run to their deadline,
-/// primer §4); it stops new calls, which then fail with ``ChannelError/Code/closed``.
+/// primer §4); it stops new calls at once, which then fail with UNAVAILABLE.
+///
+/// A closed channel is destroyed at once when it is READY or IDLE; when it is CONNECTING or in
+/// TRANSIENT_FAILURE (where the core may be reconnecting behind the sticky state), it is
+/// destroyed when it reaches READY or IDLE, or after ``ChannelHandle/destroyGrace`` at the latest.
+/// The reason: libgrpc 1.51 leaks the connection, and with it an internal library reference that
+/// keeps the core's threads and sockets alive after `grpc_shutdown`, when a channel is destroyed
+/// in the middle of connecting to a live server (measured here: every run of 30 such closes, and
+/// a third of the chaos runs that replaced channels while servers came back). A server that is
+/// down refuses at once, so waiting out the grace there costs nothing but time.
 ///
 /// Connectivity is watched with one outstanding `grpc_channel_watch_connectivity_state` at all
 /// times, on the runtime's shared poller (no thread or queue per channel); every change is
@@ -40,7 +49,7 @@ package final class CoreChannel: Sendable {
             throw ChannelError(.invalidTarget, "\(error)")
         }
         LiveObjects.channels.increment()
-        self.handle = ChannelHandle(pointer: pointer, runtime: runtime)
+        self.handle = ChannelHandle(pointer: pointer, target: target, runtime: runtime)
         self.handle.startWatching()
     }
 
@@ -48,9 +57,22 @@ package final class CoreChannel: Sendable {
         self.handle.close()
     }
 
-    /// Destroys the channel. Idempotent. Calls in flight run on; new calls fail.
+    /// Destroys the channel. Idempotent. New calls fail with UNAVAILABLE; calls already on the
+    /// wire run on, but calls still waiting for a transport fail with UNKNOWN "Channel Destroyed"
+    /// (the core's own status), so close a channel that may have calls with ``drainAndClose(timeLimit:)``.
     package func close() {
         self.handle.close()
+    }
+
+    /// Closes the channel once the calls on it have finished, or when `timeLimit` is up (the calls
+    /// left are then ended by the core).
+    package func drainAndClose(timeLimit: Duration) async {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: timeLimit)
+        while self.liveCalls > 0, clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        self.close()
     }
 
     /// The current connectivity state; with `tryToConnect`, an idle channel starts connecting.
@@ -102,20 +124,28 @@ package final class CoreChannel: Sendable {
 /// call, destroy) happens under `lock`, so no core function sees it after `grpc_channel_destroy`.
 final class ChannelHandle: @unchecked Sendable {
     let pointer: OpaquePointer
+    /// The channel's target, named by the failures of its calls.
+    let target: String
     let runtime: CoreRuntime
     /// Calls created on this channel that the core still holds.
     let liveCalls = LiveCounter()
     private let lock: Mutex<State>
 
     private struct State {
+        /// No new calls; subscribers have seen `.shutdown`.
         var closed = false
+        /// `grpc_channel_destroy` has run.
+        var destroyed = false
+        /// When a closed channel is destroyed whatever its state.
+        var destroyDeadline: ContinuousClock.Instant?
         var lastState = ConnectionState.idle
         var nextSubscriberID = 0
         var subscribers: [Int: AsyncStream<ConnectionState>.Continuation] = [:]
     }
 
-    init(pointer: OpaquePointer, runtime: CoreRuntime) {
+    init(pointer: OpaquePointer, target: String, runtime: CoreRuntime) {
         self.pointer = pointer
+        self.target = target
         self.runtime = runtime
         self.lock = Mutex(State())
     }
@@ -127,13 +157,22 @@ final class ChannelHandle: @unchecked Sendable {
         }
     }
 
+    /// How long a closed channel may wait for a state in which destroying it is safe.
+    static let destroyGrace = Duration.seconds(5)
+
     func close() {
         let subscribers: [AsyncStream<ConnectionState>.Continuation]? = self.lock.withLock { state in
             guard !state.closed else { return nil }
             state.closed = true
             state.lastState = .shutdown
-            grpc_channel_destroy(self.pointer)  // completes the pending watch at once
-            LiveObjects.channels.decrement()
+            let now = ConnectionState(grpc_channel_check_connectivity_state(self.pointer, 0))
+            if Self.safeToDestroy(now) {
+                self.destroy(&state)
+            } else {
+                // A watch with a deadline comes back on the next change or at the grace's end.
+                state.destroyDeadline = ContinuousClock.now.advanced(by: Self.destroyGrace)
+                self.armWatch(from: now, deadline: state.destroyDeadline)
+            }
             let subscribers = Array(state.subscribers.values)
             state.subscribers = [:]
             return subscribers
@@ -174,23 +213,51 @@ final class ChannelHandle: @unchecked Sendable {
         }
     }
 
-    /// Must be called under `lock`, with the channel open.
-    private func armWatch(from observed: ConnectionState) {
+    private static func safeToDestroy(_ state: ConnectionState) -> Bool {
+        state == .ready || state == .idle || state == .shutdown
+    }
+
+    /// Must be called under `lock`, before the channel is destroyed.
+    private func armWatch(from observed: ConnectionState, deadline: ContinuousClock.Instant? = nil) {
         let tag = CompletionTag.make { _ in self.watchCompleted() }
+        let coreDeadline: gpr_timespec
+        if let deadline {
+            let (seconds, attoseconds) = max(.zero, deadline - .now).components
+            let nanos = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+            coreDeadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_nanos(nanos, GPR_TIMESPAN))
+        } else {
+            coreDeadline = gpr_inf_future(GPR_CLOCK_REALTIME)
+        }
         grpc_channel_watch_connectivity_state(
             self.pointer,
             observed.core,
-            gpr_inf_future(GPR_CLOCK_REALTIME),
+            coreDeadline,
             self.runtime.completionQueue.pointer,
             tag
         )
     }
 
-    /// Runs on the poller: read the new state, re-arm, then tell the subscribers.
+    /// Must be called under `lock`, once.
+    private func destroy(_ state: inout State) {
+        state.destroyed = true
+        grpc_channel_destroy(self.pointer)  // completes the pending watch at once
+        LiveObjects.channels.decrement()
+    }
+
+    /// Runs on the poller: read the new state, re-arm, then tell the subscribers; or, for a
+    /// channel closed while connecting, destroy it once it no longer is.
     private func watchCompleted() {
         let update: (ConnectionState, [AsyncStream<ConnectionState>.Continuation])? = self.lock.withLock { state in
-            guard !state.closed else { return nil }
+            guard !state.destroyed else { return nil }
             let now = ConnectionState(grpc_channel_check_connectivity_state(self.pointer, 0))
+            if state.closed {
+                if Self.safeToDestroy(now) || ContinuousClock.now >= state.destroyDeadline ?? .now {
+                    self.destroy(&state)
+                } else {
+                    self.armWatch(from: now, deadline: state.destroyDeadline)
+                }
+                return nil
+            }
             self.armWatch(from: now)
             guard now != state.lastState else { return nil }
             state.lastState = now
@@ -221,7 +288,7 @@ final class ChannelHandle: @unchecked Sendable {
                     methodSlice, nil, deadline, nil
                 )
             }
-            return call.map { CallHandle(pointer: $0, runtime: self.runtime, channelCalls: self.liveCalls) }
+            return call.map { CallHandle(pointer: $0, target: self.target, runtime: self.runtime, channelCalls: self.liveCalls) }
         }
     }
 }

@@ -1,0 +1,190 @@
+import DemoServices
+import GRPCCore
+import GRPCPool
+import Testing
+
+/// Runs `callers` loops of unary calls through the pool's `GRPCClient` (a stub's path, with the
+/// configured retries) until `stop` is set.
+func steadyClientLoad(_ manager: PoolManager, callers: Int, counter: LoadCounter, stop: StopFlag) async throws {
+    let client = try manager.client(for: "echo")
+    await withTaskGroup(of: Void.self) { group in
+        for index in 0..<callers {
+            group.addTask {
+                let payload = [UInt8](repeating: UInt8(index), count: 32)
+                while !stop.isSet {
+                    do {
+                        let reply = try await client.unary(
+                            request: ClientRequest(message: payload),
+                            descriptor: MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary),
+                            serializer: RawBytesSerializer(),
+                            deserializer: RawBytesDeserializer(),
+                            options: .defaults
+                        ) { try $0.message }
+                        if reply == payload { counter.success() } else { counter.failure(.dataLoss) }
+                    } catch let error as RPCError {
+                        counter.failure(error.code)
+                    } catch {
+                        counter.failure(.unknown)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Starts `server`, runs `body`, and stops the server whatever happens.
+func withStarted<Result>(_ server: DemoServer, _ body: () async throws -> Result) async throws -> Result {
+    try await server.start()
+    do {
+        let result = try await body()
+        await server.stop()
+        return result
+    } catch {
+        await server.stop()
+        throw error
+    }
+}
+
+@Suite("Hostile network")
+struct HostileNetworkTests {
+    @Test("A server that sends GOAWAY at its max connection age: the pool reconnects and no call fails")
+    func maxConnectionAge() async throws {
+        let server = DemoServer(connectionPolicy: .init(maxAge: .milliseconds(400), maxGraceTime: .seconds(5)))
+        try await withStarted(server) {
+            try await withPoolManager(["echo": testConfig([server.target], poolSize: 2)]) { manager in
+                let pool = try manager.pool(for: "echo")
+                let counter = LoadCounter()
+                let stop = StopFlag()
+                let load = Task { try await steadyClientLoad(manager, callers: 8, counter: counter, stop: stop) }
+                // Each connection is told to go away every 0.4 s: three generations of two.
+                #expect(await poll(timeLimit: .seconds(15)) { server.peers.count >= 6 }, "peers: \(server.peers.count)")
+                let successes = counter.successes
+                #expect(await poll { counter.successes > successes + 100 }, "calls go on after the reconnections")
+                stop.set()
+                try await load.value
+                #expect(counter.failures.isEmpty, "failed calls: \(counter.failures)")
+                #expect(pool.metrics().reconnects >= 4)
+                #expect(await poll { pool.metrics().healthyConnections == 2 })
+            }
+        }
+    }
+
+    @Test("A server that resets every connection is retried with exponentially growing gaps")
+    func resetBackoff() async throws {
+        try await withDemoServer { server in
+            let proxy = TCPProxy(targetPort: server.port)
+            try await proxy.start()
+            proxy.mode = .reset
+            let config = testConfig([proxy.target], poolSize: 1) { config in
+                config.retryDelay = .milliseconds(100)
+                config.maxRetryDelay = .milliseconds(1600)
+                config.maxRetries = 10
+            }
+            try await withPoolManager(["echo": config], waitForHealthy: false) { manager in
+                let clock = ContinuousClock()
+                let start = clock.now
+                try await Task.sleep(for: .seconds(6))
+                let times = proxy.acceptTimes.map { ($0 - start).milliseconds }
+                let gaps = zip(times.dropFirst(), times).map { $0 - $1 }
+                let summary = "attempts at \(times.map { Int($0) }) ms"
+                // Without backoff a loopback reset loop makes thousands of attempts in 6 s; the
+                // doubling from 100 ms to the 1.6 s cap allows a few tens (the pool's new channel
+                // and the core's own reconnection each back off).
+                #expect(times.count >= 5, "\(summary)")
+                #expect(times.count <= 30, "\(summary)")
+                // The gaps grow: the last three are each longer than the largest of the first three.
+                if gaps.count >= 6 {
+                    let early = gaps.prefix(3).max()!
+                    #expect(gaps.suffix(3).allSatisfy { $0 > early }, "\(summary)")
+                }
+                // And the tail of the schedule reaches the cap's order of magnitude.
+                #expect((gaps.max() ?? 0) >= 800, "\(summary)")
+                let pool = try manager.pool(for: "echo")
+                #expect(pool.metrics().healthyConnections == 0)
+
+                // When the server behaves again, the connection comes back within one capped gap.
+                proxy.mode = .forward
+                #expect(await poll(timeLimit: .seconds(5)) { pool.metrics().healthyConnections == 1 })
+            }
+            await proxy.stop()
+        }
+    }
+
+    @Test("Keepalive stricter than the server allows: too_many_pings slows the pings down, no call fails")
+    func tooManyPings() async throws {
+        // The server tolerates a ping a second; the client pings every 200 ms. After two strikes
+        // the server sends GOAWAY ENHANCE_YOUR_CALM "too_many_pings"; the core doubles its
+        // keepalive time on each (200 → 400 → 800 → 1600 ms) until the server is content.
+        let server = DemoServer(connectionPolicy: .init(minPingInterval: .seconds(1)))
+        try await withStarted(server) {
+            let config = testConfig([server.target], poolSize: 1) { config in
+                config.keepaliveTime = .milliseconds(200)
+                config.keepaliveTimeout = .seconds(2)
+            }
+            try await withPoolManager(["echo": config]) { manager in
+                let pool = try manager.pool(for: "echo")
+                let counter = LoadCounter()
+                let stop = StopFlag()
+                let load = Task { try await steadyClientLoad(manager, callers: 4, counter: counter, stop: stop) }
+                // The server sends GOAWAY at least once (a second connection shows up) …
+                #expect(await poll(timeLimit: .seconds(10)) { server.peers.count >= 2 }, "peers: \(server.peers.count)")
+                // … and then no more once the pings are slow enough.
+                var settled = false
+                var peers = server.peers.count
+                for _ in 0..<8 where !settled {
+                    try await Task.sleep(for: .seconds(2))
+                    let now = server.peers.count
+                    settled = now == peers
+                    peers = now
+                }
+                #expect(settled, "the server kept sending too_many_pings: \(peers) connections")
+                stop.set()
+                try await load.value
+                #expect(counter.failures.isEmpty, "failed calls: \(counter.failures)")
+                #expect(counter.successes > 100)
+                #expect(pool.metrics().healthyConnections == 1)
+            }
+        }
+    }
+
+    @Test("Oversized messages fail with RESOURCE_EXHAUSTED and the connection stays usable")
+    func oversizedMessages() async throws {
+        try await withDemoServer { server in
+            let config = testConfig([server.target], poolSize: 1) { config in
+                config.maxSendMessageSize = 4096
+                config.maxReceiveMessageSize = 1024
+                config.enableRetries = false
+            }
+            try await withPoolManager(["echo": config]) { manager in
+                let client = try manager.client(for: "echo")
+                let pool = try manager.pool(for: "echo")
+                func echo(_ payload: [UInt8]) async throws -> [UInt8] {
+                    try await client.unary(
+                        request: ClientRequest(message: payload),
+                        descriptor: MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary),
+                        serializer: RawBytesSerializer(),
+                        deserializer: RawBytesDeserializer(),
+                        options: .defaults
+                    ) { try $0.message }
+                }
+                // Too big to send.
+                let sent = await #expect(throws: RPCError.self) { try await echo([UInt8](repeating: 1, count: 8192)) }
+                #expect(sent?.code == .resourceExhausted, "\(String(describing: sent))")
+                // Small enough to send, too big to receive back.
+                let received = await #expect(throws: RPCError.self) { try await echo([UInt8](repeating: 2, count: 2048)) }
+                #expect(received?.code == .resourceExhausted, "\(String(describing: received))")
+                // The connection is still healthy and serves the next call.
+                #expect(pool.connections[0].isHealthy)
+                #expect(pool.connections[0].metrics().reconnects == 0)
+                #expect(try await echo([3, 4, 5]) == [3, 4, 5])
+            }
+        }
+    }
+}
+
+extension Duration {
+    var milliseconds: Double {
+        let (seconds, attoseconds) = self.components
+        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
+    }
+}
