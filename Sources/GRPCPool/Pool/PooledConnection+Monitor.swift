@@ -15,10 +15,12 @@ extension PooledConnection {
     ///   stay warm); coming back to `ready` (after a health check, if configured) puts it back.
     /// - It checks health every `healthCheck.interval`, and at once when a call failed with
     ///   UNAVAILABLE.
-    /// - An unhealthy connection starts a recovery episode: attempts at ``Backoff`` delays; each
-    ///   attempt keeps the channel if it has recovered by itself (the core reconnects too), and
-    ///   otherwise connects a new channel and swaps it in once it is ready and healthy. After
-    ///   `maxRetries` attempts it logs that it settles on `maxRetryDelay` and goes on.
+    /// - An unhealthy connection starts a recovery episode: attempts at ``Backoff`` delays. A
+    ///   channel that has lost its connection is left to the core, which reconnects it with
+    ///   exponential backoff from `retryDelay` to `maxRetryDelay` (an idle one is asked to
+    ///   connect); only a channel that is connected but fails its checks (unresponsive), or was
+    ///   shut down, is replaced: a new channel is connected, checked, and swapped in, and the old
+    ///   one drains. After `maxRetries` attempts it logs that it settles on `maxRetryDelay`.
     func monitor() async {
         let (events, sink) = AsyncStream.makeStream(of: Event.self)
         let backoff = Backoff(
@@ -119,23 +121,35 @@ extension PooledConnection {
                 case .retry(let attemptEpisode, let attempt):
                     guard recovering, attemptEpisode == episode else { continue }
                     // Recovered by itself (the core reconnects the channel on its own)?
-                    if case .ready = self.channel.state(), await self.probe() == .healthy {
+                    let state = self.channel.state()
+                    if state == .ready, await self.probe() == .healthy {
                         apply(.healthy)
                         continue
                     }
                     let phase = attempt <= self.config.maxRetries
                         ? "\(attempt) of \(self.config.maxRetries)" : "\(attempt) (at the capped interval)"
-                    self.logger.info("reconnection attempt \(phase): connecting a new channel")
-                    if let replacement = await self.connectReplacement() {
-                        let (generation, old) = self.replaceChannel(with: replacement)
-                        // Calls already picked the old channel: let them finish (or reach the
-                        // usual deadline) before it goes.
-                        let drainLimit = self.config.timeout
-                        Task { await old.drainAndClose(timeLimit: drainLimit) }
-                        follow(replacement, generation: generation)
-                        self.logger.info("connection replaced", metadata: ["grpc.pool.attempt": "\(attempt)"])
-                        apply(.healthy)
-                        continue
+                    switch state {
+                    case .connecting, .transientFailure:
+                        // The core is reconnecting it, backing off from retryDelay to
+                        // maxRetryDelay; a second channel would only add connection attempts.
+                        self.logger.info("reconnection attempt \(phase): the channel is reconnecting (\(state))")
+                    case .idle:
+                        self.logger.info("reconnection attempt \(phase): asking the idle channel to connect")
+                        _ = self.channel.state(tryToConnect: true)
+                    case .ready, .shutdown:
+                        // Connected but failing its checks (unresponsive), or shut down under us.
+                        self.logger.info("reconnection attempt \(phase): connecting a new channel")
+                        if let replacement = await self.connectReplacement() {
+                            let (generation, old) = self.replaceChannel(with: replacement)
+                            // Calls already picked the old channel: let them finish (or reach the
+                            // usual deadline) before it goes.
+                            let drainLimit = self.config.timeout
+                            Task { await old.drainAndClose(timeLimit: drainLimit) }
+                            follow(replacement, generation: generation)
+                            self.logger.info("connection replaced", metadata: ["grpc.pool.attempt": "\(attempt)"])
+                            apply(.healthy)
+                            continue
+                        }
                     }
                     if attempt == self.config.maxRetries {
                         self.logger.info(

@@ -107,8 +107,10 @@ final class CoreStream: Sendable {
         }
     }
 
+    /// An `RPCError` from the request side (grpc-swift's own message size limit, say) is the
+    /// RPC's outcome; any other error cancels the RPC.
     func finish(throwing error: any Error) {
-        self.fail(RPCError(code: .cancelled, message: "the request stream failed: \(error)", cause: error))
+        self.fail((error as? RPCError) ?? RPCError(code: .cancelled, message: "the request stream failed: \(error)", cause: error))
     }
 
     /// Starts the call with what has been written, if it has not started yet.
@@ -290,6 +292,8 @@ struct CoreStreamWriter: ClosableRPCWriterProtocol {
         await self.stream.finish()
     }
 
+    /// An `RPCError` from the request side (grpc-swift's own message size limit, say) is the
+    /// RPC's outcome; any other error cancels the RPC.
     func finish(throwing error: any Error) async {
         self.stream.finish(throwing: error)
     }
