@@ -95,3 +95,33 @@ struct CommandLineTests {
         #expect(output.contains("service  conn  endpoint"))
     }
 }
+
+@Suite("Chaos under load")
+struct ChaosTests {
+    @Test("64 callers, 3 endpoints killed and restarted at random: every call ends once, as it should, and nothing leaks")
+    func chaos() async throws {
+        // In its own process, so that its file descriptors and threads are its own.
+        let (status, output) = try await runGRPCPool(
+            ["chaos", "--duration", "20", "--callers", "64", "--endpoints", "3", "--min-faults", "10", "--json"],
+            timeLimit: .seconds(110)
+        )
+        let line = try #require(output.split(separator: "\n").last(where: { $0.hasPrefix("{") }), "\(output)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+        #expect(status == 0, "\(output)")
+        #expect(report["passed"] as? Bool == true, "\(line)")
+        #expect((report["violations"] as? [String])?.isEmpty == true, "\(line)")
+        let issued = try #require(report["issued"] as? Int)
+        let succeeded = try #require(report["succeeded"] as? Int)
+        let failed = try #require(report["failed"] as? Int)
+        #expect(issued == succeeded + failed)
+        #expect(succeeded > 1_000)
+        #expect((report["kills"] as? Int ?? 0) >= 10)
+        #expect((report["restarts"] as? Int) == (report["kills"] as? Int))
+        #expect((report["fds_after"] as? Int ?? .max) <= (report["fds_before"] as? Int ?? 0), "\(line)")
+        #expect((report["threads_after"] as? Int ?? .max) <= (report["threads_before"] as? Int ?? 0), "\(line)")
+        let pool = try #require(report["pool"] as? [String: Any])
+        #expect(pool["successful"] as? Int == succeeded)
+        let failures = report["failures"] as? [String: Int] ?? [:]
+        #expect(Set(failures.keys).isSubset(of: ["unavailable", "deadlineExceeded"]), "\(failures)")
+    }
+}
