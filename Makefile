@@ -10,7 +10,7 @@ GEN_SCRATCH  := .build-generators
 PROTOC_GEN_SWIFT      = $(GEN_SCRATCH)/release/protoc-gen-swift
 PROTOC_GEN_GRPC_SWIFT = $(GEN_SCRATCH)/release/protoc-gen-grpc-swift-2
 
-.PHONY: all build test demo bench generate deps deps-generate clean format
+.PHONY: all build test tsan asan demo bench generate deps deps-generate clean format
 
 all: build
 
@@ -32,6 +32,18 @@ build: deps
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# The test suite under Thread Sanitizer / Address Sanitizer, each in its own build folder.
+# Status (see the README): under TSan, Swift's Synchronization.Mutex is invisible on Linux (it
+# locks with FUTEX_LOCK_PI directly, which TSan does not intercept), so every Mutex-guarded access
+# here and in GRPCCore is reported as a race; these targets do not exit 0 yet.
+tsan: deps
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
+	$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
+
+asan: deps
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
 
 # Runs the demo: local services, a pool over them, a mixed load, a restart, a metrics table.
 demo: deps
@@ -55,4 +67,4 @@ format:
 	$(SWIFT) format lint --recursive --strict Sources Tests
 
 clean:
-	rm -rf .build $(GEN_SCRATCH)
+	rm -rf .build .build-tsan .build-asan $(GEN_SCRATCH)
