@@ -158,7 +158,7 @@ struct HostileNetworkTests {
                 load.cancel()
                 _ = try? await load.value
                 #expect(counter.failures.allSatisfy { $0 == .unknown }, "failed calls: \(counter.failures)")  // .unknown: the cancelled pause
-                #expect(counter.successes >= 2)
+                #expect(counter.successes >= 1)
             }
         }
     }
