@@ -4,6 +4,7 @@ import GRPCPool
 import InteropCases
 import Foundation
 import SwiftProtobuf
+import Synchronization
 import Testing
 
 @Suite("grpc-swift-2 ClientTransport over the pool")
@@ -111,6 +112,55 @@ struct TransportTests {
         }
     }
 
+    @Test("Under many retries, every reply is its own request's echo")
+    func retriesKeepMessagesIntact() async throws {
+        try await withDemoServer { server in
+            let config = testConfig([server.target], poolSize: 3)  // gzip and retries on
+            try await withPoolManager(["echo": config]) { manager in
+                let client = try manager.client(for: "echo")
+                let stop = StopFlag()
+                // Every few milliseconds the next two calls fail with UNAVAILABLE: retried.
+                let faults = Task {
+                    while !stop.isSet {
+                        server.failNextCalls(2, with: .init(code: .unavailable, message: "try again"))
+                        try? await Task.sleep(for: .milliseconds(3))
+                    }
+                }
+                let wrong = Collected<String>()
+                let failures = Collected<RPCError.Code>()
+                await withTaskGroup(of: Void.self) { group in
+                    for caller in 0..<32 {
+                        group.addTask {
+                            for call in 0..<60 {
+                                let payload = [UInt8(caller), UInt8(call % 256), UInt8(call / 256)] + [UInt8](repeating: 9, count: 29)
+                                do {
+                                    let reply = try await client.unary(
+                                        request: ClientRequest(message: payload),
+                                        descriptor: MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary),
+                                        serializer: RawBytesSerializer(),
+                                        deserializer: RawBytesDeserializer(),
+                                        options: .defaults
+                                    ) { try $0.message }
+                                    if reply != payload { wrong.append("sent \(payload.prefix(3)) got \(reply.count) bytes \(reply.prefix(8))") }
+                                } catch let error as RPCError {
+                                    failures.append(error.code)
+                                } catch {
+                                    failures.append(.unknown)
+                                }
+                            }
+                        }
+                    }
+                }
+                stop.set()
+                await faults.value
+                #expect(wrong.values.isEmpty, "\(wrong.values.prefix(5))")
+                // Three attempts against at most two planted failures in a row: failures are rare
+                // and only UNAVAILABLE.
+                #expect(failures.values.allSatisfy { $0 == .unavailable }, "\(failures.values.prefix(5))")
+            }
+        }
+    }
+
     @Test("With retries, calls on the pool-wide client survive one connection dying mid-load")
     func failoverUnderLoad() async throws {
         try await withDemoServer { a in
@@ -175,4 +225,11 @@ struct ConnectionPoolTransportProbe {
         let client = GRPCClient(transport: pool.makeTransport())
         _ = try await STT.Client(wrapping: client).transcribe(TranscribeRequest())
     }
+}
+
+/// Values appended from many tasks.
+final class Collected<Value: Sendable>: Sendable {
+    private let storage = Mutex<[Value]>([])
+    func append(_ value: Value) { self.storage.withLock { $0.append(value) } }
+    var values: [Value] { self.storage.withLock { $0 } }
 }

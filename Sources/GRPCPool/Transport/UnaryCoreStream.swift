@@ -49,12 +49,17 @@ final class UnaryCoreStream: Sendable {
     }
 
     func finish() {
-        let request: (Metadata, [UInt8])? = self.state.withLock { state in
+        let request: (Metadata, [UInt8]?)? = self.state.withLock { state in
             guard !state.started, state.result == nil else { return nil }
             state.started = true
-            return (state.metadata, state.message ?? [])
+            return (state.metadata, state.message)
         }
         guard let (metadata, message) = request else { return }
+        guard let message else {
+            // Never send a unary request without its message: the server would answer an empty one.
+            self.complete(.failure(RPCError(code: .internalError, message: "the unary request ended without a message")))
+            return
+        }
         self.call.startUnary(metadata: metadata, message: message, options: self.options) { result in
             self.complete(result)
         }
