@@ -107,13 +107,15 @@ struct ChaosTests {
         )
         let line = try #require(output.split(separator: "\n").last(where: { $0.hasPrefix("{") }), "\(output)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
-        // Two violations seen once each in ten runs and not yet understood (see issue #7's note): a
-        // successful call whose echo was wrong (which also makes the pool's count differ by one),
+        // Two violations seen once each in 26 runs and not yet understood (see issue #7's note): a
+        // successful call whose echo was wrong (which also makes the pool's count differ by one;
+        // if its request went out empty, it now fails with INTERNAL "…ended without a message"),
         // and one thread more than the baseline after shutdown. They are recorded as known issues;
         // any other violation fails the test.
         let violations = report["violations"] as? [String] ?? ["no violations in the report"]
         let known = violations.filter {
             $0.hasPrefix("failure with dataLoss") || $0.hasPrefix("threads:") || $0.hasPrefix("metrics: the pool counted")
+                || $0.contains("the unary request ended without a message")
         }
         for violation in violations where !known.contains(violation) {
             Issue.record("chaos violation: \(violation)")
