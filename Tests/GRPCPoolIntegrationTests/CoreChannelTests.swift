@@ -17,7 +17,7 @@ struct CoreChannelTests {
                 method: unary,
                 request: payload,
                 metadata: ["x-client": "swift", "x-blob-bin": .binary([0, 1, 2, 255])],
-                options: CoreCallOptions(timeout: .seconds(5))
+                options: CoreCallOptions(timeout: .seconds(30))  // the suite's first call: generous under load
             )
             #expect(response.message == payload)
             #expect(Array(response.initialMetadata[stringValues: "x-client"]) == ["swift"])

@@ -99,10 +99,10 @@ struct HostileNetworkTests {
                 // and the core's own reconnection each back off).
                 #expect(times.count >= 5, "\(summary)")
                 #expect(times.count <= 30, "\(summary)")
-                // The gaps grow: the last three are each longer than the largest of the first three.
+                // The gaps grow: the last three add up to at least twice the first three (the core's
+                // ×1.6 schedule makes it about six times; the margin absorbs a loaded machine).
                 if gaps.count >= 6 {
-                    let early = gaps.prefix(3).max()!
-                    #expect(gaps.suffix(3).allSatisfy { $0 > early }, "\(summary)")
+                    #expect(gaps.suffix(3).reduce(0, +) >= 2 * gaps.prefix(3).reduce(0, +), "\(summary)")
                 }
                 // And the tail of the schedule reaches the cap's order of magnitude.
                 #expect((gaps.max() ?? 0) >= 800, "\(summary)")
