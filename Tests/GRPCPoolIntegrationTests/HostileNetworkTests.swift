@@ -19,13 +19,7 @@ func steadyClientLoad(
                 let payload = [UInt8](repeating: UInt8(index), count: 32)
                 while !stop.isSet {
                     do {
-                        let reply = try await client.unary(
-                            request: ClientRequest(message: payload),
-                            descriptor: MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary),
-                            serializer: RawBytesSerializer(),
-                            deserializer: RawBytesDeserializer(),
-                            options: .defaults
-                        ) { try $0.message }
+                        let reply = try await client.echo(payload)
                         if reply == payload { counter.success() } else { counter.failure(.dataLoss) }
                         if pause > .zero { try await Task.sleep(for: pause) }
                     } catch let error as RPCError {
@@ -174,15 +168,7 @@ struct HostileNetworkTests {
             try await withPoolManager(["echo": config]) { manager in
                 let client = try manager.client(for: "echo")
                 let pool = try manager.pool(for: "echo")
-                func echo(_ payload: [UInt8]) async throws -> [UInt8] {
-                    try await client.unary(
-                        request: ClientRequest(message: payload),
-                        descriptor: MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary),
-                        serializer: RawBytesSerializer(),
-                        deserializer: RawBytesDeserializer(),
-                        options: .defaults
-                    ) { try $0.message }
-                }
+                func echo(_ payload: [UInt8]) async throws -> [UInt8] { try await client.echo(payload) }
                 // Too big to send.
                 let sent = await #expect(throws: RPCError.self) { try await echo([UInt8](repeating: 1, count: 8192)) }
                 #expect(sent?.code == .resourceExhausted, "\(String(describing: sent))")

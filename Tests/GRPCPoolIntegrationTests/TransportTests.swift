@@ -95,13 +95,7 @@ struct TransportTests {
                 let pool = try manager.pool(for: "echo")
                 let payload = [UInt8](repeating: 7, count: 512)
                 server.failNextCalls(2, with: .init(code: .unavailable, message: "try again"))
-                let reply = try await manager.client(for: "echo").unary(
-                    request: ClientRequest(message: payload),
-                    descriptor: MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary),
-                    serializer: RawBytesSerializer(),
-                    deserializer: RawBytesDeserializer(),
-                    options: .defaults
-                ) { try $0.message }
+                let reply = try await manager.client(for: "echo").echo(payload)
                 // libgrpc 1.51's own retries resent the gzip bytes as the message (grpc/grpc#37742).
                 #expect(reply == payload, "got \(reply.count) bytes: \(reply.prefix(8))")
                 #expect(server.requestCount == 3)
@@ -134,13 +128,7 @@ struct TransportTests {
                             for call in 0..<60 {
                                 let payload = [UInt8(caller), UInt8(call % 256), UInt8(call / 256)] + [UInt8](repeating: 9, count: 29)
                                 do {
-                                    let reply = try await client.unary(
-                                        request: ClientRequest(message: payload),
-                                        descriptor: MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary),
-                                        serializer: RawBytesSerializer(),
-                                        deserializer: RawBytesDeserializer(),
-                                        options: .defaults
-                                    ) { try $0.message }
+                                    let reply = try await client.echo(payload)
                                     if reply != payload { wrong.append("sent \(payload.prefix(3)) got \(reply.count) bytes \(reply.prefix(8))") }
                                 } catch let error as RPCError {
                                     failures.append(error.code)

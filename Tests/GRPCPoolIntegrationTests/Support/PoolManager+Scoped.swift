@@ -55,6 +55,19 @@ func withPoolManager<Result: Sendable>(
 
 let echoUnary = "/bench.Echo/Unary"
 
+extension GRPCClient {
+    /// `bench.Echo/Unary` on raw bytes, as a generated stub would call it: the reply's bytes.
+    func echo(_ payload: [UInt8]) async throws -> [UInt8] {
+        try await self.unary(
+            request: ClientRequest(message: payload),
+            descriptor: MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary),
+            serializer: RawBytesSerializer(),
+            deserializer: RawBytesDeserializer(),
+            options: .defaults
+        ) { try $0.message }
+    }
+}
+
 /// The pool's logger in tests: warnings only (the tests check their own outcomes; the log test
 /// uses its own in-memory handler).
 let quietLogger: Logger = {
