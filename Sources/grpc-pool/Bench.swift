@@ -45,6 +45,9 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Only the acquire + release and scaling rows.")
     var onlyPool = false
 
+    @Flag(help: "Memory: resident size after 100,000 and after 1,000,000 unary calls through the pool stub (concurrency 64).")
+    var memory = false
+
     func run() async throws {
         if let target = self.target {
             let endpoint = try Endpoints.parse(target)
@@ -73,6 +76,10 @@ struct Bench: AsyncParsableCommand {
         let clients = try await BenchClients(endpoint: endpoint, connections: self.connections)
         defer { clients.shutdown() }
         let say: (String) -> Void = { line in if !self.json { writeLine(line) } }
+        if self.memory {
+            try await Self.memoryRun(clients: clients, json: self.json)
+            return
+        }
         say("server: pid \(server.pid) on 127.0.0.1:\(server.port); \(self.duration) s per row after \(self.warmup) s warm-up")
 
         var rows: [[String: Any]] = []
@@ -173,6 +180,59 @@ struct Bench: AsyncParsableCommand {
                 writeLine(String(format: "%@ = %.2f", key, value))
             }
         }
+    }
+}
+
+extension Bench {
+    /// Resident size after 100,000 and after 1,000,000 unary 32 B calls through the pool stub at
+    /// concurrency 64: the pool must not grow with the number of calls it has made.
+    static func memoryRun(clients: BenchClients, json: Bool) async throws {
+        let payload = [UInt8](repeating: 7, count: 32)
+        let issued = Tickets()
+        func calls(upTo total: Int) async throws {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<64 {
+                    group.addTask {
+                        while issued.take() <= total {
+                            try await clients.poolStub(payload)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            issued.reset(to: total)
+        }
+        let start = residentMB()
+        try await calls(upTo: 100_000)
+        let after100k = residentMB()
+        try await calls(upTo: 1_000_000)
+        let after1M = residentMB()
+        if json {
+            let object: [String: Any] = [
+                "rss_mb_start": start, "rss_mb_after_100k": after100k, "rss_mb_after_1m": after1M,
+                "rss_mb_growth_100k_to_1m": after1M - after100k,
+            ]
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            writeLine(String(decoding: data, as: UTF8.self))
+        } else {
+            writeLine(String(format: "rss: %.1f MB at start, %.1f MB after 100,000 calls, %.1f MB after 1,000,000 (%+.1f MB)", start, after100k, after1M, after1M - after100k))
+            writeLine("live core objects: \(LiveObjects.snapshot())")
+        }
+    }
+
+    /// Numbers handed out in order to many tasks.
+    final class Tickets: Sendable {
+        private let last = Atomic(0)
+        func take() -> Int { self.last.add(1, ordering: .relaxed).newValue }
+        func reset(to value: Int) { self.last.store(value, ordering: .relaxed) }
+    }
+
+    /// The current resident set size (VmRSS), in MiB.
+    static func residentMB() -> Double {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        let kB = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
+        return kB / 1024
     }
 }
 
