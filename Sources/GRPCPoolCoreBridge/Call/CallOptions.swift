@@ -27,9 +27,7 @@ package struct CoreCallOptions: Sendable, Hashable {
         guard let timeout, timeout < .seconds(100 * 365 * 24 * 3600) else {
             return gpr_inf_future(GPR_CLOCK_MONOTONIC)
         }
-        let (seconds, attoseconds) = timeout.components
-        let nanos = max(0, seconds) * 1_000_000_000 + (seconds < 0 ? 0 : attoseconds / 1_000_000_000)
-        return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_nanos(nanos, GPR_TIMESPAN))
+        return .fromNow(timeout)
     }
 
     /// Initial-metadata flags.
@@ -42,5 +40,14 @@ package struct CoreCallOptions: Sendable, Hashable {
         guard let compression else { return [] }
         let name = compression == .none ? "identity" : compression.rawValue
         return [(GRPC_COMPRESSION_REQUEST_ALGORITHM_MD_KEY, name)]
+    }
+}
+
+extension gpr_timespec {
+    /// The monotonic instant `duration` from now (now itself for a negative duration).
+    static func fromNow(_ duration: Duration) -> gpr_timespec {
+        let (seconds, attoseconds) = max(.zero, duration).components
+        let nanos = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_nanos(nanos, GPR_TIMESPAN))
     }
 }

@@ -220,18 +220,10 @@ final class ChannelHandle: @unchecked Sendable {
     /// Must be called under `lock`, before the channel is destroyed.
     private func armWatch(from observed: ConnectionState, deadline: ContinuousClock.Instant? = nil) {
         let tag = CompletionTag.make { _ in self.watchCompleted() }
-        let coreDeadline: gpr_timespec
-        if let deadline {
-            let (seconds, attoseconds) = max(.zero, deadline - .now).components
-            let nanos = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-            coreDeadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_nanos(nanos, GPR_TIMESPAN))
-        } else {
-            coreDeadline = gpr_inf_future(GPR_CLOCK_REALTIME)
-        }
         grpc_channel_watch_connectivity_state(
             self.pointer,
             observed.core,
-            coreDeadline,
+            deadline.map { .fromNow($0 - .now) } ?? gpr_inf_future(GPR_CLOCK_REALTIME),
             self.runtime.completionQueue.pointer,
             tag
         )

@@ -141,8 +141,7 @@ private final class PollerThread: @unchecked Sendable {
 
     private func run() {
         loop: while true {
-            let oneSecond = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(1000, GPR_TIMESPAN))
-            let event = grpc_completion_queue_next(self.queue, oneSecond, nil)
+            let event = grpc_completion_queue_next(self.queue, .fromNow(.seconds(1)), nil)
             switch event.type {
             case GRPC_OP_COMPLETE:
                 CompletionTag.complete(event.tag!, success: event.success != 0)
