@@ -107,10 +107,8 @@ final class CoreStream: Sendable {
         }
     }
 
-    /// An `RPCError` from the request side (grpc-swift's own message size limit, say) is the
-    /// RPC's outcome; any other error cancels the RPC.
     func finish(throwing error: any Error) {
-        self.fail((error as? RPCError) ?? RPCError(code: .cancelled, message: "the request stream failed: \(error)", cause: error))
+        self.fail(RPCError(requestStreamFailure: error))
     }
 
     /// Starts the call with what has been written, if it has not started yet.
@@ -292,9 +290,15 @@ struct CoreStreamWriter: ClosableRPCWriterProtocol {
         await self.stream.finish()
     }
 
-    /// An `RPCError` from the request side (grpc-swift's own message size limit, say) is the
-    /// RPC's outcome; any other error cancels the RPC.
     func finish(throwing error: any Error) async {
         self.stream.finish(throwing: error)
+    }
+}
+
+extension RPCError {
+    /// How an RPC ends when its request stream fails: an `RPCError` from the request side
+    /// (grpc-swift's own message size limit, say) is the RPC's outcome; any other error cancels it.
+    init(requestStreamFailure error: any Error) {
+        self = (error as? RPCError) ?? RPCError(code: .cancelled, message: "the request stream failed: \(error)", cause: error)
     }
 }

@@ -156,9 +156,7 @@ struct UnaryCoreStreamWriter: ClosableRPCWriterProtocol {
         self.stream.finish()
     }
 
-    /// An `RPCError` from the request side (grpc-swift's own message size limit, say) is the
-    /// RPC's outcome; any other error cancels the RPC.
     func finish(throwing error: any Error) async {
-        self.stream.fail((error as? RPCError) ?? RPCError(code: .cancelled, message: "the request stream failed: \(error)", cause: error))
+        self.stream.fail(RPCError(requestStreamFailure: error))
     }
 }
