@@ -188,19 +188,19 @@ extension Bench {
     /// concurrency 64: the pool must not grow with the number of calls it has made.
     static func memoryRun(clients: BenchClients, json: Bool) async throws {
         let payload = [UInt8](repeating: 7, count: 32)
-        let issued = Tickets()
+        let issued = SharedCounter()
         func calls(upTo total: Int) async throws {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for _ in 0..<64 {
                     group.addTask {
-                        while issued.take() <= total {
+                        while issued.increment() <= total {
                             try await clients.poolStub(payload)
                         }
                     }
                 }
                 try await group.waitForAll()
             }
-            issued.reset(to: total)
+            issued.store(total)
         }
         let start = residentMB()
         try await calls(upTo: 100_000)
@@ -218,13 +218,6 @@ extension Bench {
             writeLine(String(format: "rss: %.1f MB at start, %.1f MB after 100,000 calls, %.1f MB after 1,000,000 (%+.1f MB)", start, after100k, after1M, after1M - after100k))
             writeLine("live core objects: \(LiveObjects.snapshot())")
         }
-    }
-
-    /// Numbers handed out in order to many tasks.
-    final class Tickets: Sendable {
-        private let last = Atomic(0)
-        func take() -> Int { self.last.add(1, ordering: .relaxed).newValue }
-        func reset(to value: Int) { self.last.store(value, ordering: .relaxed) }
     }
 
     /// The current resident set size (VmRSS), in MiB.

@@ -171,7 +171,7 @@ struct Chaos: AsyncParsableCommand {
         say("chaos: \(self.callers) callers, \(targets.joined(separator: ", ")), seed \(seed)")
 
         let tally = ChaosTally(targets: targets)
-        let stop = SharedFlag()
+        let stop = StopSignal()
         let clock = ContinuousClock()
         let start = clock.now
         let callers = Task {
@@ -360,7 +360,7 @@ enum Resources {
     }
 
     private static func finishes(within limit: Duration, _ wait: @escaping @Sendable () async -> Void) async -> Bool {
-        let done = SharedFlag()
+        let done = StopSignal()
         let waiter = Task {
             await wait()
             done.set()
@@ -375,16 +375,14 @@ enum Resources {
     }
 }
 
-final class SharedFlag: Sendable {
-    private let flag = Atomic(false)
-    func set() { self.flag.store(true, ordering: .relaxed) }
-    var isSet: Bool { self.flag.load(ordering: .relaxed) }
-}
-
+/// A count shared by tasks.
 final class SharedCounter: Sendable {
     private let count = Atomic(0)
-    func increment() { self.count.add(1, ordering: .relaxed) }
+    /// Adds one; returns the new count.
+    @discardableResult
+    func increment() -> Int { self.count.add(1, ordering: .relaxed).newValue }
     var value: Int { self.count.load(ordering: .relaxed) }
+    func store(_ value: Int) { self.count.store(value, ordering: .relaxed) }
 }
 
 /// A small seeded generator, so that a fault schedule can be replayed with `--seed`.
