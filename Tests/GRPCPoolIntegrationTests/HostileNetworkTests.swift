@@ -13,23 +13,9 @@ func steadyClientLoad(
     stop: StopFlag
 ) async throws {
     let client = try manager.client(for: "echo")
-    await withTaskGroup(of: Void.self) { group in
-        for index in 0..<callers {
-            group.addTask {
-                let payload = [UInt8](repeating: UInt8(index), count: 32)
-                while !stop.isSet {
-                    do {
-                        let reply = try await client.echo(payload)
-                        if reply == payload { counter.success() } else { counter.failure(.dataLoss) }
-                        if pause > .zero { try await Task.sleep(for: pause) }
-                    } catch let error as RPCError {
-                        counter.failure(error.code)
-                    } catch {
-                        counter.failure(.unknown)
-                    }
-                }
-            }
-        }
+    await runLoad(callers: callers, pause: pause, counter: counter, stop: stop) { caller in
+        let payload = [UInt8](repeating: UInt8(caller), count: 32)
+        return try await client.echo(payload) == payload
     }
 }
 

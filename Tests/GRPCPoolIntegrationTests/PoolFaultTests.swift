@@ -21,15 +21,24 @@ final class StopFlag: Sendable {
     var isSet: Bool { value.load(ordering: .relaxed) }
 }
 
-/// Runs `callers` loops of unary calls until `stop` is set.
-func steadyLoad(pool: ConnectionPool, callers: Int, counter: LoadCounter, stop: StopFlag) async {
+/// Runs `callers` loops of `call` until `stop` is set, counting every outcome in `counter`: a
+/// success when `call` returns `true`, DATA_LOSS when it returns `false` (a wrong reply), and the
+/// `RPCError`'s code (UNKNOWN for any other error) when it throws. Each loop pauses `pause`
+/// between calls; a pause cut short counts as UNKNOWN.
+func runLoad(
+    callers: Int,
+    pause: Duration = .zero,
+    counter: LoadCounter,
+    stop: StopFlag,
+    _ call: @escaping @Sendable (_ caller: Int) async throws -> Bool
+) async {
     await withTaskGroup(of: Void.self) { group in
-        for _ in 0..<callers {
+        for caller in 0..<callers {
             group.addTask {
                 while !stop.isSet {
                     do {
-                        _ = try await pool.unary(method: echoUnary, request: [1])
-                        counter.success()
+                        if try await call(caller) { counter.success() } else { counter.failure(.dataLoss) }
+                        if pause > .zero { try await Task.sleep(for: pause) }
                     } catch let error as RPCError {
                         counter.failure(error.code)
                     } catch {
@@ -38,6 +47,14 @@ func steadyLoad(pool: ConnectionPool, callers: Int, counter: LoadCounter, stop: 
                 }
             }
         }
+    }
+}
+
+/// Runs `callers` loops of unary calls on `pool` until `stop` is set.
+func steadyLoad(pool: ConnectionPool, callers: Int, counter: LoadCounter, stop: StopFlag) async {
+    await runLoad(callers: callers, counter: counter, stop: stop) { _ in
+        _ = try await pool.unary(method: echoUnary, request: [1])
+        return true
     }
 }
 

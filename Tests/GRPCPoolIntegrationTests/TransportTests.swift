@@ -159,21 +159,9 @@ struct TransportTests {
                     let counter = LoadCounter()
                     let stop = StopFlag()
                     let load = Task {
-                        await withTaskGroup(of: Void.self) { group in
-                            for _ in 0..<8 {
-                                group.addTask {
-                                    while !stop.isSet {
-                                        do {
-                                            _ = try await stt.transcribe(.with { $0.audio = Data(count: 10) })
-                                            counter.success()
-                                        } catch let error as RPCError {
-                                            counter.failure(error.code)
-                                        } catch {
-                                            counter.failure(.unknown)
-                                        }
-                                    }
-                                }
-                            }
+                        await runLoad(callers: 8, counter: counter, stop: stop) { _ in
+                            _ = try await stt.transcribe(.with { $0.audio = Data(count: 10) })
+                            return true
                         }
                     }
                     #expect(await poll { counter.successes > 200 })
