@@ -273,7 +273,7 @@ final class ChaosTally: Sendable {
     }
 
     private let targets: [String]
-    private let counts = Mutex(Counts())
+    private let counts = Locked(Counts())
 
     init(targets: [String]) {
         self.targets = targets

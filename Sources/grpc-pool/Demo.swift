@@ -3,6 +3,7 @@ import DemoServices
 import Foundation
 import GRPCCore
 import GRPCPool
+import GRPCPoolCoreBridge
 import SwiftProtobuf
 import Logging
 import Synchronization
@@ -53,7 +54,7 @@ struct Demo: AsyncParsableCommand {
         )
 
         let tally = Tally()
-        let finalMetrics = Mutex<[ServiceID: PoolMetrics]>([:])
+        let finalMetrics = Locked<[ServiceID: PoolMetrics]>([:])
         let events = EventLog(echo: !self.json)
         let clock = ContinuousClock()
         let started = clock.now
@@ -261,7 +262,7 @@ struct Demo: AsyncParsableCommand {
 
 /// Client-side outcome counts per service, independent of the pool's metrics.
 final class Tally: Sendable {
-    private let state = Mutex<[ServiceID: (ok: Int, failed: Int)]>([:])
+    private let state = Locked<[ServiceID: (ok: Int, failed: Int)]>([:])
 
     func record(_ service: ServiceID, ok: Bool) {
         self.state.withLock { counts in
@@ -289,7 +290,7 @@ final class StopSignal: Sendable {
 }
 
 final class EventLog: Sendable {
-    private let events = Mutex<[(Duration, String)]>([])
+    private let events = Locked<[(Duration, String)]>([])
     let echo: Bool
 
     init(echo: Bool) { self.echo = echo }

@@ -7,7 +7,7 @@ import Testing
 
 /// Counts outcomes of a steady load, independently of the pool's own metrics.
 final class LoadCounter: Sendable {
-    private let state = Mutex<(successes: Int, failures: [RPCError.Code])>((0, []))
+    private let state = Locked<(successes: Int, failures: [RPCError.Code])>((0, []))
     func success() { state.withLock { $0.successes += 1 } }
     func failure(_ code: RPCError.Code) { state.withLock { $0.failures.append(code) } }
     var successes: Int { state.withLock { $0.successes } }

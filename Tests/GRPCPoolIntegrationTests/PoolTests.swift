@@ -2,7 +2,6 @@ import DemoServices
 import GRPCCore
 import GRPCPool
 import GRPCPoolCoreBridge
-import Synchronization
 import Testing
 
 @Suite("Connection pool against real servers")

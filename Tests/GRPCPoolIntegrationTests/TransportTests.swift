@@ -1,10 +1,10 @@
 import DemoServices
 import GRPCCore
 import GRPCPool
+import GRPCPoolCoreBridge
 import InteropCases
 import Foundation
 import SwiftProtobuf
-import Synchronization
 import Testing
 
 @Suite("grpc-swift-2 ClientTransport over the pool")
@@ -205,7 +205,7 @@ struct ConnectionPoolTransportProbe {
 
 /// Values appended from many tasks.
 final class Collected<Value: Sendable>: Sendable {
-    private let storage = Mutex<[Value]>([])
+    private let storage = Locked<[Value]>([])
     func append(_ value: Value) { self.storage.withLock { $0.append(value) } }
     var values: [Value] { self.storage.withLock { $0 } }
 }

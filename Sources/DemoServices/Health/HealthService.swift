@@ -1,6 +1,6 @@
 public import GRPCCore
 internal import SwiftProtobuf
-private import Synchronization
+private import NIOConcurrencyHelpers
 
 /// `grpc.health.v1.Health` with a settable status per service name.
 ///
@@ -9,7 +9,7 @@ private import Synchronization
 public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, Sendable {
     public typealias ServingStatus = Grpc_Health_V1_HealthCheckResponse.ServingStatus
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     private struct State {
         var statuses: [String: ServingStatus] = ["": .serving]
@@ -21,7 +21,7 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
 
     /// Sets the status of `service` ("" for the whole server) and tells its watchers.
     public func setStatus(_ status: ServingStatus, forService service: String = "") {
-        let watchers = self.state.withLock { state in
+        let watchers = self.state.withLockedValue { state in
             state.statuses[service] = status
             return state.watchers.values.filter { $0.service == service }.map(\.continuation)
         }
@@ -30,7 +30,7 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
 
     /// The status of `service`, if it is known.
     public func status(forService service: String = "") -> ServingStatus? {
-        self.state.withLock { $0.statuses[service] }
+        self.state.withLockedValue { $0.statuses[service] }
     }
 
     public func check(
@@ -49,14 +49,14 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
         context: ServerContext
     ) async throws {
         let (stream, continuation) = AsyncStream.makeStream(of: ServingStatus.self)
-        let id = self.state.withLock { state in
+        let id = self.state.withLockedValue { state in
             let id = state.nextWatcher
             state.nextWatcher += 1
             state.watchers[id] = (request.service, continuation)
             continuation.yield(state.statuses[request.service] ?? .serviceUnknown)
             return id
         }
-        defer { _ = self.state.withLock { $0.watchers.removeValue(forKey: id) } }
+        defer { _ = self.state.withLockedValue { $0.watchers.removeValue(forKey: id) } }
         try await withRPCCancellationHandler {
             for await status in stream {
                 try await response.write(.with { $0.status = status })

@@ -1,6 +1,6 @@
 internal import NIOCore
 internal import NIOPosix
-private import Synchronization
+private import NIOConcurrencyHelpers
 
 /// A TCP proxy on loopback that forwards to a target and can misbehave on command, for fault
 /// tests: it can stop forwarding while keeping every connection open (a black hole), and drop
@@ -27,7 +27,7 @@ public final class TCPProxy: Sendable {
     /// The port it forwards to on `targetHost`.
     public let targetPort: Int
     public let targetHost: String
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
     private let group: MultiThreadedEventLoopGroup
 
     private struct State {
@@ -41,31 +41,31 @@ public final class TCPProxy: Sendable {
     public init(targetHost: String = "127.0.0.1", targetPort: Int) {
         self.targetHost = targetHost
         self.targetPort = targetPort
-        self.state = Mutex(State())
+        self.state = NIOLockedValueBox(State())
         self.group = MultiThreadedEventLoopGroup.singleton
     }
 
     /// What it does with traffic from now on (also for connections already open).
     public var mode: Mode {
-        get { self.state.withLock { $0.mode } }
-        set { self.state.withLock { $0.mode = newValue } }
+        get { self.state.withLockedValue { $0.mode } }
+        set { self.state.withLockedValue { $0.mode = newValue } }
     }
 
     /// The port it listens on (after ``start()``).
-    public var port: Int { self.state.withLock { $0.port } }
+    public var port: Int { self.state.withLockedValue { $0.port } }
 
     /// `127.0.0.1:port`, as a client target.
     public var target: String { "127.0.0.1:\(self.port)" }
 
     /// Client connections it has accepted.
-    public var acceptedConnections: Int { self.state.withLock { $0.acceptTimes.count } }
+    public var acceptedConnections: Int { self.state.withLockedValue { $0.acceptTimes.count } }
 
     /// When it accepted each client connection, in order.
-    public var acceptTimes: [ContinuousClock.Instant] { self.state.withLock { $0.acceptTimes } }
+    public var acceptTimes: [ContinuousClock.Instant] { self.state.withLockedValue { $0.acceptTimes } }
 
     /// Starts listening on a free loopback port (or the one it had before).
     public func start() async throws {
-        let port = self.state.withLock { $0.port }
+        let port = self.state.withLockedValue { $0.port }
         let listener = try await ServerBootstrap(group: self.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.autoRead, value: true)
@@ -74,7 +74,7 @@ public final class TCPProxy: Sendable {
             }
             .bind(host: "127.0.0.1", port: port)
             .get()
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             state.listener = listener
             state.port = listener.localAddress?.port ?? port
         }
@@ -82,7 +82,7 @@ public final class TCPProxy: Sendable {
 
     /// Closes the listener and every connection.
     public func stop() async {
-        let (listener, connections) = self.state.withLock { state in
+        let (listener, connections) = self.state.withLockedValue { state in
             defer {
                 state.listener = nil
                 state.connections = [:]
@@ -95,7 +95,7 @@ public final class TCPProxy: Sendable {
 
     /// Drops every open connection (RST-like close), keeping the listener.
     public func dropConnections() async {
-        let connections = self.state.withLock { state in
+        let connections = self.state.withLockedValue { state in
             defer { state.connections = [:] }
             return Array(state.connections.values)
         }
@@ -104,14 +104,14 @@ public final class TCPProxy: Sendable {
 
     private func track(_ channel: any Channel) {
         let id = ObjectIdentifier(channel)
-        self.state.withLock { $0.connections[id] = channel }
+        self.state.withLockedValue { $0.connections[id] = channel }
         channel.closeFuture.whenComplete { [weak self] _ in
-            self?.state.withLock { _ = $0.connections.removeValue(forKey: id) }
+            self?.state.withLockedValue { _ = $0.connections.removeValue(forKey: id) }
         }
     }
 
     private func accepted(_ inbound: any Channel) -> EventLoopFuture<Void> {
-        let mode = self.state.withLock { state in
+        let mode = self.state.withLockedValue { state in
             state.acceptTimes.append(.now)
             return state.mode
         }

@@ -1,7 +1,7 @@
 public import GRPCCore
 internal import GRPCNIOTransportHTTP2
 internal import NIOCore
-private import Synchronization
+private import NIOConcurrencyHelpers
 
 /// A real gRPC server on grpc-swift-2's NIO HTTP/2 transport, bound to a loopback port, serving
 /// `bench.Echo` (``EchoService``), `grpc.health.v1.Health` (``HealthService``),
@@ -94,7 +94,7 @@ public final class DemoServer: Sendable {
     /// The health service, to set statuses on.
     public let health: HealthService
     let controls: Controls
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
 
     private struct State {
         var port: Int
@@ -122,17 +122,17 @@ public final class DemoServer: Sendable {
         self.connectionPolicy = connectionPolicy
         self.health = HealthService()
         self.controls = Controls()
-        self.state = Mutex(State(port: port, running: nil))
+        self.state = NIOLockedValueBox(State(port: port, running: nil))
     }
 
     /// The bound port (0 before the first ``start()``).
-    public var port: Int { self.state.withLock { $0.port } }
+    public var port: Int { self.state.withLockedValue { $0.port } }
 
     /// `host:port`, as a client target.
     public var target: String { "\(self.host):\(self.port)" }
 
     /// Whether it is listening.
-    public var isRunning: Bool { self.state.withLock { $0.running != nil } }
+    public var isRunning: Bool { self.state.withLockedValue { $0.running != nil } }
 
     /// The echo behaviour for calls from now on.
     public var behaviour: Behaviour {
@@ -164,7 +164,7 @@ public final class DemoServer: Sendable {
     ///
     /// - Throws: when the port cannot be bound.
     public func start() async throws {
-        let port = self.state.withLock { $0.port }
+        let port = self.state.withLockedValue { $0.port }
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.compression.enabledAlgorithms = .all
         config.rpc.maxRequestPayloadSize = 16 << 20
@@ -210,7 +210,7 @@ public final class DemoServer: Sendable {
             _ = await task.result
             throw error
         }
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             state.port = address.ipv4?.port ?? port
             state.running = Running(task: task, server: server)
         }
@@ -219,7 +219,7 @@ public final class DemoServer: Sendable {
     /// Stops at once: every open connection is dropped (TCP close, no GOAWAY first), then the
     /// listener closes. Calls in flight fail on the client with UNAVAILABLE.
     public func stop() async {
-        guard let running = self.state.withLock({ state -> Running? in
+        guard let running = self.state.withLockedValue({ state -> Running? in
             defer { state.running = nil }
             return state.running
         }) else { return }
@@ -234,7 +234,7 @@ public final class DemoServer: Sendable {
 
     /// Stops gracefully: GOAWAY, in-flight calls finish, then the listener closes.
     public func shutdownGracefully() async {
-        guard let running = self.state.withLock({ state -> Running? in
+        guard let running = self.state.withLockedValue({ state -> Running? in
             defer { state.running = nil }
             return state.running
         }) else { return }
@@ -262,7 +262,7 @@ public final class DemoServer: Sendable {
 extension DemoServer {
     /// State shared with the services: behaviour, counters, open connections.
     final class Controls: Sendable {
-        private let state = Mutex(State())
+        private let state = NIOLockedValueBox(State())
 
         private struct State {
             var behaviour = Behaviour()
@@ -275,17 +275,17 @@ extension DemoServer {
         }
 
         var behaviour: Behaviour {
-            get { self.state.withLock { $0.behaviour } }
-            set { self.state.withLock { $0.behaviour = newValue } }
+            get { self.state.withLockedValue { $0.behaviour } }
+            set { self.state.withLockedValue { $0.behaviour = newValue } }
         }
 
-        var peers: Set<String> { self.state.withLock { $0.peers } }
-        var cancelledRPCs: Int { self.state.withLock { $0.cancelledRPCs } }
-        var requestCount: Int { self.state.withLock { $0.requestCount } }
-        var lastRequestMetadata: Metadata { self.state.withLock { $0.lastRequestMetadata } }
+        var peers: Set<String> { self.state.withLockedValue { $0.peers } }
+        var cancelledRPCs: Int { self.state.withLockedValue { $0.cancelledRPCs } }
+        var requestCount: Int { self.state.withLockedValue { $0.requestCount } }
+        var lastRequestMetadata: Metadata { self.state.withLockedValue { $0.lastRequestMetadata } }
 
         func reset() {
-            self.state.withLock { state in
+            self.state.withLockedValue { state in
                 state.peers = []
                 state.cancelledRPCs = 0
                 state.requestCount = 0
@@ -293,23 +293,23 @@ extension DemoServer {
         }
 
         func failNext(_ count: Int, with failure: Behaviour.Failure) {
-            self.state.withLock { $0.pendingFailures = (count, failure) }
+            self.state.withLockedValue { $0.pendingFailures = (count, failure) }
         }
 
         func accepted(_ channel: any Channel) {
             let id = ObjectIdentifier(channel)
             let peer = channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "unknown"
-            self.state.withLock { state in
+            self.state.withLockedValue { state in
                 state.peers.insert(peer)
                 state.connections[id] = channel
             }
             channel.closeFuture.whenComplete { [weak self] _ in
-                self?.state.withLock { _ = $0.connections.removeValue(forKey: id) }
+                self?.state.withLockedValue { _ = $0.connections.removeValue(forKey: id) }
             }
         }
 
         func closeConnections() async {
-            let connections = self.state.withLock { state in
+            let connections = self.state.withLockedValue { state in
                 defer { state.connections = [:] }
                 return Array(state.connections.values)
             }
@@ -320,7 +320,7 @@ extension DemoServer {
 
         /// Applies the server-wide behaviour and the call's own controls before it is answered.
         func prepare(_ metadata: Metadata, context: ServerContext) async throws {
-            let (behaviour, pendingFailure) = self.state.withLock { state in
+            let (behaviour, pendingFailure) = self.state.withLockedValue { state in
                 state.lastRequestMetadata = metadata
                 state.requestCount += 1
                 var pendingFailure: Behaviour.Failure?
@@ -353,7 +353,7 @@ extension DemoServer {
                     return try await group.next() ?? false
                 }
                 if cancelled {
-                    self.state.withLock { $0.cancelledRPCs += 1 }
+                    self.state.withLockedValue { $0.cancelledRPCs += 1 }
                     throw RPCError(code: .cancelled, message: "the client cancelled the call")
                 }
             }

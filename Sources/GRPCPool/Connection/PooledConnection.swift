@@ -25,12 +25,12 @@ public final class PooledConnection: Sendable {
     private let healthy = Atomic<Bool>(false)
     private let inFlightCalls = Atomic<Int>(0)
     private let activeLeases = Atomic<Int>(0)
-    private let storage: Mutex<State>
+    private let storage: Locked<State>
     /// Tells the monitor to check at once (a call failed with UNAVAILABLE).
     private let checkRequests: AsyncStream<Void>.Continuation
     let checkRequestStream: AsyncStream<Void>
     /// The `GRPCClient` over this connection, made on first use.
-    let clientStorage = Mutex<GRPCClient<Transport>?>(nil)
+    let clientStorage = Locked<GRPCClient<Transport>?>(nil)
     /// Called whenever `isHealthy` or the load changes, so waiting callers can look again.
     private let onChange: @Sendable () -> Void
 
@@ -73,7 +73,7 @@ public final class PooledConnection: Sendable {
         self.instruments = ConnectionInstruments(service: serviceID, index: index, factory: metricsFactory)
         self.onChange = onChange
         let channel = try CoreChannel(target: self.endpoint.description, credentials: credentials, options: self.options)
-        self.storage = Mutex(State(channel: channel))
+        self.storage = Locked(State(channel: channel))
         (self.checkRequestStream, self.checkRequests) = AsyncStream.makeStream(
             of: Void.self,
             bufferingPolicy: .bufferingNewest(1)

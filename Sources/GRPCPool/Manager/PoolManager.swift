@@ -2,7 +2,7 @@ public import GRPCCore
 public import CoreMetrics
 public import Logging
 public import ServiceLifecycle
-private import Synchronization
+internal import GRPCPoolCoreBridge
 
 /// Keeps one ``ConnectionPool`` per service and runs them: the seed's `GrpcPoolManager`.
 ///
@@ -29,7 +29,7 @@ public final class PoolManager: Service, Sendable {
     public let pools: [ServiceID: ConnectionPool]
     private let logger: Logger
     private let metricsLogInterval: Duration?
-    private let lifecycle: Mutex<Lifecycle>
+    private let lifecycle: Locked<Lifecycle>
 
     private enum Lifecycle {
         case idle
@@ -87,7 +87,7 @@ public final class PoolManager: Service, Sendable {
         self.pools = pools
         self.logger = logger
         self.metricsLogInterval = metricsLogInterval
-        self.lifecycle = Mutex(.idle)
+        self.lifecycle = Locked(.idle)
     }
 
     /// The pool of `service`.

@@ -1,9 +1,9 @@
-private import Synchronization
+internal import GRPCPoolCoreBridge
 
 /// Wakes tasks waiting for "something changed" (a connection's health or load), with a
 /// generation number so that a change between looking and waiting is never missed.
 final class ChangeSignal: Sendable {
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     private struct State {
         var generation = 0

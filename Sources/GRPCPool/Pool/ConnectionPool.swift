@@ -19,9 +19,9 @@ public final class ConnectionPool: Sendable {
     let logger: Logger
     private let cursor = Atomic<Int>(0)
     private let rejected = Atomic<Int>(0)
-    private let state: Mutex<State>
+    private let state: Locked<State>
     private let changes: ChangeSignal
-    let clientStorage = Mutex<GRPCClient<Transport>?>(nil)
+    let clientStorage = Locked<GRPCClient<Transport>?>(nil)
 
     private struct State {
         enum Lifecycle {
@@ -45,7 +45,7 @@ public final class ConnectionPool: Sendable {
         self.logger = logger
         let changes = ChangeSignal()
         self.changes = changes
-        self.state = Mutex(State())
+        self.state = Locked(State())
         let credentials = try config.credentials()
         self.connections = try (0..<config.poolSize).map { index in
             try PooledConnection(

@@ -1,5 +1,4 @@
 public import GRPCCore
-internal import Synchronization
 
 extension PooledConnection {
     /// A `GRPCClient` whose every RPC runs on this connection: wrap it in a generated stub.

@@ -1,6 +1,5 @@
 internal import GRPCCore
 internal import GRPCPoolCoreBridge
-private import Synchronization
 
 /// One RPC of a `ClientTransport` stream over a core call.
 ///
@@ -14,7 +13,7 @@ final class CoreStream: Sendable {
     private let options: CoreCallOptions
     private let maxRequestBytes: Int?
     private let maxResponseBytes: Int?
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     private enum State {
         /// Not on the wire yet: what was written so far, and readers waiting for the start.
@@ -33,7 +32,7 @@ final class CoreStream: Sendable {
         self.options = options
         self.maxRequestBytes = maxRequestBytes
         self.maxResponseBytes = maxResponseBytes
-        self.state = Mutex(.pending(metadata: nil, message: nil, closed: false, waiters: []))
+        self.state = Locked(.pending(metadata: nil, message: nil, closed: false, waiters: []))
     }
 
     // MARK: - Request side

@@ -1,11 +1,11 @@
 internal import GRPCCore
-internal import Synchronization
+internal import GRPCPoolCoreBridge
 
 /// The `ClientTransport` contract's lifecycle: open until ``beginGracefulShutdown()``, after which
 /// new streams are refused with FAILED_PRECONDITION and ``connect()``-style waiting ends once the
 /// streams already open have closed.
 final class TransportLifecycle: Sendable {
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     private struct State {
         var closing = false
@@ -68,18 +68,6 @@ final class TransportLifecycle: Sendable {
                 return state.waiters
             }
             for waiter in waiters { waiter.resume() }
-        }
-    }
-}
-
-extension Mutex {
-    /// The value behind the lock, made by `make` on first use.
-    func value<Wrapped>(orMake make: () -> Wrapped) -> Wrapped where Value == Wrapped? {
-        self.withLock { value in
-            if let value { return value }
-            let new = make()
-            value = new
-            return new
         }
     }
 }

@@ -1,6 +1,5 @@
 internal import GRPCCore
 internal import GRPCPoolCoreBridge
-private import Synchronization
 
 /// A unary RPC of a `ClientTransport` stream: the request parts are collected, and when the
 /// request ends the whole call goes out as one batch of six ops (the cheapest shape the core has).
@@ -9,7 +8,7 @@ final class UnaryCoreStream: Sendable {
     private let options: CoreCallOptions
     private let maxRequestBytes: Int?
     private let maxResponseBytes: Int?
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     private struct State {
         var metadata: Metadata = [:]
@@ -24,7 +23,7 @@ final class UnaryCoreStream: Sendable {
         self.options = options
         self.maxRequestBytes = maxRequestBytes
         self.maxResponseBytes = maxResponseBytes
-        self.state = Mutex(State())
+        self.state = Locked(State())
     }
 
     func write(_ part: RPCRequestPart<[UInt8]>) throws {

@@ -1,6 +1,5 @@
 internal import CGRPCCore
 internal import GRPCCore
-private import Synchronization
 
 /// Owns one reference to a `grpc_call` and serialises the batches started on it.
 ///
@@ -16,7 +15,7 @@ final class CallHandle: @unchecked Sendable {
     let runtime: CoreRuntime
     /// The live-call count of the channel that created the call.
     private let channelCalls: LiveCounter
-    private let batchLock = Mutex<Void>(())
+    private let batchLock = Locked<Void>(())
 
     init(pointer: OpaquePointer, target: String, runtime: CoreRuntime, channelCalls: LiveCounter) {
         self.pointer = pointer

@@ -1,6 +1,5 @@
 internal import CGRPCCore
 package import GRPCCore
-private import Synchronization
 
 /// A streaming call on raw bytes: one batch per step (primer §4).
 ///
@@ -14,7 +13,7 @@ private import Synchronization
 /// At most one ``send(_:)`` and one ``receive()`` may be in flight at a time (a core rule).
 package final class CoreCall: Sendable {
     let handle: CallHandle
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     private struct State {
         var initialMetadataRequested = false
@@ -25,7 +24,7 @@ package final class CoreCall: Sendable {
 
     private init(handle: CallHandle) {
         self.handle = handle
-        self.state = Mutex(State())
+        self.state = Locked(State())
     }
 
     /// Creates the call, sends its initial metadata and starts waiting for its status.

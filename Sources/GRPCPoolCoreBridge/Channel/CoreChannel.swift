@@ -1,5 +1,4 @@
 internal import CGRPCCore
-private import Synchronization
 
 /// A `grpc_channel`: one target, its credentials and channel args, its connectivity.
 ///
@@ -129,7 +128,7 @@ final class ChannelHandle: @unchecked Sendable {
     let runtime: CoreRuntime
     /// Calls created on this channel that the core still holds.
     let liveCalls = LiveCounter()
-    private let lock: Mutex<State>
+    private let lock: Locked<State>
 
     private struct State {
         /// No new calls; subscribers have seen `.shutdown`.
@@ -147,7 +146,7 @@ final class ChannelHandle: @unchecked Sendable {
         self.pointer = pointer
         self.target = target
         self.runtime = runtime
-        self.lock = Mutex(State())
+        self.lock = Locked(State())
     }
 
     func check(tryToConnect: Bool) -> ConnectionState {

@@ -1,6 +1,5 @@
 internal import CGRPCCore
 internal import GRPCCore
-private import Synchronization
 
 /// The ceiling of this stack for benchmarks: unary calls chained from the poller thread itself,
 /// with no Swift task, continuation or executor hop on the path — each completion starts the
@@ -17,7 +16,7 @@ package enum CoreBenchLoop {
         duration: Duration
     ) async -> (latencies: [Duration], failures: Int) {
         let deadline = ContinuousClock.now.advanced(by: duration)
-        let state = Mutex<(latencies: [Duration], failures: Int, running: Int)>(([], 0, concurrency))
+        let state = Locked<(latencies: [Duration], failures: Int, running: Int)>(([], 0, concurrency))
         state.withLock { $0.latencies.reserveCapacity(1 << 20) }
         return await withCheckedContinuation { (continuation: CheckedContinuation<([Duration], Int), Never>) in
             @Sendable func next() {

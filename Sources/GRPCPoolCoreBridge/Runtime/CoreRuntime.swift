@@ -30,7 +30,7 @@ package final class CoreRuntime: Sendable {
     /// A sequence number, unique in the process, for diagnostics.
     package let generation: Int
 
-    private static let current = Mutex<Registry>(Registry())
+    private static let current = Locked<Registry>(Registry())
     private static let generations = Atomic<Int>(0)
 
     private init() {

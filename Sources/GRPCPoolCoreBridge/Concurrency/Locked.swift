@@ -1,0 +1,79 @@
+#if canImport(Glibc)
+private import Glibc
+#elseif canImport(Musl)
+private import Musl
+#elseif canImport(Darwin)
+private import Darwin
+#endif
+
+/// A value behind a `pthread_mutex_t`: the lock this package uses for its shared state.
+///
+/// `Synchronization.Mutex` has the same shape and would do, except that on Linux it locks with
+/// the `FUTEX_LOCK_PI` system call directly, which ThreadSanitizer does not intercept: under
+/// `make tsan`, every access a `Mutex` guards is reported as a data race, and real races drown in
+/// the noise. A pthread mutex is intercepted, so the sanitizer sees the happens-before edges and
+/// checks what it should. The value and the mutex share one allocation.
+package struct Locked<Value> {
+    private let storage: LockedStorage<Value>
+
+    /// Puts `value` behind a new lock.
+    package init(_ value: sending Value) {
+        self.storage = LockedStorage.make(value)
+    }
+
+    /// Runs `body` with exclusive access to the value, and returns what it returns.
+    ///
+    /// `body` must not call `withLock` on the same lock (the mutex is not recursive) and must not
+    /// wait: everything else that needs this lock waits for it.
+    package func withLock<Result, Failure: Error>(
+        _ body: (inout Value) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        try self.storage.withLock(body)
+    }
+}
+
+extension Locked {
+    /// The value behind the lock, made by `make` on first use.
+    package func value<Wrapped>(orMake make: () -> Wrapped) -> Wrapped where Value == Wrapped? {
+        self.withLock { value in
+            if let value { return value }
+            let new = make()
+            value = new
+            return new
+        }
+    }
+}
+
+private final class LockedStorage<Value>: ManagedBuffer<Value, pthread_mutex_t> {
+    static func make(_ value: sending Value) -> LockedStorage<Value> {
+        let buffer = self.create(minimumCapacity: 1) { _ in value }
+        let storage = unsafeDowncast(buffer, to: LockedStorage<Value>.self)
+        storage.withUnsafeMutablePointerToElements { mutex in
+            mutex.initialize(to: pthread_mutex_t())
+            let result = pthread_mutex_init(mutex, nil)
+            precondition(result == 0, "pthread_mutex_init failed: \(result)")
+        }
+        return storage
+    }
+
+    deinit {
+        self.withUnsafeMutablePointerToElements { mutex in
+            _ = pthread_mutex_destroy(mutex)
+        }
+    }
+
+    func withLock<Result, Failure: Error>(
+        _ body: (inout Value) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        // The pointers stay valid while `self` is alive, which the caller guarantees for the
+        // duration of this call.
+        let (value, mutex) = self.withUnsafeMutablePointers { ($0, $1) }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value.pointee)
+    }
+}
+
+// The lock makes every access to the value exclusive; the value itself must be safe to hand from
+// one thread to another.
+extension Locked: @unchecked Sendable where Value: Sendable {}
