@@ -65,12 +65,12 @@ private final class LockedStorage<Value>: ManagedBuffer<Value, pthread_mutex_t> 
     func withLock<Result, Failure: Error>(
         _ body: (inout Value) throws(Failure) -> Result
     ) throws(Failure) -> Result {
-        // The pointers stay valid while `self` is alive, which the caller guarantees for the
-        // duration of this call.
-        let (value, mutex) = self.withUnsafeMutablePointers { ($0, $1) }
+        // The mutex's address is fixed while `self` is alive (the caller keeps it alive). The
+        // value is touched only while the mutex is held.
+        let mutex = self.withUnsafeMutablePointerToElements { $0 }
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        return try body(&value.pointee)
+        return try body(&self.header)
     }
 }
 
