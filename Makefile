@@ -29,12 +29,12 @@ build: deps
 	$(SWIFT) build
 
 # Builds and runs every test (unit and integration, against real servers on loopback).
-# The chaos run (64 callers on a whole CPU for 20 s) goes last, on its own, so that it neither
-# slows the other tests nor is slowed by them.
+# The isolated tests (the chaos run: 64 callers on a whole CPU for 20 s; a latency comparison) go
+# last, one at a time, so that they neither slow the other tests nor are slowed by them.
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --skip ChaosTests
-	$(SWIFT) test --skip-build --filter ChaosTests
+	$(SWIFT) test --skip-build --skip IsolatedTests
+	$(SWIFT) test --skip-build --filter IsolatedTests
 
 # The test suite under Thread Sanitizer / Address Sanitizer, each in its own build folder.
 # TSan: not clean yet. On Linux, Swift's Synchronization.Mutex locks with FUTEX_LOCK_PI directly,
@@ -48,8 +48,8 @@ tsan: deps
 
 asan: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
-	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --skip ChaosTests
-	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --filter ChaosTests
+	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --skip IsolatedTests
+	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --filter IsolatedTests
 
 # Runs the demo: local services, a pool over them, a mixed load, a restart, a metrics table.
 demo: deps

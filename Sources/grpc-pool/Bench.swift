@@ -171,6 +171,24 @@ struct Bench: AsyncParsableCommand {
         }
         ratios["scaling_pool8_vs_pool1_qps"] = (scaling[8] ?? 0) / max(scaling[1] ?? 1, 1)
 
+        // One slow endpoint of three: two servers answer at once, one 100 ms late; a pool of 3
+        // (one connection each), 16 calls at once, round robin against least-busy, A B A B.
+        let fast = try (0..<2).map { _ in try ServerProcess.start() }
+        let slow = try ServerProcess.start(delayMs: 100)
+        defer { for server in fast + [slow] { server.stop() } }
+        let endpoints = (fast + [slow]).map { PoolManager.Endpoint(host: "127.0.0.1", port: $0.port) }
+        var p99: [BalancingPolicy: [Double]] = [:]
+        for policy in [BalancingPolicy.roundRobin, .leastBusy, .roundRobin, .leastBusy] {
+            let pool = try await BenchClients(endpoints: endpoints, connections: 3, nioClients: 0, balancing: policy)
+            let row = try await measure("(a) pool, \(policy)", "1 of 3 slow", concurrency: 16, serverPID: slow.pid) {
+                try await pool.poolStub(small)
+            }
+            p99[policy, default: []].append(row.p99)
+            pool.shutdown()
+        }
+        ratios["p2c_vs_rr_p99_slow_endpoint"] =
+            (p99[.roundRobin] ?? []).reduce(0, +) / max((p99[.leastBusy] ?? []).reduce(0, +), 1)
+
         if self.json {
             let data = try JSONSerialization.data(withJSONObject: ["rows": rows, "ratios": ratios], options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
@@ -242,8 +260,21 @@ final class BenchClients: Sendable {
 
     static let descriptor = MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary)
 
-    init(endpoint: PoolManager.Endpoint, connections: Int, nioClients: Int? = nil) async throws {
-        var config = PoolManager.ServiceConfig(endpoints: [endpoint], poolSize: connections)
+    convenience init(endpoint: PoolManager.Endpoint, connections: Int, nioClients: Int? = nil) async throws {
+        try await self.init(endpoints: [endpoint], connections: connections, nioClients: nioClients)
+    }
+
+    /// The pool spreads its connections over `endpoints`; the NIO clients and the core channel
+    /// go to the first.
+    init(
+        endpoints: [PoolManager.Endpoint],
+        connections: Int,
+        nioClients: Int? = nil,
+        balancing: BalancingPolicy = .roundRobin
+    ) async throws {
+        let endpoint = endpoints[0]
+        var config = PoolManager.ServiceConfig(endpoints: endpoints, poolSize: connections)
+        config.balancing = balancing
         config.compression = false
         config.enableRetries = false
         config.maxReceiveMessageSize = 16 << 20
@@ -521,10 +552,11 @@ final class ServerProcess: Sendable {
         self.port = port
     }
 
-    static func start(maxConcurrentStreams: Int? = nil) throws -> ServerProcess {
+    static func start(maxConcurrentStreams: Int? = nil, delayMs: Int = 0) throws -> ServerProcess {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        process.arguments = ["serve", "--port", "0"] + (maxConcurrentStreams.map { ["--max-concurrent-streams", "\($0)"] } ?? [])
+        process.arguments = ["serve", "--port", "0", "--delay-ms", "\(delayMs)"]
+            + (maxConcurrentStreams.map { ["--max-concurrent-streams", "\($0)"] } ?? [])
         let output = Pipe()
         process.standardOutput = output
         try process.run()

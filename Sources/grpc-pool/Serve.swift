@@ -16,8 +16,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Limit on concurrent streams per connection (HTTP/2 SETTINGS).")
     var maxConcurrentStreams: Int?
 
+    @Option(help: "Extra milliseconds every call waits before it is answered (a slow endpoint).")
+    var delayMs: Int = 0
+
     func run() async throws {
         let server = DemoServer(host: self.host, port: self.port, maxConcurrentStreams: self.maxConcurrentStreams)
+        server.behaviour = .init(delay: .milliseconds(self.delayMs))
         try await server.start()
         writeLine("listening on \(server.target)")
         while !Task.isCancelled {

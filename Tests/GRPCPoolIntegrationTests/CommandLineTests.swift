@@ -96,52 +96,54 @@ struct CommandLineTests {
     }
 }
 
-@Suite("Chaos under load")
-struct ChaosTests {
-    @Test("64 callers, 3 endpoints killed and restarted at random: every call ends once, as it should, and nothing leaks")
-    func chaos() async throws {
-        // In its own process, so that its file descriptors and threads are its own.
-        let (status, output) = try await runGRPCPool(
-            ["chaos", "--duration", "20", "--callers", "64", "--endpoints", "3", "--min-faults", "10", "--json"],
-            timeLimit: .seconds(110)
-        )
-        let line = try #require(output.split(separator: "\n").last(where: { $0.hasPrefix("{") }), "\(output)")
-        let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
-        // Two violations seen once each in 26 runs and not yet understood (see issue #7's note): a
-        // successful call whose echo was wrong (which also makes the pool's count differ by one;
-        // if its request went out empty, it now fails with INTERNAL "…ended without a message"),
-        // and one thread more than the baseline after shutdown. They are recorded as known issues;
-        // any other violation fails the test.
-        let violations = report["violations"] as? [String] ?? ["no violations in the report"]
-        let known = violations.filter {
-            $0.hasPrefix("failure with dataLoss") || $0.hasPrefix("threads:") || $0.hasPrefix("metrics: the pool counted")
-                || $0.contains("the unary request ended without a message")
-        }
-        for violation in violations where !known.contains(violation) {
-            Issue.record("chaos violation: \(violation)")
-        }
-        if !known.isEmpty {
-            withKnownIssue("intermittent chaos violations under investigation", isIntermittent: true) {
-                for violation in known { Issue.record("chaos violation: \(violation)") }
+extension IsolatedTests {
+    @Suite("Chaos under load")
+    struct ChaosTests {
+        @Test("64 callers, 3 endpoints killed and restarted at random: every call ends once, as it should, and nothing leaks")
+        func chaos() async throws {
+            // In its own process, so that its file descriptors and threads are its own.
+            let (status, output) = try await runGRPCPool(
+                ["chaos", "--duration", "20", "--callers", "64", "--endpoints", "3", "--min-faults", "10", "--json"],
+                timeLimit: .seconds(110)
+            )
+            let line = try #require(output.split(separator: "\n").last(where: { $0.hasPrefix("{") }), "\(output)")
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+            // Two violations seen once each in 26 runs and not yet understood (see issue #7's note): a
+            // successful call whose echo was wrong (which also makes the pool's count differ by one;
+            // if its request went out empty, it now fails with INTERNAL "…ended without a message"),
+            // and one thread more than the baseline after shutdown. They are recorded as known issues;
+            // any other violation fails the test.
+            let violations = report["violations"] as? [String] ?? ["no violations in the report"]
+            let known = violations.filter {
+                $0.hasPrefix("failure with dataLoss") || $0.hasPrefix("threads:") || $0.hasPrefix("metrics: the pool counted")
+                    || $0.contains("the unary request ended without a message")
             }
-        }
-        #expect(status == 0 || !known.isEmpty, "\(output)")
-        let issued = try #require(report["issued"] as? Int)
-        let succeeded = try #require(report["succeeded"] as? Int)
-        let failed = try #require(report["failed"] as? Int)
-        #expect(issued == succeeded + failed)
-        #expect(succeeded > 1_000)
-        #expect((report["kills"] as? Int ?? 0) >= 10)
-        #expect((report["restarts"] as? Int) == (report["kills"] as? Int))
-        #expect((report["fds_after"] as? Int ?? .max) <= (report["fds_before"] as? Int ?? 0), "\(line)")
-        if !known.contains(where: { $0.hasPrefix("threads:") }) {
-            #expect((report["threads_after"] as? Int ?? .max) <= (report["threads_before"] as? Int ?? 0), "\(line)")
-        }
-        let pool = try #require(report["pool"] as? [String: Any])
-        let failures = report["failures"] as? [String: Int] ?? [:]
-        if known.isEmpty {
-            #expect(pool["successful"] as? Int == succeeded)
-            #expect(Set(failures.keys).isSubset(of: ["unavailable", "deadlineExceeded"]), "\(failures)")
+            for violation in violations where !known.contains(violation) {
+                Issue.record("chaos violation: \(violation)")
+            }
+            if !known.isEmpty {
+                withKnownIssue("intermittent chaos violations under investigation", isIntermittent: true) {
+                    for violation in known { Issue.record("chaos violation: \(violation)") }
+                }
+            }
+            #expect(status == 0 || !known.isEmpty, "\(output)")
+            let issued = try #require(report["issued"] as? Int)
+            let succeeded = try #require(report["succeeded"] as? Int)
+            let failed = try #require(report["failed"] as? Int)
+            #expect(issued == succeeded + failed)
+            #expect(succeeded > 1_000)
+            #expect((report["kills"] as? Int ?? 0) >= 10)
+            #expect((report["restarts"] as? Int) == (report["kills"] as? Int))
+            #expect((report["fds_after"] as? Int ?? .max) <= (report["fds_before"] as? Int ?? 0), "\(line)")
+            if !known.contains(where: { $0.hasPrefix("threads:") }) {
+                #expect((report["threads_after"] as? Int ?? .max) <= (report["threads_before"] as? Int ?? 0), "\(line)")
+            }
+            let pool = try #require(report["pool"] as? [String: Any])
+            let failures = report["failures"] as? [String: Int] ?? [:]
+            if known.isEmpty {
+                #expect(pool["successful"] as? Int == succeeded)
+                #expect(Set(failures.keys).isSubset(of: ["unavailable", "deadlineExceeded"]), "\(failures)")
+            }
         }
     }
 }

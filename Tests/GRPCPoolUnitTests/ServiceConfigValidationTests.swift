@@ -39,6 +39,8 @@ struct ServiceConfigValidationTests {
         ("poolSize 0", { $0.poolSize = 0 }, "poolSize", "0"),
         ("poolSize absurd", { $0.poolSize = 100_000 }, "poolSize", "100000"),
         ("negative maxRetries", { $0.maxRetries = -1 }, "maxRetries", "-1"),
+        ("zero streamCapacity", { $0.streamCapacity = 0 }, "streamCapacity", "0"),
+        ("negative maxQueuedCalls", { $0.maxQueuedCalls = -1 }, "maxQueuedCalls", "-1"),
         ("zero retryDelay", { $0.retryDelay = .zero }, "retryDelay", "\(Duration.zero)"),
         ("negative retryDelay", { $0.retryDelay = .seconds(-1) }, "retryDelay", "\(Duration.seconds(-1))"),
         ("maxRetryDelay below retryDelay", { $0.maxRetryDelay = .milliseconds(10) }, "maxRetryDelay", "\(Duration.milliseconds(10))"),

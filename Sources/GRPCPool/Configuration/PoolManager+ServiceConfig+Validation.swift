@@ -43,6 +43,16 @@ extension PoolManager.ServiceConfig {
                 reason: "must be between 1 and \(Self.maxPoolSize)"
             )
         }
+        guard self.streamCapacity >= 1 else {
+            throw ConfigurationError(
+                field: "streamCapacity",
+                value: "\(self.streamCapacity)",
+                reason: "must be at least 1"
+            )
+        }
+        guard self.maxQueuedCalls >= 0 else {
+            throw ConfigurationError(field: "maxQueuedCalls", value: "\(self.maxQueuedCalls)", reason: "must not be negative")
+        }
         guard self.maxRetries >= 0 else {
             throw ConfigurationError(field: "maxRetries", value: "\(self.maxRetries)", reason: "must not be negative")
         }

@@ -47,8 +47,17 @@ extension PoolManager {
         public var transportSecurity: TransportSecurity
         /// Background health checking. Default: every 30 s, connectivity only.
         public var healthCheck: HealthCheck
-        /// How a call picks its connection. Default ``BalancingPolicy/roundRobin``.
+        /// How a call picks its connection. Default ``BalancingPolicy/roundRobin`` (the seed's);
+        /// ``BalancingPolicy/leastBusy`` routes around slow and failing connections.
         public var balancing: BalancingPolicy
+        /// Calls (and `withConnection` leases) one connection carries at most; a connection at
+        /// capacity is not picked. Default `100`, the common server limit on concurrent streams
+        /// per HTTP/2 connection.
+        public var streamCapacity: Int
+        /// Calls that may wait for a connection with room when every healthy connection is at
+        /// ``streamCapacity``. They wait up to their deadline; past this bound a call fails at
+        /// once with RESOURCE_EXHAUSTED. Default `1000`; `0` sheds at once.
+        public var maxQueuedCalls: Int
         /// What a call does when no connection is healthy. Default
         /// ``NoHealthyConnectionPolicy/waitUntilDeadline``.
         public var whenNoneHealthy: NoHealthyConnectionPolicy
@@ -115,6 +124,8 @@ extension PoolManager {
             self.transportSecurity = .plaintext
             self.healthCheck = .defaults
             self.balancing = .roundRobin
+            self.streamCapacity = 100
+            self.maxQueuedCalls = 1000
             self.whenNoneHealthy = .waitUntilDeadline
             self.maxSendMessageSize = nil
             self.maxReceiveMessageSize = 4 << 20
@@ -275,6 +286,7 @@ public struct BalancingPolicy: Sendable, Hashable, CustomStringConvertible {
     enum Value: String, Sendable, Hashable {
         case roundRobin
         case leastInFlight
+        case leastBusy
     }
 
     let value: Value
@@ -283,6 +295,12 @@ public struct BalancingPolicy: Sendable, Hashable, CustomStringConvertible {
     public static let roundRobin = BalancingPolicy(value: .roundRobin)
     /// Each call takes the healthy connection with the fewest calls in flight.
     public static let leastInFlight = BalancingPolicy(value: .leastInFlight)
+    /// Each call takes the less busy of two healthy connections drawn at random (power of two
+    /// choices), where busy is the expected wait: (calls in flight + 1) × the connection's
+    /// recent latency (a peak-sensitive moving average that decays over ten seconds). A slow
+    /// connection gets few calls, and a failure counts as a one-second call, so a connection that
+    /// fails fast does not attract traffic for having nothing in flight.
+    public static let leastBusy = BalancingPolicy(value: .leastBusy)
 
     public var description: String { self.value.rawValue }
 }

@@ -25,6 +25,9 @@ public final class PooledConnection: Sendable {
     private let healthy = Atomic<Bool>(false)
     private let inFlightCalls = Atomic<Int>(0)
     private let activeLeases = Atomic<Int>(0)
+    private let consecutiveFailures = Atomic<Int>(0)
+    /// Recent latency for least-busy balancing (kept only under that policy).
+    private let latency = Locked(PeakEWMA())
     private let storage: Locked<State>
     /// Tells the monitor to check at once (a call failed with UNAVAILABLE).
     private let checkRequests: AsyncStream<Void>.Continuation
@@ -91,6 +94,19 @@ public final class PooledConnection: Sendable {
 
     /// Calls plus `withConnection` leases: what least-in-flight balancing compares.
     var load: Int { self.inFlightCalls.load(ordering: .relaxed) + self.activeLeases.load(ordering: .relaxed) }
+
+    /// Whether it carries fewer calls than `streamCapacity`.
+    var hasRoom: Bool { self.load < self.config.streamCapacity }
+
+    /// What least-busy balancing compares: the expected wait of one more call, (load + 1) × the
+    /// recent latency (at least a microsecond, so that among new connections load decides).
+    func busyCost(at now: ContinuousClock.Instant) -> Double {
+        let estimate = self.latency.withLock { $0.estimate(at: now) }
+        return max(estimate.milliseconds, 0.001) * Double(self.load + 1)
+    }
+
+    /// Calls in a row that failed with UNAVAILABLE or DEADLINE_EXCEEDED.
+    var failuresInARow: Int { self.consecutiveFailures.load(ordering: .relaxed) }
 
     /// The channel calls go to now.
     package var channel: CoreChannel { self.storage.withLock { $0.channel } }
@@ -186,10 +202,30 @@ public final class PooledConnection: Sendable {
                 state.stats.successes += 1
             }
         }
+        let connectionFailure = error.map { Self.isConnectionFailure($0.code) } ?? false
+        if connectionFailure {
+            self.consecutiveFailures.add(1, ordering: .relaxed)
+        } else {
+            self.consecutiveFailures.store(0, ordering: .relaxed)
+        }
+        if self.config.balancing == .leastBusy {
+            // A connection failure counts as a call of at least a second, so that a connection
+            // that fails fast looks slow, not idle.
+            let sample = connectionFailure ? max(latency, Self.failurePenalty) : latency
+            self.latency.withLock { $0.record(sample) }
+        }
         if error?.code == .unavailable {
             self.checkRequests.yield()
         }
         self.onChange()
+    }
+
+    /// The latency a connection failure counts as, for least-busy balancing.
+    static let failurePenalty = Duration.seconds(1)
+
+    /// Codes that say something about the connection rather than about the call.
+    static func isConnectionFailure(_ code: RPCError.Code) -> Bool {
+        code == .unavailable || code == .deadlineExceeded
     }
 
     func lease() {

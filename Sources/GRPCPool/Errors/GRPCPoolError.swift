@@ -7,6 +7,7 @@ public struct GRPCPoolError: Error, Sendable, CustomStringConvertible {
             case shutDown
             case noHealthyConnection
             case alreadyRunning
+            case saturated
         }
 
         private let value: Value
@@ -17,6 +18,9 @@ public struct GRPCPoolError: Error, Sendable, CustomStringConvertible {
         public static let shutDown = Code(value: .shutDown)
         /// No connection could serve the call under the configured policy.
         public static let noHealthyConnection = Code(value: .noHealthyConnection)
+        /// Every connection was at its stream capacity and the queue of waiting calls was full
+        /// (or the call's deadline came first).
+        public static let saturated = Code(value: .saturated)
         /// `run()` was called twice.
         public static let alreadyRunning = Code(value: .alreadyRunning)
 

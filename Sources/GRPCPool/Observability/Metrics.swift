@@ -40,9 +40,12 @@ public struct PoolMetrics: Sendable, Hashable {
     public var successfulRequests: Int
     public var failedRequests: Int
     /// Calls and leases the pool refused before any connection saw them: no healthy connection
-    /// (fail fast, or none until the deadline) or the pool shutting down. They are not in
-    /// ``totalRequests``, which counts calls on connections.
+    /// (fail fast, or none until the deadline), every connection at capacity with the queue full,
+    /// or the pool shutting down. They are not in ``totalRequests``, which counts calls on
+    /// connections.
     public var rejectedRequests: Int
+    /// Calls waiting now for a connection with room (every healthy one is at `streamCapacity`).
+    public var queuedCalls: Int
     public var inFlight: Int
     public var reconnects: Int
     /// The mean latency of finished calls (the seed's `avg_response_time_ms`).

@@ -19,6 +19,7 @@ public final class ConnectionPool: Sendable {
     let logger: Logger
     private let cursor = Atomic<Int>(0)
     private let rejected = Atomic<Int>(0)
+    private let queued = Atomic<Int>(0)
     private let state: Locked<State>
     private let changes: ChangeSignal
     let clientStorage = Locked<GRPCClient<Transport>?>(nil)
@@ -62,40 +63,84 @@ public final class ConnectionPool: Sendable {
 
     // MARK: - Picking
 
-    /// A healthy connection under the balancing policy, or `nil` when none is healthy.
-    func pickHealthy() -> PooledConnection? {
+    /// What picking found.
+    enum Pick {
+        /// A healthy connection with room.
+        case connection(PooledConnection)
+        /// Healthy connections exist, but every one is at `streamCapacity`.
+        case allAtCapacity
+        /// No connection is healthy.
+        case noneHealthy
+    }
+
+    /// A healthy connection with room under the balancing policy.
+    func pickHealthy() -> Pick {
         let count = self.connections.count
+        let start = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue
+        var sawHealthy = false
         switch self.config.balancing.value {
         case .roundRobin:
-            let start = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue
             for offset in 0..<count {
                 let connection = self.connections[(start &+ offset) % count]
-                if connection.isHealthy { return connection }
+                guard connection.isHealthy else { continue }
+                sawHealthy = true
+                if connection.hasRoom { return .connection(connection) }
             }
-            return nil
         case .leastInFlight:
             // Start at a rotating index so that ties spread.
-            let start = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue
             var best: PooledConnection?
             var bestLoad = Int.max
             for offset in 0..<count {
                 let connection = self.connections[(start &+ offset) % count]
                 guard connection.isHealthy else { continue }
+                sawHealthy = true
                 let load = connection.load
-                if load < bestLoad {
+                if load < bestLoad && load < self.config.streamCapacity {
                     best = connection
                     bestLoad = load
                 }
             }
-            return best
+            if let best { return .connection(best) }
+        case .leastBusy:
+            // Power of two choices: two different candidates, each the first healthy connection
+            // with room from a random place; the one with the lower cost wins.
+            var mixer = SplitMix64(seed: UInt64(truncatingIfNeeded: start))
+            let random = mixer.next()
+            let first = self.firstAvailable(from: Int(random % UInt64(count)))
+            guard let first else { break }
+            sawHealthy = true
+            guard count > 1 else { return .connection(first) }
+            let secondStart = first.index + 1 + Int((random >> 32) % UInt64(count - 1))
+            guard let second = self.firstAvailable(from: secondStart), second !== first else {
+                return .connection(first)
+            }
+            let now = ContinuousClock.now
+            return .connection(first.busyCost(at: now) <= second.busyCost(at: now) ? first : second)
         }
+        if !sawHealthy {
+            sawHealthy = self.connections.contains { $0.isHealthy }
+        }
+        return sawHealthy ? .allAtCapacity : .noneHealthy
+    }
+
+    /// The first healthy connection with room at or after `index`, wrapping around.
+    private func firstAvailable(from index: Int) -> PooledConnection? {
+        let count = self.connections.count
+        for offset in 0..<count {
+            let connection = self.connections[(index + offset) % count]
+            if connection.isHealthy && connection.hasRoom { return connection }
+        }
+        return nil
     }
 
     /// A connection for one call or lease, under the policy for when none is healthy.
     ///
-    /// - Parameter timeout: how long to wait for a healthy connection (the call's deadline).
-    /// - Throws: `RPCError` `.unavailable` (fail fast, or the pool is shut down) or
-    ///   `.deadlineExceeded` (waited until the deadline).
+    /// When every healthy connection is at `streamCapacity`, the call waits for room (up to
+    /// `timeout`) among at most `maxQueuedCalls` others; past that bound it fails at once.
+    ///
+    /// - Parameter timeout: how long to wait (the call's deadline).
+    /// - Throws: `RPCError` `.unavailable` (fail fast, or the pool is shut down),
+    ///   `.resourceExhausted` (the queue is full) or `.deadlineExceeded` (waited until the deadline).
     func connection(waitingAtMost timeout: Duration?) async throws(RPCError) -> PooledConnection {
         do {
             return try await self.pick(waitingAtMost: timeout)
@@ -107,29 +152,54 @@ public final class ConnectionPool: Sendable {
 
     private func pick(waitingAtMost timeout: Duration?) async throws(RPCError) -> PooledConnection {
         try self.checkOpen()
-        if let connection = self.pickHealthy() { return connection }
-        switch self.config.whenNoneHealthy.value {
-        case .failFast:
-            throw self.noneHealthy()
-        case .useAnyConnection:
-            let index = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue
-            return self.connections[index % self.connections.count]
-        case .waitUntilDeadline:
-            let deadline = ContinuousClock.now.advanced(by: timeout ?? self.config.timeout)
-            while true {
-                let observed = self.changes.generation
-                if let connection = self.pickHealthy() { return connection }
-                try self.checkOpen()
-                guard ContinuousClock.now < deadline else {
-                    var error = self.noneHealthy()
-                    error.code = .deadlineExceeded
-                    throw error
+        var found = self.pickHealthy()
+        if case .connection(let connection) = found { return connection }
+        if case .noneHealthy = found {
+            switch self.config.whenNoneHealthy.value {
+            case .failFast:
+                throw self.noneHealthy()
+            case .useAnyConnection:
+                let index = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue
+                return self.connections[index % self.connections.count]
+            case .waitUntilDeadline:
+                break
+            }
+        }
+
+        var queued = false
+        defer { if queued { self.queued.subtract(1, ordering: .relaxed) } }
+        let deadline = ContinuousClock.now.advanced(by: timeout ?? self.config.timeout)
+        while true {
+            let observed = self.changes.generation
+            found = self.pickHealthy()
+            switch found {
+            case .connection(let connection):
+                return connection
+            case .allAtCapacity where !queued:
+                let waiting = self.queued.wrappingAdd(1, ordering: .relaxed).newValue
+                queued = true
+                guard waiting <= self.config.maxQueuedCalls else { throw self.saturated() }
+            case .allAtCapacity, .noneHealthy:
+                break
+            }
+            try self.checkOpen()
+            guard ContinuousClock.now < deadline else {
+                if case .allAtCapacity = found {
+                    throw RPCError(
+                        code: .deadlineExceeded,
+                        message: "no connection to '\(self.serviceID)' had room before the deadline"
+                            + " (\(self.connections.count) × streamCapacity \(self.config.streamCapacity))",
+                        cause: GRPCPoolError(code: .saturated, message: "pool '\(self.serviceID)' is saturated")
+                    )
                 }
-                do {
-                    try await self.changes.wait(after: observed, until: deadline)
-                } catch {
-                    throw RPCError(code: .cancelled, message: "cancelled while waiting for a healthy connection")
-                }
+                var error = self.noneHealthy()
+                error.code = .deadlineExceeded
+                throw error
+            }
+            do {
+                try await self.changes.wait(after: observed, until: deadline)
+            } catch {
+                throw RPCError(code: .cancelled, message: "cancelled while waiting for a connection")
             }
         }
     }
@@ -152,6 +222,16 @@ public final class ConnectionPool: Sendable {
                 cause: GRPCPoolError(code: .shutDown, message: "pool '\(self.serviceID)' is shutting down")
             )
         }
+    }
+
+    private func saturated() -> RPCError {
+        RPCError(
+            code: .resourceExhausted,
+            message: "the pool for '\(self.serviceID)' is saturated: every connection carries"
+                + " streamCapacity (\(self.config.streamCapacity)) calls and maxQueuedCalls"
+                + " (\(self.config.maxQueuedCalls)) calls are waiting",
+            cause: GRPCPoolError(code: .saturated, message: "pool '\(self.serviceID)' is saturated")
+        )
     }
 
     private func noneHealthy() -> RPCError {
@@ -202,6 +282,7 @@ public final class ConnectionPool: Sendable {
             successfulRequests: connections.reduce(0) { $0 + $1.successfulRequests },
             failedRequests: connections.reduce(0) { $0 + $1.failedRequests },
             rejectedRequests: self.rejected.load(ordering: .relaxed),
+            queuedCalls: self.queued.load(ordering: .relaxed),
             inFlight: connections.reduce(0) { $0 + $1.inFlight },
             reconnects: connections.reduce(0) { $0 + $1.reconnects },
             averageResponseTime: latency.mean,

@@ -1,0 +1,155 @@
+import DemoServices
+import GRPCCore
+import GRPCPool
+import GRPCPoolCoreBridge
+import Testing
+
+@Suite("Adaptive picking: slow endpoints, capacity, bounded waiting")
+struct AdaptivePoolTests {
+    @Test("A connection that fails fast does not attract least-busy traffic for having nothing in flight")
+    func leastBusyPenalisesFailures() async throws {
+        try await withDemoServers(2) { servers in
+            // The second server fails every call at once; it stays connected (and healthy to the
+            // pool's connectivity check), so only the call outcomes can tell.
+            servers[1].behaviour = .init(failure: .init(code: .unavailable, message: "overloaded"))
+            let config = testConfig(servers.map(\.target), poolSize: 2) {
+                $0.balancing = .leastBusy
+                $0.enableRetries = false
+            }
+            try await withPoolManager(["echo": config]) { manager in
+                let pool = try manager.pool(for: "echo")
+                let counter = LoadCounter()
+                let stop = StopFlag()
+                async let load: Void = runLoad(callers: 8, counter: counter, stop: stop) { _ in
+                    _ = try await pool.unary(method: echoUnary, request: [1])
+                    return true
+                }
+                _ = await poll(timeLimit: .seconds(30)) { counter.successes + counter.failures.count >= 2000 }
+                stop.set()
+                await load
+                let total = counter.successes + counter.failures.count
+                #expect(
+                    Double(counter.failures.count) < Double(total) * 0.05,
+                    "\(counter.failures.count) of \(total) calls went to the failing connection"
+                )
+            }
+        }
+    }
+
+    @Test("Past maxQueuedCalls, a call fails at once with RESOURCE_EXHAUSTED naming the pool; the pool recovers")
+    func boundedQueue() async throws {
+        try await withDemoServer { server in
+            let config = testConfig([server.target], poolSize: 1) {
+                $0.streamCapacity = 2
+                $0.maxQueuedCalls = 2
+            }
+            try await withPoolManager(["echo": config]) { manager in
+                let pool = try manager.pool(for: "echo")
+                server.behaviour = .init(delay: .seconds(3))
+                // Two calls fill the connection, two more wait in the queue.
+                let held = (0..<4).map { index in
+                    Task { try await pool.unary(method: echoUnary, request: [UInt8(index)]) }
+                }
+                #expect(await poll { pool.metrics().inFlight == 2 && pool.metrics().queuedCalls == 2 })
+                server.behaviour = .init()
+
+                let shedStart = ContinuousClock.now
+                let shed = await #expect(throws: RPCError.self) {
+                    try await pool.unary(method: echoUnary, request: [9])
+                }
+                #expect(shed?.code == .resourceExhausted)
+                #expect(shed?.message.contains("'echo'") == true, "\(String(describing: shed))")
+                #expect(pool.metrics().inFlight == 2, "the call was refused while the others still ran")
+                #expect(ContinuousClock.now - shedStart < .seconds(2), "refused at once, not after waiting")
+                #expect(pool.metrics().rejectedRequests == 1)
+
+                // The held calls all succeed, the queued ones once the first two are done.
+                for (index, task) in held.enumerated() {
+                    let response = try await task.value
+                    #expect(response.message == [UInt8(index)])
+                }
+                #expect(pool.metrics().queuedCalls == 0)
+                let response = try await pool.unary(method: echoUnary, request: [10])
+                #expect(response.message == [10])
+            }
+        }
+    }
+
+    @Test("A queued call that reaches its deadline fails with DEADLINE_EXCEEDED naming the saturation")
+    func queuedCallDeadline() async throws {
+        try await withDemoServer { server in
+            let config = testConfig([server.target], poolSize: 1) { $0.streamCapacity = 1 }
+            try await withPoolManager(["echo": config]) { manager in
+                let pool = try manager.pool(for: "echo")
+                server.behaviour = .init(delay: .seconds(2))
+                let held = Task { try await pool.unary(method: echoUnary, request: [1]) }
+                #expect(await poll { pool.metrics().inFlight == 1 })
+                let error = await #expect(throws: RPCError.self) {
+                    try await pool.unary(
+                        method: echoUnary,
+                        request: [2],
+                        options: CoreCallOptions(timeout: .milliseconds(300))
+                    )
+                }
+                #expect(error?.code == .deadlineExceeded)
+                #expect(error?.message.contains("had room") == true, "\(String(describing: error))")
+                server.behaviour = .init()
+                _ = try await held.value
+            }
+        }
+    }
+}
+
+extension IsolatedTests {
+    /// Compares latencies, so it runs alone: on two cores, other tests' load would decide it.
+    @Suite("Least-busy picking against a slow endpoint")
+    struct SlowEndpointTests {
+        @Test("With one slow endpoint of three, least-busy picking cuts p99 at least 3× against round robin")
+        func leastBusyAvoidsSlowEndpoint() async throws {
+            try await withDemoServers(3) { servers in
+                servers[2].behaviour = .init(delay: .milliseconds(100))
+                let targets = servers.map(\.target)
+                var results: [BalancingPolicy: (p99: Duration, slowShare: Double, failures: Int)] = [:]
+                for policy in [BalancingPolicy.roundRobin, .leastBusy] {
+                    let config = testConfig(targets, poolSize: 3) { $0.balancing = policy }
+                    results[policy] = try await withPoolManager(["echo": config]) { manager in
+                        let pool = try manager.pool(for: "echo")
+                        let latencies = Collected<Duration>()
+                        let counter = LoadCounter()
+                        let stop = StopFlag()
+                        async let load: Void = runLoad(callers: 8, counter: counter, stop: stop) { _ in
+                            let start = ContinuousClock.now
+                            let response = try await pool.unary(method: echoUnary, request: [7])
+                            latencies.append(.now - start)
+                            return response.message == [7]
+                        }
+                        // A warm-up of 200 calls (every connection's first calls, before least-busy
+                        // has seen any latency), then 1,500 measured calls. Counted in calls, not
+                        // time, so a slow machine only makes the run longer.
+                        _ = await poll(timeLimit: .seconds(30)) { counter.successes >= 200 }
+                        let warmUp = latencies.values.count
+                        let callsBefore = pool.metrics().connections.map(\.totalRequests)
+                        _ = await poll(timeLimit: .seconds(60)) { counter.successes >= warmUp + 1500 }
+                        stop.set()
+                        await load
+                        let measured = latencies.values.dropFirst(warmUp).sorted()
+                        let p99 = measured[min(measured.count - 1, measured.count * 99 / 100)]
+                        let calls = zip(pool.metrics().connections, callsBefore).map { ($0.endpoint, $0.totalRequests - $1) }
+                        let slowCalls = calls.filter { $0.0 == servers[2].target }.map(\.1).reduce(0, +)
+                        let total = calls.map(\.1).reduce(0, +)
+                        return (p99, Double(slowCalls) / Double(max(total, 1)), counter.failures.count)
+                    }
+                }
+                let roundRobin = try #require(results[.roundRobin])
+                let leastBusy = try #require(results[.leastBusy])
+                #expect(roundRobin.failures == 0 && leastBusy.failures == 0)
+                #expect(roundRobin.slowShare > 0.2, "round robin sends a third of the calls to each endpoint")
+                #expect(leastBusy.slowShare < 0.01, "least busy sent \(leastBusy.slowShare * 100) % to the slow endpoint")
+                #expect(
+                    roundRobin.p99 >= leastBusy.p99 * 3,
+                    "p99: round robin \(roundRobin.p99), least busy \(leastBusy.p99)"
+                )
+            }
+        }
+    }
+}
