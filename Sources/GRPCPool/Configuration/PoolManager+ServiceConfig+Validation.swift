@@ -75,6 +75,23 @@ extension PoolManager.ServiceConfig {
                 reason: "must be at least 1 second (the core's minimum)"
             )
         }
+        if let outlier = self.outlierDetection {
+            guard outlier.consecutiveFailures >= 1 else {
+                throw ConfigurationError(
+                    field: "outlierDetection.consecutiveFailures",
+                    value: "\(outlier.consecutiveFailures)",
+                    reason: "must be at least 1"
+                )
+            }
+            try Self.positive(outlier.ejectionTime, "outlierDetection.ejectionTime")
+            guard outlier.maxEjectedShare > 0, outlier.maxEjectedShare <= 1 else {
+                throw ConfigurationError(
+                    field: "outlierDetection.maxEjectedShare",
+                    value: "\(outlier.maxEjectedShare)",
+                    reason: "must be more than 0 and at most 1"
+                )
+            }
+        }
         try Self.positive(self.healthCheck.interval, "healthCheck.interval")
         try Self.positive(self.healthCheck.timeout, "healthCheck.timeout")
         let policy = self.retryPolicy

@@ -58,6 +58,10 @@ extension PoolManager {
         /// ``streamCapacity``. They wait up to their deadline; past this bound a call fails at
         /// once with RESOURCE_EXHAUSTED. Default `1000`; `0` sheds at once.
         public var maxQueuedCalls: Int
+        /// Passive outlier ejection: a connection whose calls keep failing while the others'
+        /// succeed is taken out of rotation and its channel replaced. Default on
+        /// (``OutlierDetection/defaults``); `nil` turns it off.
+        public var outlierDetection: OutlierDetection?
         /// What a call does when no connection is healthy. Default
         /// ``NoHealthyConnectionPolicy/waitUntilDeadline``.
         public var whenNoneHealthy: NoHealthyConnectionPolicy
@@ -126,6 +130,7 @@ extension PoolManager {
             self.balancing = .roundRobin
             self.streamCapacity = 100
             self.maxQueuedCalls = 1000
+            self.outlierDetection = .defaults
             self.whenNoneHealthy = .waitUntilDeadline
             self.maxSendMessageSize = nil
             self.maxReceiveMessageSize = 4 << 20
@@ -229,6 +234,31 @@ extension PoolManager {
     public enum CertificateSource: Sendable, Hashable {
         case pem(String)
         case file(path: String)
+    }
+
+    /// When a connection counts as an outlier, and what happens to it.
+    ///
+    /// A connection whose last ``consecutiveFailures`` calls failed with UNAVAILABLE or
+    /// DEADLINE_EXCEEDED, while another connection of the pool succeeds, is ejected: out of
+    /// rotation for ``ejectionTime``, during which its channel is replaced by a new one (the old
+    /// one's calls run to their end). Then it is checked and, if healthy, restored. Ejection never
+    /// takes out more than ``maxEjectedShare`` of the pool (at least one connection, never the
+    /// last one in rotation).
+    public struct OutlierDetection: Sendable, Hashable {
+        /// Failed calls in a row that eject a connection. Default 5.
+        public var consecutiveFailures: Int
+        /// How long an ejected connection stays out of rotation. Default 10 s.
+        public var ejectionTime: Duration
+        /// The largest share of the pool ejected at once, in (0, 1]. Default 0.5.
+        public var maxEjectedShare: Double
+
+        public init(consecutiveFailures: Int = 5, ejectionTime: Duration = .seconds(10), maxEjectedShare: Double = 0.5) {
+            self.consecutiveFailures = consecutiveFailures
+            self.ejectionTime = ejectionTime
+            self.maxEjectedShare = maxEjectedShare
+        }
+
+        public static var defaults: OutlierDetection { OutlierDetection() }
     }
 
     /// Background health checking of each connection.

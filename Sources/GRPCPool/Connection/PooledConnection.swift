@@ -26,6 +26,12 @@ public final class PooledConnection: Sendable {
     private let inFlightCalls = Atomic<Int>(0)
     private let activeLeases = Atomic<Int>(0)
     private let consecutiveFailures = Atomic<Int>(0)
+    private let ejected = Atomic<Bool>(false)
+    private let ejectionCount = Atomic<Int>(0)
+    /// Tells the monitor that the outlier detector ejected this connection.
+    private let ejections: AsyncStream<Void>.Continuation
+    let ejectionStream: AsyncStream<Void>
+    private let outlierDetector: OutlierDetector?
     /// Recent latency for least-busy balancing (kept only under that policy).
     private let latency = Locked(PeakEWMA())
     private let storage: Locked<State>
@@ -61,8 +67,11 @@ public final class PooledConnection: Sendable {
         credentials: ChannelCredentials,
         logger: Logger,
         metricsFactory: any MetricsFactory,
+        outlierDetector: OutlierDetector? = nil,
         onChange: @escaping @Sendable () -> Void
     ) throws {
+        self.outlierDetector = outlierDetector
+        (self.ejectionStream, self.ejections) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.serviceID = serviceID
         self.index = index
         self.endpoint = config.endpoints[index % config.endpoints.count]
@@ -108,6 +117,24 @@ public final class PooledConnection: Sendable {
     /// Calls in a row that failed with UNAVAILABLE or DEADLINE_EXCEEDED.
     var failuresInARow: Int { self.consecutiveFailures.load(ordering: .relaxed) }
 
+    /// Whether the outlier detector has taken it out of rotation.
+    public var isEjected: Bool { self.ejected.load(ordering: .relaxed) }
+
+    /// Takes it out of rotation and tells the monitor (which replaces the channel and restores
+    /// the connection after the ejection time). Called by the ``OutlierDetector``, under its lock.
+    func eject() {
+        guard self.ejected.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        self.ejectionCount.add(1, ordering: .relaxed)
+        self.setHealthy(false)
+        self.ejections.yield()
+    }
+
+    /// Ends an ejection: the failure streak starts over.
+    func endEjection() {
+        self.consecutiveFailures.store(0, ordering: .relaxed)
+        self.ejected.store(false, ordering: .relaxed)
+    }
+
     /// The channel calls go to now.
     package var channel: CoreChannel { self.storage.withLock { $0.channel } }
 
@@ -124,6 +151,8 @@ public final class PooledConnection: Sendable {
             failedRequests: stats.failures,
             inFlight: self.inFlight,
             reconnects: stats.reconnects,
+            isEjected: self.isEjected,
+            ejections: self.ejectionCount.load(ordering: .relaxed),
             lastError: stats.lastError,
             connectedSince: since,
             averageResponseTime: stats.latency.mean,
@@ -204,7 +233,10 @@ public final class PooledConnection: Sendable {
         }
         let connectionFailure = error.map { Self.isConnectionFailure($0.code) } ?? false
         if connectionFailure {
-            self.consecutiveFailures.add(1, ordering: .relaxed)
+            let streak = self.consecutiveFailures.add(1, ordering: .relaxed).newValue
+            if let detector = self.outlierDetector, streak >= detector.settings.consecutiveFailures, !self.isEjected {
+                detector.failureStreak(of: self)
+            }
         } else {
             self.consecutiveFailures.store(0, ordering: .relaxed)
         }
@@ -301,6 +333,7 @@ public final class PooledConnection: Sendable {
         self.clientStorage.withLock { $0?.beginGracefulShutdown() }
         self.setHealthy(false)
         self.checkRequests.finish()
+        self.ejections.finish()
         self.storage.withLock { state in
             state.channel.close()
             state.connectivity = .shutdown

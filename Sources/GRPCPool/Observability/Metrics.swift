@@ -16,6 +16,10 @@ public struct ConnectionMetrics: Sendable, Hashable {
     public var inFlight: Int
     /// Times it went back to ready after a loss, or was replaced.
     public var reconnects: Int
+    /// Whether outlier detection has it out of rotation now.
+    public var isEjected: Bool
+    /// Times outlier detection ejected it.
+    public var ejections: Int
     /// The latest error, as text.
     public var lastError: String?
     /// When it last became ready, if it is connected now.

@@ -22,6 +22,7 @@ public final class ConnectionPool: Sendable {
     private let queued = Atomic<Int>(0)
     private let state: Locked<State>
     private let changes: ChangeSignal
+    private let outlierDetector: OutlierDetector?
     let clientStorage = Locked<GRPCClient<Transport>?>(nil)
 
     private struct State {
@@ -48,6 +49,8 @@ public final class ConnectionPool: Sendable {
         self.changes = changes
         self.state = Locked(State())
         let credentials = try config.credentials()
+        let detector = config.outlierDetection.map(OutlierDetector.init(settings:))
+        self.outlierDetector = detector
         self.connections = try (0..<config.poolSize).map { index in
             try PooledConnection(
                 serviceID: serviceID,
@@ -56,9 +59,11 @@ public final class ConnectionPool: Sendable {
                 credentials: credentials,
                 logger: logger,
                 metricsFactory: metricsFactory,
+                outlierDetector: detector,
                 onChange: { changes.signal() }
             )
         }
+        detector?.attach(self.connections)
     }
 
     // MARK: - Picking
@@ -335,9 +340,10 @@ public final class ConnectionPool: Sendable {
             group.cancelAll()
         }
         for connection in self.connections { connection.close() }
-        // The client's transport refers back to the pool: let go of it, so that the pool, its
-        // channels and the core can be released.
+        // The client's transport refers back to the pool, and the outlier detector to the
+        // connections: let go of them, so that the pool, its channels and the core can be released.
         self.clientStorage.withLock { $0 = nil }
+        self.outlierDetector?.detach()
         self.state.withLock { $0.lifecycle = .closed }
         self.changes.signal()
         self.logger.info("pool shut down")

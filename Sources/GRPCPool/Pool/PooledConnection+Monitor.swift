@@ -6,6 +6,8 @@ extension PooledConnection {
         case connectivity(ConnectionState, generation: Int)
         case check
         case retry(episode: Int, attempt: Int)
+        case eject
+        case restore(ejection: Int)
     }
 
     /// Connects, then keeps the connection healthy until the task is cancelled.
@@ -59,10 +61,23 @@ extension PooledConnection {
             group.addTask {
                 for await _ in self.checkRequestStream { sink.yield(.check) }
             }
+            group.addTask {
+                for await _ in self.ejectionStream { sink.yield(.eject) }
+            }
             _ = channel.state(tryToConnect: true)
 
             var episode = 0
             var recovering = false
+            var ejection = 0
+
+            /// Puts a connected, checked channel in place of the current one; the old one's calls
+            /// (they picked it already) finish, or reach the usual deadline, before it goes.
+            func swapIn(_ replacement: CoreChannel) {
+                let (generation, old) = self.replaceChannel(with: replacement)
+                let drainLimit = self.config.timeout
+                Task { await old.drainAndClose(timeLimit: drainLimit) }
+                follow(replacement, generation: generation)
+            }
 
             func apply(_ probe: HealthProbe) {
                 switch probe {
@@ -70,6 +85,11 @@ extension PooledConnection {
                     // Connecting: out of rotation until it is ready, but no recovery episode yet.
                     self.setHealthy(false)
                 case .healthy:
+                    // An ejected connection comes back only when its ejection time is over.
+                    guard !self.isEjected else {
+                        recovering = false
+                        return
+                    }
                     if recovering {
                         self.logger.info("connection recovered")
                     }
@@ -140,12 +160,7 @@ extension PooledConnection {
                         // Connected but failing its checks (unresponsive), or shut down under us.
                         self.logger.info("reconnection attempt \(phase): connecting a new channel")
                         if let replacement = await self.connectReplacement() {
-                            let (generation, old) = self.replaceChannel(with: replacement)
-                            // Calls already picked the old channel: let them finish (or reach the
-                            // usual deadline) before it goes.
-                            let drainLimit = self.config.timeout
-                            Task { await old.drainAndClose(timeLimit: drainLimit) }
-                            follow(replacement, generation: generation)
+                            swapIn(replacement)
                             self.logger.info("connection replaced", metadata: ["grpc.pool.attempt": "\(attempt)"])
                             apply(.healthy)
                             continue
@@ -161,6 +176,39 @@ extension PooledConnection {
                         "reconnection attempt \(attempt + 1) scheduled",
                         metadata: ["grpc.pool.delay_ms": "\(Int(delay.milliseconds))"]
                     )
+
+                case .eject:
+                    // The outlier detector took it out of rotation (its calls kept failing while
+                    // others' succeeded): replace the channel now, and look again after the
+                    // ejection time.
+                    ejection += 1
+                    let time = self.config.outlierDetection?.ejectionTime ?? self.config.retryDelay
+                    let current = ejection
+                    group.addTask {
+                        do {
+                            try await Task.sleep(for: time)
+                            sink.yield(.restore(ejection: current))
+                        } catch {}
+                    }
+                    self.recordError("ejected after \(self.failuresInARow) failed calls in a row")
+                    self.logger.warning(
+                        "connection ejected",
+                        metadata: [
+                            "grpc.pool.reason": "\(self.failuresInARow) failed calls in a row",
+                            "grpc.pool.delay_ms": "\(Int(time.milliseconds))",
+                        ]
+                    )
+                    if let replacement = await self.connectReplacement() {
+                        swapIn(replacement)
+                        self.logger.info("connection replaced", metadata: ["grpc.pool.reason": "ejected"])
+                    }
+
+                case .restore(let restoring):
+                    guard restoring == ejection, self.isEjected else { continue }
+                    self.endEjection()
+                    let probe = await self.probe()
+                    if probe == .healthy { self.logger.info("connection restored after ejection") }
+                    apply(probe)
                 }
             }
             group.cancelAll()
