@@ -87,6 +87,48 @@ struct AdaptivePoolTests {
         }
     }
 
+    @Test("Behind an L4 balancer, a backend added mid-run gets at least a quarter of the calls within two max-age periods")
+    func refreshSpreadsOverNewBackend() async throws {
+        try await withDemoServers(2) { backends in
+            // The proxy sends every new connection to the next backend in turn; at first there is
+            // only one.
+            let balancer = TCPProxy(targetPort: backends[0].port)
+            try await balancer.start()
+            defer { Task { await balancer.stop() } }
+            let age = Duration.seconds(1)
+            let config = testConfig([balancer.target], poolSize: 4) {
+                $0.maxConnectionAge = age
+                $0.enableRetries = false
+            }
+            try await withPoolManager(["echo": config]) { manager in
+                let pool = try manager.pool(for: "echo")
+                let counter = LoadCounter()
+                let stop = StopFlag()
+                async let load: Void = runLoad(callers: 4, counter: counter, stop: stop) { _ in
+                    let response = try await pool.unary(method: echoUnary, request: [5])
+                    return response.message == [5]
+                }
+                #expect(await poll { counter.successes > 100 })
+                #expect(backends[1].requestCount == 0)
+
+                balancer.addBackend(port: backends[1].port)
+                // Two max-age periods (with their +10 % jitter): every connection has been
+                // replaced at least once, and about half of the new ones went to the new backend.
+                try await Task.sleep(for: age * 2.2)
+                backends[0].resetCounters()
+                backends[1].resetCounters()
+                let base = counter.successes
+                #expect(await poll { counter.successes > base + 400 })
+                stop.set()
+                await load
+                let (old, new) = (backends[0].requestCount, backends[1].requestCount)
+                #expect(Double(new) >= Double(old + new) / 4, "calls after two periods: old backend \(old), new \(new)")
+                #expect(counter.failures.isEmpty, "make before break: \(counter.failures)")
+                #expect(pool.metrics().reconnects >= 4, "every connection was refreshed")
+            }
+        }
+    }
+
     @Test("Past maxQueuedCalls, a call fails at once with RESOURCE_EXHAUSTED naming the pool; the pool recovers")
     func boundedQueue() async throws {
         try await withDemoServer { server in

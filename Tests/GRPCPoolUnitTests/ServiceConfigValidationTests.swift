@@ -41,6 +41,7 @@ struct ServiceConfigValidationTests {
         ("negative maxRetries", { $0.maxRetries = -1 }, "maxRetries", "-1"),
         ("zero streamCapacity", { $0.streamCapacity = 0 }, "streamCapacity", "0"),
         ("negative maxQueuedCalls", { $0.maxQueuedCalls = -1 }, "maxQueuedCalls", "-1"),
+        ("zero maxConnectionAge", { $0.maxConnectionAge = .zero }, "maxConnectionAge", "\(Duration.zero)"),
         ("outlier streak 0", { $0.outlierDetection?.consecutiveFailures = 0 }, "outlierDetection.consecutiveFailures", "0"),
         ("outlier time 0", { $0.outlierDetection?.ejectionTime = .zero }, "outlierDetection.ejectionTime", "\(Duration.zero)"),
         ("outlier share 0", { $0.outlierDetection?.maxEjectedShare = 0 }, "outlierDetection.maxEjectedShare", "0.0"),

@@ -4,7 +4,8 @@ private import NIOConcurrencyHelpers
 
 /// A TCP proxy on loopback that forwards to a target and can misbehave on command, for fault
 /// tests: it can stop forwarding while keeping every connection open (a black hole), and drop
-/// every connection at once.
+/// every connection at once. With backends added (``addBackend(port:)``), it spreads new
+/// connections over them in turn, as an L4 load balancer does.
 ///
 /// ```swift
 /// let proxy = TCPProxy(target: server.port)
@@ -36,12 +37,14 @@ public final class TCPProxy: Sendable {
         var listener: (any Channel)?
         var connections: [ObjectIdentifier: any Channel] = [:]
         var acceptTimes: [ContinuousClock.Instant] = []
+        var backends: [Int]
+        var nextBackend = 0
     }
 
     public init(targetHost: String = "127.0.0.1", targetPort: Int) {
         self.targetHost = targetHost
         self.targetPort = targetPort
-        self.state = NIOLockedValueBox(State())
+        self.state = NIOLockedValueBox(State(backends: [targetPort]))
         self.group = MultiThreadedEventLoopGroup.singleton
     }
 
@@ -62,6 +65,12 @@ public final class TCPProxy: Sendable {
 
     /// When it accepted each client connection, in order.
     public var acceptTimes: [ContinuousClock.Instant] { self.state.withLockedValue { $0.acceptTimes } }
+
+    /// Adds a backend on `targetHost`: new connections go to the backends in turn; connections
+    /// already open stay where they are.
+    public func addBackend(port: Int) {
+        self.state.withLockedValue { $0.backends.append(port) }
+    }
 
     /// Starts listening on a free loopback port (or the one it had before).
     public func start() async throws {
@@ -111,9 +120,11 @@ public final class TCPProxy: Sendable {
     }
 
     private func accepted(_ inbound: any Channel) -> EventLoopFuture<Void> {
-        let mode = self.state.withLockedValue { state in
+        let (mode, backend) = self.state.withLockedValue { state in
             state.acceptTimes.append(.now)
-            return state.mode
+            let backend = state.backends[state.nextBackend % state.backends.count]
+            state.nextBackend += 1
+            return (state.mode, backend)
         }
         if mode == .reset {
             return inbound.close()
@@ -121,7 +132,7 @@ public final class TCPProxy: Sendable {
         self.track(inbound)
         let forwarding: @Sendable () -> Bool = { [weak self] in self?.mode == .forward }
         return ClientBootstrap(group: inbound.eventLoop)
-            .connect(host: self.targetHost, port: self.targetPort)
+            .connect(host: self.targetHost, port: backend)
             .flatMap { outbound in
                 self.track(outbound)
                 return inbound.eventLoop.makeCompletedFuture {

@@ -75,6 +75,9 @@ extension PoolManager.ServiceConfig {
                 reason: "must be at least 1 second (the core's minimum)"
             )
         }
+        if let age = self.maxConnectionAge {
+            try Self.positive(age, "maxConnectionAge")
+        }
         if let outlier = self.outlierDetection {
             guard outlier.consecutiveFailures >= 1 else {
                 throw ConfigurationError(

@@ -58,6 +58,11 @@ extension PoolManager {
         /// ``streamCapacity``. They wait up to their deadline; past this bound a call fails at
         /// once with RESOURCE_EXHAUSTED. Default `1000`; `0` sheds at once.
         public var maxQueuedCalls: Int
+        /// Replace each connection after this long (±10 % jitter, so that a pool's connections do
+        /// not all move at once): a new channel is connected and checked, then swapped in before
+        /// the old one stops taking calls; the old one finishes its calls. Behind an L4 load
+        /// balancer, this is what spreads a pool over backends added later. Default `nil` (never).
+        public var maxConnectionAge: Duration?
         /// Passive outlier ejection: a connection whose calls keep failing while the others'
         /// succeed is taken out of rotation and its channel replaced. Default on
         /// (``OutlierDetection/defaults``); `nil` turns it off.
@@ -131,6 +136,7 @@ extension PoolManager {
             self.streamCapacity = 100
             self.maxQueuedCalls = 1000
             self.outlierDetection = .defaults
+            self.maxConnectionAge = nil
             self.whenNoneHealthy = .waitUntilDeadline
             self.maxSendMessageSize = nil
             self.maxReceiveMessageSize = 4 << 20

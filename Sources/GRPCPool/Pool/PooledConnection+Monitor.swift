@@ -8,6 +8,7 @@ extension PooledConnection {
         case retry(episode: Int, attempt: Int)
         case eject
         case restore(ejection: Int)
+        case refresh
     }
 
     /// Connects, then keeps the connection healthy until the task is cancelled.
@@ -63,6 +64,14 @@ extension PooledConnection {
             }
             group.addTask {
                 for await _ in self.ejectionStream { sink.yield(.eject) }
+            }
+            if let age = self.config.maxConnectionAge {
+                group.addTask {
+                    while true {
+                        do { try await Task.sleep(for: age * Double.random(in: 0.9...1.1)) } catch { return }
+                        sink.yield(.refresh)
+                    }
+                }
             }
             _ = channel.state(tryToConnect: true)
 
@@ -201,6 +210,16 @@ extension PooledConnection {
                     if let replacement = await self.connectReplacement() {
                         swapIn(replacement)
                         self.logger.info("connection replaced", metadata: ["grpc.pool.reason": "ejected"])
+                    }
+
+                case .refresh:
+                    // Make before break: the new channel is connected and checked before it takes
+                    // the old one's place. An unhealthy or ejected connection is being repaired
+                    // already.
+                    guard self.isHealthy, !self.isEjected else { continue }
+                    if let replacement = await self.connectReplacement() {
+                        swapIn(replacement)
+                        self.logger.info("connection refreshed", metadata: ["grpc.pool.reason": "maxConnectionAge"])
                     }
 
                 case .restore(let restoring):
