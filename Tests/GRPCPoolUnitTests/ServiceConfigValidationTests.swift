@@ -41,6 +41,8 @@ struct ServiceConfigValidationTests {
         ("negative maxRetries", { $0.maxRetries = -1 }, "maxRetries", "-1"),
         ("zero streamCapacity", { $0.streamCapacity = 0 }, "streamCapacity", "0"),
         ("negative maxQueuedCalls", { $0.maxQueuedCalls = -1 }, "maxQueuedCalls", "-1"),
+        ("maxConnections below poolSize", { $0.maxConnections = 2 }, "maxConnections", "2"),
+        ("scaling interval 0", { $0.maxConnections = 8; $0.scaling.interval = .zero }, "scaling.interval", "\(Duration.zero)"),
         ("zero maxConnectionAge", { $0.maxConnectionAge = .zero }, "maxConnectionAge", "\(Duration.zero)"),
         ("outlier streak 0", { $0.outlierDetection?.consecutiveFailures = 0 }, "outlierDetection.consecutiveFailures", "0"),
         ("outlier time 0", { $0.outlierDetection?.ejectionTime = .zero }, "outlierDetection.ejectionTime", "\(Duration.zero)"),

@@ -43,6 +43,30 @@ extension PoolManager.ServiceConfig {
                 reason: "must be between 1 and \(Self.maxPoolSize)"
             )
         }
+        if let maximum = self.maxConnections {
+            guard (self.poolSize...Self.maxPoolSize).contains(maximum) else {
+                throw ConfigurationError(
+                    field: "maxConnections",
+                    value: "\(maximum)",
+                    reason: "must be between poolSize (\(self.poolSize)) and \(Self.maxPoolSize)"
+                )
+            }
+            guard self.scaling.targetInFlight.lowerBound >= 0 else {
+                throw ConfigurationError(
+                    field: "scaling.targetInFlight",
+                    value: "\(self.scaling.targetInFlight)",
+                    reason: "must not be negative"
+                )
+            }
+            try Self.positive(self.scaling.interval, "scaling.interval")
+            guard self.scaling.scaleDownReadings >= 1 else {
+                throw ConfigurationError(
+                    field: "scaling.scaleDownReadings",
+                    value: "\(self.scaling.scaleDownReadings)",
+                    reason: "must be at least 1"
+                )
+            }
+        }
         guard self.streamCapacity >= 1 else {
             throw ConfigurationError(
                 field: "streamCapacity",

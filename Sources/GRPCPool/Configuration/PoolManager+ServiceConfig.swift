@@ -14,8 +14,14 @@ extension PoolManager {
         /// Where the service runs. Connections are spread over the endpoints in turn (connection
         /// `i` goes to `endpoints[i % endpoints.count]`). Default: the one given to `init`.
         public var endpoints: [Endpoint]
-        /// Connections in the pool. Default `3` (2–5 is typical); at most 1024.
+        /// Connections in the pool. Default `3` (2–5 is typical); at most 1024. With
+        /// ``maxConnections`` set, the fewest the pool keeps.
         public var poolSize: Int
+        /// Dynamic sizing: the most connections the pool grows to under load, from `poolSize`.
+        /// Default `nil`: the pool keeps `poolSize` connections.
+        public var maxConnections: Int?
+        /// How the pool grows and shrinks between `poolSize` and ``maxConnections``.
+        public var scaling: Scaling
         /// Reconnection attempts per episode at growing delays before the pool settles on trying
         /// every ``maxRetryDelay``. Default `3`.
         public var maxRetries: Int
@@ -137,6 +143,8 @@ extension PoolManager {
             self.maxQueuedCalls = 1000
             self.outlierDetection = .defaults
             self.maxConnectionAge = nil
+            self.maxConnections = nil
+            self.scaling = .defaults
             self.whenNoneHealthy = .waitUntilDeadline
             self.maxSendMessageSize = nil
             self.maxReceiveMessageSize = 4 << 20
@@ -240,6 +248,39 @@ extension PoolManager {
     public enum CertificateSource: Sendable, Hashable {
         case pem(String)
         case file(path: String)
+    }
+
+    /// How a pool with ``ServiceConfig/maxConnections`` sizes itself.
+    ///
+    /// Every ``interval``, the pool compares its demand (calls in flight and waiting) per active
+    /// connection with ``targetInFlight``. Above the band, it adds at once the connections that
+    /// would bring it back into the band (up to `maxConnections`), then waits ``scaleUpCooldown``
+    /// before adding more. Below the band for ``scaleDownReadings`` readings in a row, it removes
+    /// one connection (down to `poolSize`), which drains: it takes no new calls, and closes once
+    /// the calls on it have finished.
+    public struct Scaling: Sendable, Hashable {
+        /// The band of calls per connection the pool aims for. Default 10…50.
+        public var targetInFlight: ClosedRange<Int>
+        /// How often demand is read. Default 1 s.
+        public var interval: Duration
+        /// The least time between two growths. Default 5 s.
+        public var scaleUpCooldown: Duration
+        /// Readings below the band in a row before one connection is removed. Default 5.
+        public var scaleDownReadings: Int
+
+        public init(
+            targetInFlight: ClosedRange<Int> = 10...50,
+            interval: Duration = .seconds(1),
+            scaleUpCooldown: Duration = .seconds(5),
+            scaleDownReadings: Int = 5
+        ) {
+            self.targetInFlight = targetInFlight
+            self.interval = interval
+            self.scaleUpCooldown = scaleUpCooldown
+            self.scaleDownReadings = scaleDownReadings
+        }
+
+        public static var defaults: Scaling { Scaling() }
     }
 
     /// When a connection counts as an outlier, and what happens to it.

@@ -28,9 +28,18 @@ public final class PooledConnection: Sendable {
     private let consecutiveFailures = Atomic<Int>(0)
     private let ejected = Atomic<Bool>(false)
     private let ejectionCount = Atomic<Int>(0)
-    /// Tells the monitor that the outlier detector ejected this connection.
-    private let ejections: AsyncStream<Void>.Continuation
-    let ejectionStream: AsyncStream<Void>
+    /// Whether it belongs to the pool's working set (dynamic sizing); inactive connections have
+    /// no TCP connection and are never picked.
+    private let active: Atomic<Bool>
+    /// What the pool tells the monitor to do: eject, activate, deactivate.
+    private let commands: AsyncStream<Command>.Continuation
+    let commandStream: AsyncStream<Command>
+
+    enum Command: Sendable {
+        case eject
+        case activate
+        case deactivate
+    }
     private let outlierDetector: OutlierDetector?
     /// Recent latency for least-busy balancing (kept only under that policy).
     private let latency = Locked(PeakEWMA())
@@ -68,10 +77,12 @@ public final class PooledConnection: Sendable {
         logger: Logger,
         metricsFactory: any MetricsFactory,
         outlierDetector: OutlierDetector? = nil,
+        active: Bool = true,
         onChange: @escaping @Sendable () -> Void
     ) throws {
         self.outlierDetector = outlierDetector
-        (self.ejectionStream, self.ejections) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        self.active = Atomic(active)
+        (self.commandStream, self.commands) = AsyncStream.makeStream(of: Command.self)
         self.serviceID = serviceID
         self.index = index
         self.endpoint = config.endpoints[index % config.endpoints.count]
@@ -126,7 +137,24 @@ public final class PooledConnection: Sendable {
         guard self.ejected.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
         self.ejectionCount.add(1, ordering: .relaxed)
         self.setHealthy(false)
-        self.ejections.yield()
+        self.commands.yield(.eject)
+    }
+
+    /// Whether it is in the pool's working set now.
+    public var isActive: Bool { self.active.load(ordering: .relaxed) }
+
+    /// Brings it into the working set: the monitor connects it, and it is picked once healthy.
+    func activate() {
+        guard self.active.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        self.commands.yield(.activate)
+    }
+
+    /// Takes it out of the working set: no new calls; the monitor closes its channel once the
+    /// calls on it have finished.
+    func deactivate() {
+        guard self.active.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged else { return }
+        self.setHealthy(false)
+        self.commands.yield(.deactivate)
     }
 
     /// Ends an ejection: the failure streak starts over.
@@ -151,6 +179,7 @@ public final class PooledConnection: Sendable {
             failedRequests: stats.failures,
             inFlight: self.inFlight,
             reconnects: stats.reconnects,
+            isActive: self.isActive,
             isEjected: self.isEjected,
             ejections: self.ejectionCount.load(ordering: .relaxed),
             lastError: stats.lastError,
@@ -271,7 +300,9 @@ public final class PooledConnection: Sendable {
 
     // MARK: - Used by the monitor
 
+    /// Puts it in or out of rotation. It is never in rotation while inactive or ejected.
     func setHealthy(_ healthy: Bool) {
+        let healthy = healthy && self.isActive && !self.isEjected
         let old = self.healthy.exchange(healthy, ordering: .relaxed)
         if old != healthy {
             self.instruments.healthy.record(healthy ? 1 : 0)
@@ -329,11 +360,21 @@ public final class PooledConnection: Sendable {
         self.checkRequests.yield()
     }
 
+    /// Closes the current channel (the connection left the working set); ``PooledConnection``
+    /// itself stays, to be activated again with a new channel.
+    func closeChannel() {
+        self.storage.withLock { state in
+            state.channel.close()
+            state.connectivity = .shutdown
+            state.connectedSince = nil
+        }
+    }
+
     func close() {
         self.clientStorage.withLock { $0?.beginGracefulShutdown() }
         self.setHealthy(false)
         self.checkRequests.finish()
-        self.ejections.finish()
+        self.commands.finish()
         self.storage.withLock { state in
             state.channel.close()
             state.connectivity = .shutdown

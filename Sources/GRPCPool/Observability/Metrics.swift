@@ -16,6 +16,8 @@ public struct ConnectionMetrics: Sendable, Hashable {
     public var inFlight: Int
     /// Times it went back to ready after a loss, or was replaced.
     public var reconnects: Int
+    /// Whether it is in the pool's working set (always, without dynamic sizing).
+    public var isActive: Bool
     /// Whether outlier detection has it out of rotation now.
     public var isEjected: Bool
     /// Times outlier detection ejected it.

@@ -51,7 +51,9 @@ public final class ConnectionPool: Sendable {
         let credentials = try config.credentials()
         let detector = config.outlierDetection.map(OutlierDetector.init(settings:))
         self.outlierDetector = detector
-        self.connections = try (0..<config.poolSize).map { index in
+        // With dynamic sizing, the connections beyond `poolSize` exist from the start (their
+        // metrics stay with them), inactive: no TCP connection until the pool grows.
+        self.connections = try (0..<max(config.poolSize, config.maxConnections ?? 0)).map { index in
             try PooledConnection(
                 serviceID: serviceID,
                 index: index,
@@ -60,6 +62,7 @@ public final class ConnectionPool: Sendable {
                 logger: logger,
                 metricsFactory: metricsFactory,
                 outlierDetector: detector,
+                active: index < config.poolSize,
                 onChange: { changes.signal() }
             )
         }
@@ -164,8 +167,9 @@ public final class ConnectionPool: Sendable {
             case .failFast:
                 throw self.noneHealthy()
             case .useAnyConnection:
+                let active = self.connections.filter(\.isActive)
                 let index = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue
-                return self.connections[index % self.connections.count]
+                return active[index % active.count]
             case .waitUntilDeadline:
                 break
             }
@@ -281,7 +285,7 @@ public final class ConnectionPool: Sendable {
         for connection in self.connections { latency.merge(connection.latencyHistogram) }
         return PoolMetrics(
             serviceID: self.serviceID,
-            poolSize: connections.count,
+            poolSize: connections.count { $0.isActive },
             healthyConnections: connections.filter(\.isHealthy).count,
             totalRequests: connections.reduce(0) { $0 + $1.totalRequests },
             successfulRequests: connections.reduce(0) { $0 + $1.successfulRequests },
@@ -333,6 +337,9 @@ public final class ConnectionPool: Sendable {
                 group.addTask { await connection.monitor() }
             }
             group.addTask { await self.sampleGauges() }
+            if let maximum = self.config.maxConnections, maximum > self.config.poolSize {
+                group.addTask { await self.resize(upTo: maximum) }
+            }
             if let metricsLogInterval {
                 group.addTask { await self.logMetrics(every: metricsLogInterval) }
             }
@@ -388,6 +395,52 @@ public final class ConnectionPool: Sendable {
                     "reconnects": "\(metrics.reconnects)",
                 ]
             )
+        }
+    }
+
+    /// Dynamic sizing (``PoolManager/Scaling``): grows toward `maximum` while the demand per
+    /// active connection is above the target band, shrinks toward `poolSize` while it stays below.
+    private func resize(upTo maximum: Int) async {
+        let scaling = self.config.scaling
+        let minimum = self.config.poolSize
+        var lowReadings = 0
+        var lastGrowth: ContinuousClock.Instant?
+        while true {
+            do { try await Task.sleep(for: scaling.interval) } catch { return }
+            let active = self.connections.filter(\.isActive)
+            let demand = active.reduce(0) { $0 + $1.load } + self.queued.load(ordering: .relaxed)
+            let perConnection = Double(demand) / Double(max(active.count, 1))
+            if perConnection > Double(scaling.targetInFlight.upperBound) {
+                lowReadings = 0
+                if let lastGrowth, ContinuousClock.now - lastGrowth < scaling.scaleUpCooldown { continue }
+                let wanted = Int((Double(demand) / Double(max(scaling.targetInFlight.upperBound, 1))).rounded(.up))
+                let target = min(max(wanted, active.count + 1), maximum)
+                guard target > active.count else { continue }
+                let added = self.connections.filter { !$0.isActive }.prefix(target - active.count)
+                for connection in added { connection.activate() }
+                lastGrowth = .now
+                self.logger.info(
+                    "pool resized",
+                    metadata: [
+                        "grpc.pool.size": "\(active.count + added.count)",
+                        "grpc.pool.reason": "\(demand) calls for \(active.count) connections",
+                    ]
+                )
+            } else if perConnection < Double(scaling.targetInFlight.lowerBound) && active.count > minimum {
+                lowReadings += 1
+                guard lowReadings >= scaling.scaleDownReadings, let last = active.last else { continue }
+                lowReadings = 0
+                last.deactivate()
+                self.logger.info(
+                    "pool resized",
+                    metadata: [
+                        "grpc.pool.size": "\(active.count - 1)",
+                        "grpc.pool.reason": "\(demand) calls for \(active.count) connections; connection \(last.index) drains",
+                    ]
+                )
+            } else {
+                lowReadings = 0
+            }
         }
     }
 

@@ -6,9 +6,10 @@ extension PooledConnection {
         case connectivity(ConnectionState, generation: Int)
         case check
         case retry(episode: Int, attempt: Int)
-        case eject
+        case command(PooledConnection.Command)
         case restore(ejection: Int)
         case refresh
+        case drained(generation: Int)
     }
 
     /// Connects, then keeps the connection healthy until the task is cancelled.
@@ -63,7 +64,7 @@ extension PooledConnection {
                 for await _ in self.checkRequestStream { sink.yield(.check) }
             }
             group.addTask {
-                for await _ in self.ejectionStream { sink.yield(.eject) }
+                for await command in self.commandStream { sink.yield(.command(command)) }
             }
             if let age = self.config.maxConnectionAge {
                 group.addTask {
@@ -73,7 +74,10 @@ extension PooledConnection {
                     }
                 }
             }
-            _ = channel.state(tryToConnect: true)
+            // An inactive connection (beyond the pool's working set) connects when activated.
+            if self.isActive {
+                _ = channel.state(tryToConnect: true)
+            }
 
             var episode = 0
             var recovering = false
@@ -104,6 +108,9 @@ extension PooledConnection {
                     }
                     recovering = false
                     self.setHealthy(true)
+                case .unhealthy where !self.isActive:
+                    // Outside the working set: nothing to repair until it is activated.
+                    self.setHealthy(false)
                 case .unhealthy(let reason, _):
                     let wasHealthy = self.isHealthy
                     self.setHealthy(false)
@@ -137,7 +144,7 @@ extension PooledConnection {
                     case .idle:
                         // Lost (or idle-timed-out): out of rotation until it is ready again.
                         self.setHealthy(false)
-                        _ = self.channel.state(tryToConnect: true)
+                        if self.isActive { _ = self.channel.state(tryToConnect: true) }
                     case .connecting:
                         continue
                     case .transientFailure, .shutdown:
@@ -186,7 +193,38 @@ extension PooledConnection {
                         metadata: ["grpc.pool.delay_ms": "\(Int(delay.milliseconds))"]
                     )
 
-                case .eject:
+                case .command(.activate):
+                    // Into the working set: a fresh channel if the last one was closed, then the
+                    // usual path (ready, checked, in rotation).
+                    if self.channel.state() == .shutdown, let fresh = try? self.makeChannel() {
+                        let (generation, _) = self.replaceChannel(with: fresh)
+                        follow(fresh, generation: generation)
+                    }
+                    self.logger.info("connection activated")
+                    _ = self.channel.state(tryToConnect: true)
+                    apply(await self.probe())
+
+                case .command(.deactivate):
+                    // Out of the working set: no new calls (the pool no longer picks it); the
+                    // channel closes once the calls on it have finished, or at the usual deadline.
+                    self.setHealthy(false)
+                    recovering = false
+                    let generation = self.currentGeneration.0
+                    let limit = self.config.timeout
+                    group.addTask {
+                        let deadline = ContinuousClock.now.advanced(by: limit)
+                        while self.load > 0, ContinuousClock.now < deadline {
+                            do { try await Task.sleep(for: .milliseconds(10)) } catch { return }
+                        }
+                        sink.yield(.drained(generation: generation))
+                    }
+
+                case .drained(let generation):
+                    guard !self.isActive, generation == self.currentGeneration.0 else { continue }
+                    self.closeChannel()
+                    self.logger.info("connection drained and closed")
+
+                case .command(.eject):
                     // The outlier detector took it out of rotation (its calls kept failing while
                     // others' succeeded): replace the channel now, and look again after the
                     // ejection time.
@@ -215,8 +253,8 @@ extension PooledConnection {
                 case .refresh:
                     // Make before break: the new channel is connected and checked before it takes
                     // the old one's place. An unhealthy or ejected connection is being repaired
-                    // already.
-                    guard self.isHealthy, !self.isEjected else { continue }
+                    // already; an inactive one has no connection to refresh.
+                    guard self.isHealthy, self.isActive, !self.isEjected else { continue }
                     if let replacement = await self.connectReplacement() {
                         swapIn(replacement)
                         self.logger.info("connection refreshed", metadata: ["grpc.pool.reason": "maxConnectionAge"])
