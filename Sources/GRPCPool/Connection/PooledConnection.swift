@@ -65,7 +65,8 @@ public final class PooledConnection: Sendable {
         var successes = 0
         var failures = 0
         var reconnects = 0
-        var lastError: String?
+        /// The latest failure: a call's error, or what the monitor found.
+        var lastFailure: (error: any Error & Sendable, text: String, at: ContinuousClock.Instant)?
         var latency = LatencyHistogram()
     }
 
@@ -182,7 +183,7 @@ public final class PooledConnection: Sendable {
             isActive: self.isActive,
             isEjected: self.isEjected,
             ejections: self.ejectionCount.load(ordering: .relaxed),
-            lastError: stats.lastError,
+            lastError: stats.lastFailure?.text,
             connectedSince: since,
             averageResponseTime: stats.latency.mean,
             p50ResponseTime: stats.latency.percentile(0.5),
@@ -191,6 +192,11 @@ public final class PooledConnection: Sendable {
     }
 
     var latencyHistogram: LatencyHistogram { self.storage.withLock { $0.stats.latency } }
+
+    /// The latest failure on it, with when it happened.
+    var lastFailure: (error: any Error & Sendable, at: ContinuousClock.Instant)? {
+        self.storage.withLock { state in state.stats.lastFailure.map { ($0.error, $0.at) } }
+    }
 
     // MARK: - Calls
 
@@ -255,7 +261,7 @@ public final class PooledConnection: Sendable {
             state.stats.latency.record(latency)
             if let error {
                 state.stats.failures += 1
-                state.stats.lastError = "\(error.code): \(error.message)"
+                state.stats.lastFailure = (error, "\(error.code): \(error.message)", .now)
             } else {
                 state.stats.successes += 1
             }
@@ -349,7 +355,8 @@ public final class PooledConnection: Sendable {
     var currentGeneration: (Int, CoreChannel) { self.storage.withLock { ($0.generation, $0.channel) } }
 
     func recordError(_ message: String) {
-        self.storage.withLock { $0.stats.lastError = message }
+        let error = GRPCPoolError(code: .connectionFailed, message: "\(self.endpoint): \(message)")
+        self.storage.withLock { $0.stats.lastFailure = (error, message, .now) }
     }
 
     func makeChannel() throws -> CoreChannel {

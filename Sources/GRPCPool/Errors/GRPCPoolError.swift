@@ -8,6 +8,7 @@ public struct GRPCPoolError: Error, Sendable, CustomStringConvertible {
             case noHealthyConnection
             case alreadyRunning
             case saturated
+            case connectionFailed
         }
 
         private let value: Value
@@ -21,6 +22,8 @@ public struct GRPCPoolError: Error, Sendable, CustomStringConvertible {
         /// Every connection was at its stream capacity and the queue of waiting calls was full
         /// (or the call's deadline came first).
         public static let saturated = Code(value: .saturated)
+        /// A connection could not be made, checked or kept (the pool's own finding, as a cause).
+        public static let connectionFailed = Code(value: .connectionFailed)
         /// `run()` was called twice.
         public static let alreadyRunning = Code(value: .alreadyRunning)
 

@@ -243,14 +243,20 @@ public final class ConnectionPool: Sendable {
         )
     }
 
+    /// UNAVAILABLE naming the endpoints and the latest connection error, which is also the
+    /// cause of its `GRPCPoolError`.
     private func noneHealthy() -> RPCError {
-        let lastError = self.connections.lazy.compactMap { $0.metrics().lastError }.first
+        let lastFailure = self.connections.compactMap(\.lastFailure).max { $0.at < $1.at }?.error
         let endpoints = Set(self.connections.map { $0.endpoint.description }).sorted().joined(separator: ", ")
         return RPCError(
             code: .unavailable,
             message: "no healthy connection to '\(self.serviceID)' (\(endpoints))"
-                + (lastError.map { "; last error: \($0)" } ?? ""),
-            cause: GRPCPoolError(code: .noHealthyConnection, message: "no healthy connection to '\(self.serviceID)'")
+                + (lastFailure.map { "; last error: \($0)" } ?? ""),
+            cause: GRPCPoolError(
+                code: .noHealthyConnection,
+                message: "no healthy connection to '\(self.serviceID)'",
+                cause: lastFailure
+            )
         )
     }
 
