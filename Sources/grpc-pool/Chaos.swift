@@ -318,8 +318,12 @@ enum Resources {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
     }
 
+    /// Threads of this process, less the workers of Dispatch's global queues (`com.apple.root.*`,
+    /// which Linux shows by their last 15 characters, e.g. `oot.default-qos`): Swift's
+    /// cooperative pool runs on them, and Dispatch starts and retires them at its own pace, so
+    /// their number after a load says nothing about what the pool left behind.
     static func threads() -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
+        self.threadNames().count { !$0.hasSuffix("-qos") }
     }
 
     /// `id:name` of every thread.

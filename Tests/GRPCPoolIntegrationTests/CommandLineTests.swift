@@ -108,11 +108,12 @@ extension IsolatedTests {
             )
             let line = try #require(output.split(separator: "\n").last(where: { $0.hasPrefix("{") }), "\(output)")
             let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
-            // Two violations seen once each in 26 runs and not yet understood (see issue #7's note): a
+            // One violation seen once in 26 runs and not yet understood (see issue #7's note): a
             // successful call whose echo was wrong (which also makes the pool's count differ by one;
-            // if its request went out empty, it now fails with INTERNAL "…ended without a message"),
-            // and one thread more than the baseline after shutdown. They are recorded as known issues;
-            // any other violation fails the test.
+            // if its request went out empty, it now fails with INTERNAL "…ended without a message").
+            // It is recorded as a known issue; any other violation fails the test. (The other one
+            // seen, a thread more after shutdown, was a worker of Dispatch's global queues, where
+            // Swift's cooperative pool runs; the chaos command no longer counts those.)
             var violations = report["violations"] as? [String] ?? ["no violations in the report"]
             // Under a sanitizer, the first report it symbolizes (suppressed ones included) starts
             // llvm-symbolizer, talking to it over a pipe pair that stays open: two descriptors
@@ -123,7 +124,7 @@ extension IsolatedTests {
                 violations.removeAll { $0.hasPrefix("file descriptors:") }
             }
             let known = violations.filter {
-                $0.hasPrefix("failure with dataLoss") || $0.hasPrefix("threads:") || $0.hasPrefix("metrics: the pool counted")
+                $0.hasPrefix("failure with dataLoss") || $0.hasPrefix("metrics: the pool counted")
                     || $0.contains("the unary request ended without a message")
             }
             for violation in violations where !known.contains(violation) {
@@ -143,9 +144,7 @@ extension IsolatedTests {
             #expect((report["kills"] as? Int ?? 0) >= 10)
             #expect((report["restarts"] as? Int) == (report["kills"] as? Int))
             #expect((report["fds_after"] as? Int ?? .max) <= fdsBefore + sanitizerFDs, "\(line)")
-            if !known.contains(where: { $0.hasPrefix("threads:") }) {
-                #expect((report["threads_after"] as? Int ?? .max) <= (report["threads_before"] as? Int ?? 0), "\(line)")
-            }
+            #expect((report["threads_after"] as? Int ?? .max) <= (report["threads_before"] as? Int ?? 0), "\(line)")
             let pool = try #require(report["pool"] as? [String: Any])
             let failures = report["failures"] as? [String: Int] ?? [:]
             if known.isEmpty {
