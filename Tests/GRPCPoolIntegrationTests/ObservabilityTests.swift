@@ -41,6 +41,42 @@ struct ObservabilityTests {
         }
     }
 
+    @Test("An observer sees each connection connect, be lost, come back and close; A94 subchannel metrics count the same")
+    func observerAndSubchannelMetrics() async throws {
+        try await withDemoServer { server in
+            let metrics = TestMetrics()
+            let seen = Collected<PoolEvent>()
+            let manager = try PoolManager(
+                services: ["stt": testConfig([server.target], poolSize: 2)],
+                metricsFactory: metrics,
+                observers: [CollectingObserver(events: seen)]
+            )
+            let pool = try manager.pool(for: "stt")
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await manager.run() }
+                #expect(await poll { pool.metrics().healthyConnections == 2 })
+                await server.stop()
+                #expect(await poll { seen.values.count { $0.kind == .disconnected(reason: "idle") || $0.kind == .disconnected(reason: "transientFailure") } == 2 })
+                try await server.start()
+                #expect(await poll { pool.metrics().healthyConnections == 2 })
+                manager.beginGracefulShutdown()
+            }
+            let events = seen.values
+            for index in 0..<2 {
+                let kinds = events.filter { $0.connection == index }.map(\.kind)
+                #expect(kinds.first == .connecting, "\(kinds)")
+                #expect(kinds.filter { $0 == .connected }.count == 2, "connected, then again after the restart: \(kinds)")
+                #expect(kinds.last == .closed, "\(kinds)")
+                #expect(events.filter { $0.connection == index }.allSatisfy { $0.service == "stt" && $0.endpoint == server.target })
+            }
+            func total(_ label: String) -> Int64 { metrics.counters(label: label).reduce(0) { $0 + $1.totalValue } }
+            #expect(total("grpc.subchannel.connection_attempts_succeeded") == 4)
+            #expect(total("grpc.subchannel.disconnections") == 2)
+            let open = try metrics.expectGauge("grpc.subchannel.open_connections", [("grpc.target", server.target), ("service", "stt"), ("connection", "0")])
+            #expect(open.lastValue == 0, "closed with the pool")
+        }
+    }
+
     @Test("Pool events and the periodic metrics line go to the injected logger")
     func logs() async throws {
         try await withDemoServer { server in
@@ -80,4 +116,10 @@ struct ObservabilityTests {
             #expect(logs.entries.allSatisfy { $0.level <= .info }, "a library logs at info or below")
         }
     }
+}
+
+/// Keeps every event it is given.
+struct CollectingObserver: PoolObserver {
+    let events: Collected<PoolEvent>
+    func handle(_ event: PoolEvent) { self.events.append(event) }
 }

@@ -41,6 +41,7 @@ public final class PooledConnection: Sendable {
         case deactivate
     }
     private let outlierDetector: OutlierDetector?
+    private let events: PoolEventSink
     /// Recent latency for least-busy balancing (kept only under that policy).
     private let latency = Locked(PeakEWMA())
     private let storage: Locked<State>
@@ -79,8 +80,10 @@ public final class PooledConnection: Sendable {
         metricsFactory: any MetricsFactory,
         outlierDetector: OutlierDetector? = nil,
         active: Bool = true,
+        events: PoolEventSink? = nil,
         onChange: @escaping @Sendable () -> Void
     ) throws {
+        self.events = events ?? PoolEventSink(service: serviceID, observers: [])
         self.outlierDetector = outlierDetector
         self.active = Atomic(active)
         (self.commandStream, self.commands) = AsyncStream.makeStream(of: Command.self)
@@ -139,6 +142,11 @@ public final class PooledConnection: Sendable {
         self.ejectionCount.add(1, ordering: .relaxed)
         self.setHealthy(false)
         self.commands.yield(.eject)
+    }
+
+    /// Tells the pool's observers that `kind` happened to this connection.
+    func emit(_ kind: PoolEvent.Kind) {
+        self.events.emit(kind, connection: self.index, endpoint: self.endpoint.description)
     }
 
     /// Whether it is in the pool's working set now.
@@ -387,6 +395,7 @@ public final class PooledConnection: Sendable {
             state.connectivity = .shutdown
             state.connectedSince = nil
         }
+        self.emit(.closed)
         self.logger.info("connection closed")
     }
 }

@@ -48,12 +48,14 @@ public final class PoolManager: Service, Sendable {
     ///     application bootstrapped (`MetricsSystem.factory`). The library never bootstraps.
     ///   - metricsLogInterval: when set, ``run()`` logs one metrics line per pool at this interval
     ///     (at info level).
+    ///   - observers: receive every pool event (``PoolEvent``) as it happens.
     /// - Throws: ``ConfigurationError`` naming the first invalid field (prefixed with the service id).
     public init(
         services: [ServiceID: ServiceConfig],
         logger: Logger = Logger(label: "grpc.pool"),
         metricsFactory: (any MetricsFactory)? = nil,
-        metricsLogInterval: Duration? = nil
+        metricsLogInterval: Duration? = nil,
+        observers: [any PoolObserver] = []
     ) throws(ConfigurationError) {
         guard !services.isEmpty else {
             throw ConfigurationError(field: "services", value: "[:]", reason: "must configure at least one service")
@@ -73,7 +75,8 @@ public final class PoolManager: Service, Sendable {
                     serviceID: id,
                     config: config,
                     logger: logger,
-                    metricsFactory: metricsFactory ?? MetricsSystem.factory
+                    metricsFactory: metricsFactory ?? MetricsSystem.factory,
+                    observers: observers
                 )
             } catch let error as ConfigurationError {
                 throw ConfigurationError(field: "\(id).\(error.field)", value: error.value, reason: error.reason)

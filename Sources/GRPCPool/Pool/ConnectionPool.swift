@@ -23,6 +23,7 @@ public final class ConnectionPool: Sendable {
     private let state: Locked<State>
     private let changes: ChangeSignal
     private let outlierDetector: OutlierDetector?
+    private let events: PoolEventSink
     let clientStorage = Locked<GRPCClient<Transport>?>(nil)
 
     private struct State {
@@ -38,7 +39,8 @@ public final class ConnectionPool: Sendable {
         serviceID: ServiceID,
         config: PoolManager.ServiceConfig,
         logger: Logger,
-        metricsFactory: any MetricsFactory
+        metricsFactory: any MetricsFactory,
+        observers: [any PoolObserver] = []
     ) throws {
         self.serviceID = serviceID
         self.config = config
@@ -49,11 +51,19 @@ public final class ConnectionPool: Sendable {
         self.changes = changes
         self.state = Locked(State())
         let credentials = try config.credentials()
+        let size = max(config.poolSize, config.maxConnections ?? 0)
+        let subchannelMetrics = SubchannelMetrics(
+            service: serviceID,
+            endpoints: Dictionary(uniqueKeysWithValues: (0..<size).map { ($0, config.endpoints[$0 % config.endpoints.count].description) }),
+            factory: metricsFactory
+        )
+        let events = PoolEventSink(service: serviceID, observers: observers + [subchannelMetrics])
+        self.events = events
         let detector = config.outlierDetection.map(OutlierDetector.init(settings:))
         self.outlierDetector = detector
         // With dynamic sizing, the connections beyond `poolSize` exist from the start (their
         // metrics stay with them), inactive: no TCP connection until the pool grows.
-        self.connections = try (0..<max(config.poolSize, config.maxConnections ?? 0)).map { index in
+        self.connections = try (0..<size).map { index in
             try PooledConnection(
                 serviceID: serviceID,
                 index: index,
@@ -63,6 +73,7 @@ public final class ConnectionPool: Sendable {
                 metricsFactory: metricsFactory,
                 outlierDetector: detector,
                 active: index < config.poolSize,
+                events: events,
                 onChange: { changes.signal() }
             )
         }
@@ -425,6 +436,7 @@ public final class ConnectionPool: Sendable {
                 let added = self.connections.filter { !$0.isActive }.prefix(target - active.count)
                 for connection in added { connection.activate() }
                 lastGrowth = .now
+                self.events.emit(.resized(from: active.count, to: active.count + added.count))
                 self.logger.info(
                     "pool resized",
                     metadata: [
@@ -437,6 +449,7 @@ public final class ConnectionPool: Sendable {
                 guard lowReadings >= scaling.scaleDownReadings, let last = active.last else { continue }
                 lowReadings = 0
                 last.deactivate()
+                self.events.emit(.resized(from: active.count, to: active.count - 1))
                 self.logger.info(
                     "pool resized",
                     metadata: [
@@ -450,10 +463,17 @@ public final class ConnectionPool: Sendable {
         }
     }
 
-    /// Samples the in-flight gauges every second (cheaper than updating them on every call).
+    /// Samples the in-flight gauges every second (cheaper than updating them on every call), and
+    /// reports the queue depth when it changed.
     private func sampleGauges() async {
+        var queueDepth = 0
         while !Task.isCancelled {
             for connection in self.connections { connection.instruments.inFlight.record(connection.inFlight) }
+            let queued = self.queued.load(ordering: .relaxed)
+            if queued != queueDepth {
+                queueDepth = queued
+                self.events.emit(.queueDepth(queued))
+            }
             do { try await Task.sleep(for: .seconds(1)) } catch { return }
         }
     }

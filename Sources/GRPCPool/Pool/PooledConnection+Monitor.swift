@@ -76,10 +76,14 @@ extension PooledConnection {
             }
             // An inactive connection (beyond the pool's working set) connects when activated.
             if self.isActive {
+                self.emit(.connecting)
                 _ = channel.state(tryToConnect: true)
             }
 
             var episode = 0
+            /// Whether the current channel was ready when its state last changed: leaving ready is
+            /// a disconnection, failing before it a failed attempt.
+            var wasReady = false
             var recovering = false
             var ejection = 0
 
@@ -87,6 +91,7 @@ extension PooledConnection {
             /// (they picked it already) finish, or reach the usual deadline, before it goes.
             func swapIn(_ replacement: CoreChannel) {
                 let (generation, old) = self.replaceChannel(with: replacement)
+                wasReady = true
                 let drainLimit = self.config.timeout
                 Task { await old.drainAndClose(timeLimit: drainLimit) }
                 follow(replacement, generation: generation)
@@ -136,10 +141,17 @@ extension PooledConnection {
                     let (changed, reconnected) = self.connectivityChanged(state, generation: generation)
                     guard changed else { continue }
                     self.logger.debug("connectivity changed", metadata: ["grpc.pool.state": "\(state)"])
+                    if state != .ready, wasReady {
+                        self.emit(.disconnected(reason: "\(state)"))
+                    } else if state == .transientFailure {
+                        self.emit(.failed(reason: "connection attempt failed"))
+                    }
+                    wasReady = state == .ready
                     switch state {
                     case .ready:
                         if reconnected { self.logger.info("connection re-established") }
                         else { self.logger.info("connection established") }
+                        self.emit(.connected)
                         apply(await self.probe())
                     case .idle:
                         // Lost (or idle-timed-out): out of rotation until it is ready again.
@@ -178,6 +190,7 @@ extension PooledConnection {
                         if let replacement = await self.connectReplacement() {
                             swapIn(replacement)
                             self.logger.info("connection replaced", metadata: ["grpc.pool.attempt": "\(attempt)"])
+                            self.emit(.refreshed)
                             apply(.healthy)
                             continue
                         }
@@ -201,6 +214,7 @@ extension PooledConnection {
                         follow(fresh, generation: generation)
                     }
                     self.logger.info("connection activated")
+                    self.emit(.connecting)
                     _ = self.channel.state(tryToConnect: true)
                     apply(await self.probe())
 
@@ -223,6 +237,7 @@ extension PooledConnection {
                     guard !self.isActive, generation == self.currentGeneration.0 else { continue }
                     self.closeChannel()
                     self.logger.info("connection drained and closed")
+                    self.emit(.drained)
 
                 case .command(.eject):
                     // The outlier detector took it out of rotation (its calls kept failing while
@@ -245,9 +260,11 @@ extension PooledConnection {
                             "grpc.pool.delay_ms": "\(Int(time.milliseconds))",
                         ]
                     )
+                    self.emit(.ejected(failures: self.failuresInARow))
                     if let replacement = await self.connectReplacement() {
                         swapIn(replacement)
                         self.logger.info("connection replaced", metadata: ["grpc.pool.reason": "ejected"])
+                        self.emit(.refreshed)
                     }
 
                 case .refresh:
@@ -258,13 +275,17 @@ extension PooledConnection {
                     if let replacement = await self.connectReplacement() {
                         swapIn(replacement)
                         self.logger.info("connection refreshed", metadata: ["grpc.pool.reason": "maxConnectionAge"])
+                        self.emit(.refreshed)
                     }
 
                 case .restore(let restoring):
                     guard restoring == ejection, self.isEjected else { continue }
                     self.endEjection()
                     let probe = await self.probe()
-                    if probe == .healthy { self.logger.info("connection restored after ejection") }
+                    if probe == .healthy {
+                        self.logger.info("connection restored after ejection")
+                        self.emit(.restored)
+                    }
                     apply(probe)
                 }
             }
