@@ -189,6 +189,17 @@ struct Bench: AsyncParsableCommand {
         ratios["p2c_vs_rr_p99_slow_endpoint"] =
             (p99[.roundRobin] ?? []).reduce(0, +) / max((p99[.leastBusy] ?? []).reduce(0, +), 1)
 
+        // The adaptive pool's behaviour under faults and load: outcomes, not speeds.
+        say("")
+        for row in [
+            try await AdaptiveBench.stalled(backends: fast, say: say),
+            try await AdaptiveBench.loadStep(backend: fast[0], say: say),
+            try await AdaptiveBench.newBackend(say: say),
+            try await AdaptiveBench.queueBound(slow: slow, say: say),
+        ] {
+            rows.append(row.merging(["client": "(a) pool"]) { current, _ in current })
+        }
+
         if self.json {
             let data = try JSONSerialization.data(withJSONObject: ["rows": rows, "ratios": ratios], options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
