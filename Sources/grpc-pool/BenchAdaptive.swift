@@ -57,6 +57,9 @@ enum AdaptiveBench {
                             tally.ok.increment()
                         } catch let error as RPCError where error.code == .resourceExhausted {
                             tally.shed.increment()
+                            // A shed call fails without suspending: back off a moment, as a real
+                            // client would, or the callers spin on the cooperative pool's threads.
+                            try? await Task.sleep(for: .milliseconds(1))
                         } catch {
                             tally.failed.increment()
                         }
