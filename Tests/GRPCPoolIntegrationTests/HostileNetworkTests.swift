@@ -84,8 +84,10 @@ struct HostileNetworkTests {
                 if gaps.count >= 6 {
                     #expect(gaps.suffix(3).reduce(0, +) >= 2 * gaps.prefix(3).reduce(0, +), "\(summary)")
                 }
-                // And the tail of the schedule reaches the cap's order of magnitude.
-                #expect((gaps.max() ?? 0) >= 800, "\(summary)")
+                // And the tail of the schedule reaches the cap's order of magnitude (a quarter of the
+                // 1.6 s cap: when the pool's replacement channel and the core's reconnection of the
+                // old one interleave their attempts, the gaps between accepts are about halved).
+                #expect((gaps.max() ?? 0) >= 400, "\(summary)")
                 let pool = try manager.pool(for: "echo")
                 #expect(pool.metrics().healthyConnections == 0)
 

@@ -258,7 +258,8 @@ public final class PooledConnection: Sendable {
         return self.channel
     }
 
-    /// Records a finished call. An UNAVAILABLE failure asks the monitor for a check at once.
+    /// Records a finished call. An UNAVAILABLE failure takes the connection out of rotation if
+    /// its channel is no longer ready, and asks the monitor for a check at once.
     func endCall(start: ContinuousClock.Instant, error: RPCError?) {
         let latency = ContinuousClock.now - start
         self.inFlightCalls.subtract(1, ordering: .relaxed)
@@ -290,6 +291,9 @@ public final class PooledConnection: Sendable {
             self.latency.withLock { $0.record(sample) }
         }
         if error?.code == .unavailable {
+            // A channel that is no longer ready leaves rotation now, not only once its
+            // connectivity watch has reached the monitor: fewer calls pick a dead connection.
+            if self.channel.state() != .ready { self.setHealthy(false) }
             self.checkRequests.yield()
         }
         self.onChange()
