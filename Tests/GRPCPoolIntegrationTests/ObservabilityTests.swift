@@ -56,7 +56,9 @@ struct ObservabilityTests {
                 group.addTask { try await manager.run() }
                 #expect(await poll { pool.metrics().healthyConnections == 2 })
                 await server.stop()
-                #expect(await poll { seen.values.count { $0.kind == .disconnected(reason: "idle") || $0.kind == .disconnected(reason: "transientFailure") } == 2 })
+                // Each connection is lost (a reconnection can slip in while the server's listener
+                // closes, and be lost again: at least once).
+                #expect(await poll { (0..<2).allSatisfy { index in seen.values.contains { $0.connection == index && $0.isDisconnection } } })
                 try await server.start()
                 #expect(await poll { pool.metrics().healthyConnections == 2 })
                 manager.beginGracefulShutdown()
@@ -65,13 +67,18 @@ struct ObservabilityTests {
             for index in 0..<2 {
                 let kinds = events.filter { $0.connection == index }.map(\.kind)
                 #expect(kinds.first == .connecting, "\(kinds)")
-                #expect(kinds.filter { $0 == .connected }.count == 2, "connected, then again after the restart: \(kinds)")
+                let firstLoss = kinds.firstIndex { $0.isDisconnection }
+                let lost = try #require(firstLoss, "\(kinds)")
+                #expect(kinds[..<lost].contains(.connected), "connected before it was lost: \(kinds)")
+                #expect(kinds[lost...].contains(.connected), "connected again after the restart: \(kinds)")
                 #expect(kinds.last == .closed, "\(kinds)")
                 #expect(events.filter { $0.connection == index }.allSatisfy { $0.service == "stt" && $0.endpoint == server.target })
             }
+            // The A94 counters say what the events said.
             func total(_ label: String) -> Int64 { metrics.counters(label: label).reduce(0) { $0 + $1.totalValue } }
-            #expect(total("grpc.subchannel.connection_attempts_succeeded") == 4)
-            #expect(total("grpc.subchannel.disconnections") == 2)
+            #expect(total("grpc.subchannel.connection_attempts_succeeded") == Int64(events.count { $0.kind == .connected || $0.kind == .refreshed }))
+            #expect(total("grpc.subchannel.disconnections") == Int64(events.count(where: \.isDisconnection)))
+            #expect(total("grpc.subchannel.disconnections") >= 2)
             let open = try metrics.expectGauge("grpc.subchannel.open_connections", [("grpc.target", server.target), ("service", "stt"), ("connection", "0")])
             #expect(open.lastValue == 0, "closed with the pool")
         }
@@ -115,6 +122,17 @@ struct ObservabilityTests {
             #expect(attempt.metadata["grpc.pool.delay_ms"] != nil)
             #expect(logs.entries.allSatisfy { $0.level <= .info }, "a library logs at info or below")
         }
+    }
+}
+
+extension PoolEvent {
+    var isDisconnection: Bool { self.kind.isDisconnection }
+}
+
+extension PoolEvent.Kind {
+    var isDisconnection: Bool {
+        if case .disconnected = self { return true }
+        return false
     }
 }
 
