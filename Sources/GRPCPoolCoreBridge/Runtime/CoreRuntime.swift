@@ -130,8 +130,12 @@ private final class PollerThread: @unchecked Sendable {
     init(name: String, queue: OpaquePointer, onIdle: @escaping @Sendable () -> Void) {
         self.queue = queue
         self.onIdle = onIdle
+        // Linux refuses (ERANGE), rather than cuts, a thread name of more than 15 bytes, which
+        // left pollers from the 100th runtime on unnamed: cut it here (`grpc-pool-cq-123` shows
+        // as `grpc-pool-cq-12`).
+        let name = String(decoding: name.utf8.prefix(15), as: UTF8.self)
         let thread = Thread { [self] in
-            Thread.current.name = name  // shows in `ps -L` and debuggers (Linux keeps 15 bytes)
+            Thread.current.name = name  // shows in `ps -L` and debuggers
             self.run()
         }
         thread.name = name
