@@ -151,6 +151,11 @@ extension PoolManager {
             self.userAgent = "grpc-pool-swift"
         }
 
+        /// Where connection `index` connects: the endpoints in turn.
+        func endpoint(forConnection index: Int) -> Endpoint {
+            self.endpoints[index % self.endpoints.count]
+        }
+
         /// The first endpoint's host.
         public var host: String { self.endpoints.first?.host ?? "" }
         /// The first endpoint's port.

@@ -89,7 +89,7 @@ public final class PooledConnection: Sendable {
         (self.commandStream, self.commands) = AsyncStream.makeStream(of: Command.self)
         self.serviceID = serviceID
         self.index = index
-        self.endpoint = config.endpoints[index % config.endpoints.count]
+        self.endpoint = config.endpoint(forConnection: index)
         self.config = config
         self.credentials = credentials
         self.options = config.channelOptions()
@@ -379,8 +379,8 @@ public final class PooledConnection: Sendable {
         self.checkRequests.yield()
     }
 
-    /// Closes the current channel (the connection left the working set); ``PooledConnection``
-    /// itself stays, to be activated again with a new channel.
+    /// Closes the current channel (when the connection leaves the working set, it stays, to be
+    /// activated again with a new channel; ``close()`` closes it for good).
     func closeChannel() {
         self.storage.withLock { state in
             state.channel.close()
@@ -394,11 +394,7 @@ public final class PooledConnection: Sendable {
         self.setHealthy(false)
         self.checkRequests.finish()
         self.commands.finish()
-        self.storage.withLock { state in
-            state.channel.close()
-            state.connectivity = .shutdown
-            state.connectedSince = nil
-        }
+        self.closeChannel()
         self.emit(.closed)
         self.logger.info("connection closed")
     }

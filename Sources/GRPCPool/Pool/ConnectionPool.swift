@@ -54,7 +54,7 @@ public final class ConnectionPool: Sendable {
         let size = max(config.poolSize, config.maxConnections ?? 0)
         let subchannelMetrics = SubchannelMetrics(
             service: serviceID,
-            endpoints: Dictionary(uniqueKeysWithValues: (0..<size).map { ($0, config.endpoints[$0 % config.endpoints.count].description) }),
+            endpoints: Dictionary(uniqueKeysWithValues: (0..<size).map { ($0, config.endpoint(forConnection: $0).description) }),
             factory: metricsFactory
         )
         let events = PoolEventSink(service: serviceID, observers: observers + [subchannelMetrics])
@@ -209,7 +209,7 @@ public final class ConnectionPool: Sendable {
                         code: .deadlineExceeded,
                         message: "no connection to '\(self.serviceID)' had room before the deadline"
                             + " (\(self.connections.count) × streamCapacity \(self.config.streamCapacity))",
-                        cause: GRPCPoolError(code: .saturated, message: "pool '\(self.serviceID)' is saturated")
+                        cause: self.saturation
                     )
                 }
                 var error = self.noneHealthy()
@@ -250,8 +250,13 @@ public final class ConnectionPool: Sendable {
             message: "the pool for '\(self.serviceID)' is saturated: every connection carries"
                 + " streamCapacity (\(self.config.streamCapacity)) calls and maxQueuedCalls"
                 + " (\(self.config.maxQueuedCalls)) calls are waiting",
-            cause: GRPCPoolError(code: .saturated, message: "pool '\(self.serviceID)' is saturated")
+            cause: self.saturation
         )
+    }
+
+    /// The cause of both saturation errors: shed at once, or no room before the deadline.
+    private var saturation: GRPCPoolError {
+        GRPCPoolError(code: .saturated, message: "pool '\(self.serviceID)' is saturated")
     }
 
     /// UNAVAILABLE naming the endpoints and the latest connection error, which is also the

@@ -40,14 +40,17 @@ extension PooledConnection {
                     }
                 }
             }
-            func schedule(episode: Int, attempt: Int) -> Duration {
-                let delay = backoff.delay(attempt: attempt)
+            func yield(_ event: Event, after delay: Duration) {
                 group.addTask {
                     do {
                         try await Task.sleep(for: delay)
-                        sink.yield(.retry(episode: episode, attempt: attempt))
+                        sink.yield(event)
                     } catch {}
                 }
+            }
+            func schedule(episode: Int, attempt: Int) -> Duration {
+                let delay = backoff.delay(attempt: attempt)
+                yield(.retry(episode: episode, attempt: attempt), after: delay)
                 return delay
             }
 
@@ -95,6 +98,7 @@ extension PooledConnection {
                 let drainLimit = self.config.timeout
                 Task { await old.drainAndClose(timeLimit: drainLimit) }
                 follow(replacement, generation: generation)
+                self.emit(.refreshed)
             }
 
             func apply(_ probe: HealthProbe) {
@@ -190,7 +194,6 @@ extension PooledConnection {
                         if let replacement = await self.connectReplacement() {
                             swapIn(replacement)
                             self.logger.info("connection replaced", metadata: ["grpc.pool.attempt": "\(attempt)"])
-                            self.emit(.refreshed)
                             apply(.healthy)
                             continue
                         }
@@ -245,26 +248,20 @@ extension PooledConnection {
                     // ejection time.
                     ejection += 1
                     let time = self.config.outlierDetection?.ejectionTime ?? self.config.retryDelay
-                    let current = ejection
-                    group.addTask {
-                        do {
-                            try await Task.sleep(for: time)
-                            sink.yield(.restore(ejection: current))
-                        } catch {}
-                    }
-                    self.recordError("ejected after \(self.failuresInARow) failed calls in a row")
+                    yield(.restore(ejection: ejection), after: time)
+                    let failures = self.failuresInARow
+                    self.recordError("ejected after \(failures) failed calls in a row")
                     self.logger.warning(
                         "connection ejected",
                         metadata: [
-                            "grpc.pool.reason": "\(self.failuresInARow) failed calls in a row",
+                            "grpc.pool.reason": "\(failures) failed calls in a row",
                             "grpc.pool.delay_ms": "\(Int(time.milliseconds))",
                         ]
                     )
-                    self.emit(.ejected(failures: self.failuresInARow))
+                    self.emit(.ejected(failures: failures))
                     if let replacement = await self.connectReplacement() {
                         swapIn(replacement)
                         self.logger.info("connection replaced", metadata: ["grpc.pool.reason": "ejected"])
-                        self.emit(.refreshed)
                     }
 
                 case .refresh:
@@ -275,7 +272,6 @@ extension PooledConnection {
                     if let replacement = await self.connectReplacement() {
                         swapIn(replacement)
                         self.logger.info("connection refreshed", metadata: ["grpc.pool.reason": "maxConnectionAge"])
-                        self.emit(.refreshed)
                     }
 
                 case .restore(let restoring):
