@@ -310,12 +310,7 @@ final class BenchClients: Sendable {
         var options = ChannelOptions()
         options.maxReceiveMessageSize = 16 << 20
         self.core = try CoreChannel(target: endpoint.description, options: options)
-        let pool = self.pool
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: .seconds(10))
-        while pool.metrics().healthyConnections < connections, clock.now < deadline {
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        try await self.pool.waitUntilHealthy(timeLimit: .seconds(10))
     }
 
     func shutdown() {

@@ -21,10 +21,7 @@ enum AdaptiveBench {
         let pool = try manager.pool(for: "bench")
         let running = Task { try await manager.run() }
         do {
-            let deadline = ContinuousClock.now.advanced(by: .seconds(10))
-            while pool.metrics().healthyConnections < config.poolSize, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(10))
-            }
+            try await pool.waitUntilHealthy(timeLimit: .seconds(10))
             let result = try await body(pool)
             manager.beginGracefulShutdown()
             _ = await running.result

@@ -95,11 +95,8 @@ struct Probe: AsyncParsableCommand {
         print("probe \(self.target) (pool of \(config.poolSize), \(security))")
 
         // Wait for the connections, up to the timeout.
+        try await pool.waitUntilHealthy(timeLimit: config.timeout)
         let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: config.timeout)
-        while clock.now < deadline, pool.metrics().healthyConnections < config.poolSize {
-            try await Task.sleep(for: .milliseconds(20))
-        }
 
         // Time the health checks (they also tell why a server is unreachable).
         let health = Grpc_Health_V1_Health.Client(wrapping: pool.client)
