@@ -117,7 +117,11 @@ public final class PooledConnection: Sendable {
     public var state: ConnectionState { self.storage.withLock { $0.connectivity } }
 
     /// Calls plus `withConnection` leases: what least-in-flight balancing compares.
-    var load: Int { self.inFlightCalls.load(ordering: .relaxed) + self.activeLeases.load(ordering: .relaxed) }
+    /// (Sequentially consistent with ``reserve()`` and ``deactivate()``: a drain that reads 0
+    /// here cannot miss a call the pool has just handed this connection to.)
+    var load: Int {
+        self.inFlightCalls.load(ordering: .sequentiallyConsistent) + self.activeLeases.load(ordering: .sequentiallyConsistent)
+    }
 
     /// Whether it carries fewer calls than `streamCapacity`.
     var hasRoom: Bool { self.load < self.config.streamCapacity }
@@ -161,7 +165,9 @@ public final class PooledConnection: Sendable {
     /// Takes it out of the working set: no new calls; the monitor closes its channel once the
     /// calls on it have finished.
     func deactivate() {
-        guard self.active.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged else { return }
+        guard self.active.compareExchange(expected: true, desired: false, ordering: .sequentiallyConsistent).exchanged else {
+            return
+        }
         self.setHealthy(false)
         self.commands.yield(.deactivate)
     }
@@ -213,17 +219,17 @@ public final class PooledConnection: Sendable {
         method: String,
         request: [UInt8],
         metadata: Metadata = [:],
-        options: CoreCallOptions? = nil
+        options: CoreCallOptions? = nil,
+        reserved: Bool = false
     ) async throws(RPCError) -> UnaryResponse {
         let options = options ?? CoreCallOptions(timeout: self.config.timeout)
-        let channel = self.beginCall()
-        let start = ContinuousClock.now
+        let call = self.beginCall(reserved: reserved)
         do {
-            let response = try await channel.unary(method: method, request: request, metadata: metadata, options: options)
-            self.endCall(start: start, error: nil)
+            let response = try await call.channel.unary(method: method, request: request, metadata: metadata, options: options)
+            self.endCall(call, error: nil)
             return response
         } catch {
-            self.endCall(start: start, error: error)
+            self.endCall(call, error: error)
             throw error
         }
     }
@@ -237,31 +243,65 @@ public final class PooledConnection: Sendable {
         _ body: (CoreCall) async throws -> Result
     ) async throws -> Result {
         let options = options ?? CoreCallOptions(timeout: self.config.timeout)
-        let channel = self.beginCall()
-        let start = ContinuousClock.now
+        let started = self.beginCall(reserved: false)
         do {
-            let (result, status) = try await channel.withCall(method: method, metadata: metadata, options: options) {
+            let (result, status) = try await started.channel.withCall(method: method, metadata: metadata, options: options) {
                 call in
                 let result = try await body(call)
                 return (result, call.finishedStatus)
             }
-            self.endCall(start: start, error: status?.error)
+            self.endCall(started, error: status?.error)
             return result
         } catch {
-            self.endCall(start: start, error: error as? RPCError ?? RPCError(code: .unknown, message: "\(error)"))
+            self.endCall(started, error: error as? RPCError ?? RPCError(code: .unknown, message: "\(error)"))
             throw error
         }
     }
 
-    func beginCall() -> CoreChannel {
-        self.inFlightCalls.add(1, ordering: .relaxed)
-        return self.channel
+    /// A call between ``beginCall(reserved:)`` and ``endCall(_:error:)``: the channel it runs on
+    /// (which stays open for it even if the connection swaps channels meanwhile) and its start.
+    struct StartedCall {
+        let channel: CoreChannel
+        let start: ContinuousClock.Instant
+    }
+
+    /// Counts a call the pool is handing this connection, before the call starts, so that a
+    /// drain (the connection leaving the working set) waits for it like a running call.
+    ///
+    /// - Returns: `false`, counting nothing, when the connection has left the working set since
+    ///   it was picked; the pool then picks again.
+    func reserve() -> Bool {
+        self.inFlightCalls.add(1, ordering: .sequentiallyConsistent)
+        guard self.active.load(ordering: .sequentiallyConsistent) else {
+            self.inFlightCalls.subtract(1, ordering: .sequentiallyConsistent)
+            self.onChange()
+            return false
+        }
+        return true
+    }
+
+    /// Ends a reservation no call will use (it became a `withConnection` lease).
+    func cancelReservation() {
+        self.inFlightCalls.subtract(1, ordering: .relaxed)
+        self.onChange()
+    }
+
+    /// Starts counting a call; `reserved` when ``reserve()`` already counted it. The channel is
+    /// read and reserved in one step, so a channel swap cannot close it under the call.
+    func beginCall(reserved: Bool) -> StartedCall {
+        if !reserved { self.inFlightCalls.add(1, ordering: .relaxed) }
+        let channel = self.storage.withLock { state in
+            state.channel.reserveCall()
+            return state.channel
+        }
+        return StartedCall(channel: channel, start: .now)
     }
 
     /// Records a finished call. An UNAVAILABLE failure takes the connection out of rotation if
     /// its channel is no longer ready, and asks the monitor for a check at once.
-    func endCall(start: ContinuousClock.Instant, error: RPCError?) {
-        let latency = ContinuousClock.now - start
+    func endCall(_ call: StartedCall, error: RPCError?) {
+        let latency = ContinuousClock.now - call.start
+        call.channel.releaseCall()
         self.inFlightCalls.subtract(1, ordering: .relaxed)
         let (seconds, attoseconds) = latency.components
         self.instruments.latency.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)

@@ -157,6 +157,9 @@ public final class ConnectionPool: Sendable {
     /// When every healthy connection is at `streamCapacity`, the call waits for room (up to
     /// `timeout`) among at most `maxQueuedCalls` others; past that bound it fails at once.
     ///
+    /// The connection comes reserved for the caller (``PooledConnection/reserve()``): start the
+    /// call with `reserved: true`, or turn the reservation into a lease.
+    ///
     /// - Parameter timeout: how long to wait (the call's deadline).
     /// - Throws: `RPCError` `.unavailable` (fail fast, or the pool is shut down),
     ///   `.resourceExhausted` (the queue is full) or `.deadlineExceeded` (waited until the deadline).
@@ -172,15 +175,18 @@ public final class ConnectionPool: Sendable {
     private func pick(waitingAtMost timeout: Duration?) async throws(RPCError) -> PooledConnection {
         try self.checkOpen()
         var found = self.pickHealthy()
-        if case .connection(let connection) = found { return connection }
+        if case .connection(let connection) = found, connection.reserve() { return connection }
         if case .noneHealthy = found {
             switch self.config.whenNoneHealthy.value {
             case .failFast:
                 throw self.noneHealthy()
             case .useAnyConnection:
-                let active = self.connections.filter(\.isActive)
-                let index = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue
-                return active[index % active.count]
+                while true {
+                    let active = self.connections.filter(\.isActive)
+                    let index = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue
+                    let connection = active[index % active.count]
+                    if connection.reserve() { return connection }
+                }
             case .waitUntilDeadline:
                 break
             }
@@ -194,7 +200,9 @@ public final class ConnectionPool: Sendable {
             found = self.pickHealthy()
             switch found {
             case .connection(let connection):
-                return connection
+                // Not reserved only if it left the working set just now; look again at once.
+                if connection.reserve() { return connection }
+                continue
             case .allAtCapacity where !queued:
                 let waiting = self.queued.wrappingAdd(1, ordering: .relaxed).newValue
                 queued = true
@@ -283,6 +291,7 @@ public final class ConnectionPool: Sendable {
     ) async throws -> Result {
         let connection = try await self.connection(waitingAtMost: timeout)
         connection.lease()
+        connection.cancelReservation()
         defer { connection.unlease() }
         return try await body(connection)
     }
@@ -295,7 +304,7 @@ public final class ConnectionPool: Sendable {
         options: CoreCallOptions? = nil
     ) async throws(RPCError) -> UnaryResponse {
         let connection = try await self.connection(waitingAtMost: options?.timeout)
-        return try await connection.unary(method: method, request: request, metadata: metadata, options: options)
+        return try await connection.unary(method: method, request: request, metadata: metadata, options: options, reserved: true)
     }
 
     // MARK: - State

@@ -113,7 +113,7 @@ extension ConnectionPool {
                     }
                     throw error
                 }
-                return try await connection.withStream(descriptor: descriptor, options: options, closure)
+                return try await connection.withStream(descriptor: descriptor, options: options, reserved: true, closure)
             }
         }
 

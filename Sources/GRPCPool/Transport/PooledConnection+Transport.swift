@@ -6,6 +6,7 @@ extension PooledConnection {
     func withStream<Result: Sendable>(
         descriptor: MethodDescriptor,
         options: CallOptions,
+        reserved: Bool = false,
         _ closure: (RPCStream<RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable>, ClientContext) async throws -> Result
     ) async throws -> Result {
         let coreOptions = CoreCallOptions(
@@ -15,13 +16,12 @@ extension PooledConnection {
         )
         let maxRequest = options.maxRequestMessageBytes ?? self.config.maxSendMessageSize
         let maxResponse = options.maxResponseMessageBytes ?? self.config.maxReceiveMessageSize
-        let channel = self.beginCall()
-        let start = ContinuousClock.now
+        let started = self.beginCall(reserved: reserved)
         let call: CoreCall
         do {
-            call = try CoreCall.create(on: channel, method: "/\(descriptor.fullyQualifiedMethod)", options: coreOptions)
+            call = try CoreCall.create(on: started.channel, method: "/\(descriptor.fullyQualifiedMethod)", options: coreOptions)
         } catch {
-            self.endCall(start: start, error: error)
+            self.endCall(started, error: error)
             throw error
         }
         let context = ClientContext(descriptor: descriptor, remotePeer: self.endpoint.description, localPeer: "")
@@ -63,16 +63,16 @@ extension PooledConnection {
                 abandon()
             }
             if let status = call.finishedStatus {
-                self.endCall(start: start, error: status.error)
+                self.endCall(started, error: status.error)
             } else {
                 abandon()
-                self.endCall(start: start, error: RPCError(code: .cancelled, message: "the RPC ended before its status arrived"))
+                self.endCall(started, error: RPCError(code: .cancelled, message: "the RPC ended before its status arrived"))
             }
             return result
         } catch {
             abandon()
             let status = call.finishedStatus
-            self.endCall(start: start, error: status.map { $0.error ?? Self.rpcError(error) } ?? Self.rpcError(error))
+            self.endCall(started, error: status.map { $0.error ?? Self.rpcError(error) } ?? Self.rpcError(error))
             throw error
         }
     }

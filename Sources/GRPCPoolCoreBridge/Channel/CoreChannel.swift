@@ -1,4 +1,5 @@
 internal import CGRPCCore
+internal import Synchronization
 
 /// A `grpc_channel`: one target, its credentials and channel args, its connectivity.
 ///
@@ -22,6 +23,8 @@ package final class CoreChannel: Sendable {
     /// The target exactly as given (`host:port`, `dns:///…`, `ipv4:…`, `unix:…`).
     package let target: String
     let handle: ChannelHandle
+    /// Calls announced with ``reserveCall()`` and not yet released.
+    private let reservedCalls = Atomic<Int>(0)
 
     /// Creates the channel. No connection is made until a call or ``state(tryToConnect:)`` asks.
     ///
@@ -63,12 +66,12 @@ package final class CoreChannel: Sendable {
         self.handle.close()
     }
 
-    /// Closes the channel once the calls on it have finished, or when `timeLimit` is up (the calls
+    /// Closes the channel once the calls on it (live or reserved) have finished, or when `timeLimit` is up (the calls
     /// left are then ended by the core).
     package func drainAndClose(timeLimit: Duration) async {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: timeLimit)
-        while self.liveCalls > 0, clock.now < deadline {
+        while self.liveCalls + self.reservedCalls.load(ordering: .acquiring) > 0, clock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
         }
         self.close()
@@ -77,6 +80,18 @@ package final class CoreChannel: Sendable {
     /// The current connectivity state; with `tryToConnect`, an idle channel starts connecting.
     package func state(tryToConnect: Bool = false) -> ConnectionState {
         self.handle.check(tryToConnect: tryToConnect)
+    }
+
+    /// Announces a call that is about to be made on this channel: ``drainAndClose(timeLimit:)``
+    /// waits for it as for a live call, so a caller that has chosen this channel before it was
+    /// replaced still finds it open. Pair every reservation with ``releaseCall()``.
+    package func reserveCall() {
+        self.reservedCalls.add(1, ordering: .releasing)
+    }
+
+    /// Ends a reservation from ``reserveCall()``.
+    package func releaseCall() {
+        self.reservedCalls.subtract(1, ordering: .releasing)
     }
 
     /// Calls created on this channel whose `grpc_call` has not been released yet.
