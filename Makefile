@@ -29,8 +29,9 @@ build: deps
 	$(SWIFT) build
 
 # Builds and runs every test (unit and integration, against real servers on loopback).
-# The isolated tests (the chaos run: 64 callers on a whole CPU for 20 s; a latency comparison) go
-# last, one at a time, so that they neither slow the other tests nor are slowed by them.
+# The isolated tests go last, one at a time, so that they neither slow the other tests nor are
+# slowed by them: the chaos run (64 callers on a whole CPU for 20 s), the load step, a latency
+# comparison, and the faults whose tests bound a detection window (keepalive, backoff, ejection).
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip IsolatedTests

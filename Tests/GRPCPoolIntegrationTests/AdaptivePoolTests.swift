@@ -36,57 +36,6 @@ struct AdaptivePoolTests {
         }
     }
 
-    @Test("A connection whose server stops answering is ejected after its failure streak; the calls that follow do not fail")
-    func stalledConnectionEjected() async throws {
-        try await withDemoServers(2) { servers in
-            let proxy = TCPProxy(targetPort: servers[0].port)
-            try await proxy.start()
-            let config = testConfig([proxy.target, servers[1].target], poolSize: 2) {
-                $0.enableRetries = false
-                // Keepalive would find the stall too, but only after 60 + 20 s: here the failed
-                // calls must.
-                $0.keepaliveTime = .seconds(60)
-                $0.keepaliveTimeout = .seconds(20)
-                $0.outlierDetection = .init(consecutiveFailures: 3, ejectionTime: .seconds(30))
-            }
-            defer { Task { await proxy.stop() } }
-            try await withPoolManager(["echo": config]) { manager in
-                let pool = try manager.pool(for: "echo")
-                let counter = LoadCounter()
-                let stop = StopFlag()
-                async let load: Void = runLoad(callers: 4, counter: counter, stop: stop) { _ in
-                    let response = try await pool.unary(
-                        method: echoUnary,
-                        request: [3],
-                        options: CoreCallOptions(timeout: .seconds(2))
-                    )
-                    return response.message == [3]
-                }
-                #expect(await poll { counter.successes > 100 })
-                let stalledAt = ContinuousClock.now
-                proxy.mode = .blackHole
-
-                // Three calls time out on the stalled connection (2 s each, in parallel): it is
-                // ejected within the window of a few deadlines.
-                let ejected = await poll(timeLimit: .seconds(10)) { pool.metrics().connections[0].isEjected }
-                #expect(ejected, "not ejected: \(pool.metrics().connections[0])")
-                #expect(ContinuousClock.now - stalledAt < .seconds(7))
-                // The calls that were already on it end at their deadline; after that, none fails.
-                try await Task.sleep(for: .milliseconds(2200))
-                let failuresBefore = counter.failures.count
-                let successesBefore = counter.successes
-                #expect(await poll { counter.successes > successesBefore + 300 })
-                stop.set()
-                await load
-                #expect(counter.failures.count == failuresBefore, "failed after the ejection: \(counter.failures.dropFirst(failuresBefore))")
-                #expect(counter.failures.allSatisfy { $0 == .deadlineExceeded }, "\(Set(counter.failures))")
-                let metrics = pool.metrics().connections
-                #expect(metrics[0].ejections == 1)
-                #expect(metrics[1].isHealthy && !metrics[1].isEjected, "the other connection stays in")
-            }
-        }
-    }
-
     @Test("Behind an L4 balancer, a backend added mid-run gets at least a quarter of the calls within two max-age periods")
     func refreshSpreadsOverNewBackend() async throws {
         try await withDemoServers(2) { backends in
