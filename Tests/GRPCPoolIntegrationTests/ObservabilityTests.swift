@@ -76,7 +76,7 @@ struct ObservabilityTests {
             }
             // The A94 counters say what the events said.
             func total(_ label: String) -> Int64 { metrics.counters(label: label).reduce(0) { $0 + $1.totalValue } }
-            #expect(total("grpc.subchannel.connection_attempts_succeeded") == Int64(events.count { $0.kind == .connected || $0.kind == .refreshed }))
+            #expect(total("grpc.subchannel.connection_attempts_succeeded") == Int64(events.count { $0.kind == .connected || $0.kind.isRefresh }))
             #expect(total("grpc.subchannel.disconnections") == Int64(events.count(where: \.isDisconnection)))
             #expect(total("grpc.subchannel.disconnections") >= 2)
             let open = try metrics.expectGauge("grpc.subchannel.open_connections", [("grpc.target", server.target), ("service", "stt"), ("connection", "0")])
@@ -109,8 +109,8 @@ struct ObservabilityTests {
             }
             let messages = logs.entries.map(\.message.description)
             for expected in [
-                "pool manager starting", "pool starting", "connection established", "pool draining", "connection closed",
-                "pool shut down",
+                "pool manager starting", "pool starting", "connection established", "connection lost",
+                "pool draining", "connection closed", "pool shut down",
             ] {
                 #expect(messages.contains(expected), "missing log line: \(expected)")
             }
@@ -118,6 +118,8 @@ struct ObservabilityTests {
             #expect(established.metadata["grpc.pool.service"] == "stt")
             #expect(established.metadata["grpc.pool.connection"] == "0")
             #expect(established.metadata["grpc.pool.endpoint"] == "\(server.target)")
+            let lost = try #require(logs.entries.first { $0.message == "connection lost" })
+            #expect(lost.metadata["grpc.pool.reason"] != nil)
             let attempt = try #require(logs.entries.first { $0.message.description.hasSuffix("scheduled") })
             #expect(attempt.metadata["grpc.pool.delay_ms"] != nil)
             #expect(logs.entries.allSatisfy { $0.level <= .info }, "a library logs at info or below")
@@ -132,6 +134,11 @@ extension PoolEvent {
 extension PoolEvent.Kind {
     var isDisconnection: Bool {
         if case .disconnected = self { return true }
+        return false
+    }
+
+    var isRefresh: Bool {
+        if case .refreshed = self { return true }
         return false
     }
 }

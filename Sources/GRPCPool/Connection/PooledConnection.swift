@@ -368,24 +368,23 @@ public final class PooledConnection: Sendable {
         }
     }
 
-    /// Records a connectivity change of the current channel; returns whether it was one.
-    func connectivityChanged(_ connectivity: ConnectionState, generation: Int) -> (changed: Bool, reconnected: Bool) {
+    /// Records a connectivity change of the current channel (a `ready` after the first counts as
+    /// a reconnection); returns whether it was one.
+    func connectivityChanged(_ connectivity: ConnectionState, generation: Int) -> Bool {
         self.storage.withLock { state in
-            guard generation == state.generation, state.connectivity != connectivity else { return (false, false) }
+            guard generation == state.generation, state.connectivity != connectivity else { return false }
             state.connectivity = connectivity
-            var reconnected = false
             if connectivity == .ready {
                 state.connectedSince = .now
                 if state.everConnected {
                     state.stats.reconnects += 1
                     self.instruments.reconnects.increment()
-                    reconnected = true
                 }
                 state.everConnected = true
             } else {
                 state.connectedSince = nil
             }
-            return (true, reconnected)
+            return true
         }
     }
 
@@ -436,6 +435,5 @@ public final class PooledConnection: Sendable {
         self.commands.finish()
         self.closeChannel()
         self.emit(.closed)
-        self.logger.info("connection closed")
     }
 }

@@ -34,18 +34,21 @@ public struct PoolEvent: Sendable, Hashable, CustomStringConvertible {
         case failed(reason: String)
         /// A connected connection lost its connection.
         case disconnected(reason: String)
-        /// Outlier detection took it out of rotation after `failures` failed calls in a row.
-        case ejected(failures: Int)
+        /// Outlier detection took it out of rotation after `failures` failed calls in a row, for
+        /// `ejectionTime`.
+        case ejected(failures: Int, ejectionTime: Duration)
         /// Back in rotation after an ejection.
         case restored
-        /// Its channel was replaced by a new, connected one (max age, or repair).
-        case refreshed
+        /// Its channel was replaced by a new, connected one: at `maxConnectionAge`, after an
+        /// ejection, or because the old one stopped answering.
+        case refreshed(reason: String)
         /// It left the pool's working set and its calls have finished; its channel is closed.
         case drained
         /// It was closed with the pool.
         case closed
-        /// The pool's working set changed size (dynamic sizing).
-        case resized(from: Int, to: Int)
+        /// The pool's working set changed size (dynamic sizing); `demand` is the calls in flight
+        /// and waiting that decided it.
+        case resized(from: Int, to: Int, demand: Int)
         /// Calls waiting for a connection with room, when that number changed (sampled each
         /// second).
         case queueDepth(Int)
@@ -58,13 +61,12 @@ public struct PoolEvent: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// Where a pool's components send their events: the observers the application gave, and the
-/// pool's own A94 subchannel metrics.
+/// pool's own recorders (its log lines and its A94 subchannel metrics).
 struct PoolEventSink: Sendable {
     let service: ServiceID
     let observers: [any PoolObserver]
 
     func emit(_ kind: PoolEvent.Kind, connection: Int? = nil, endpoint: String? = nil) {
-        guard !self.observers.isEmpty else { return }
         let event = PoolEvent(service: self.service, connection: connection, endpoint: endpoint, kind: kind)
         for observer in self.observers { observer.handle(event) }
     }

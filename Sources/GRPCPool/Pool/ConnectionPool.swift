@@ -57,7 +57,10 @@ public final class ConnectionPool: Sendable {
             endpoints: Dictionary(uniqueKeysWithValues: (0..<size).map { ($0, config.endpoint(forConnection: $0).description) }),
             factory: metricsFactory
         )
-        let events = PoolEventSink(service: serviceID, observers: observers + [subchannelMetrics])
+        let events = PoolEventSink(
+            service: serviceID,
+            observers: observers + [PoolEventLogger(logger: logger), subchannelMetrics]
+        )
         self.events = events
         let detector = config.outlierDetection.map(OutlierDetector.init(settings:))
         self.outlierDetector = detector
@@ -450,27 +453,13 @@ public final class ConnectionPool: Sendable {
                 let added = self.connections.filter { !$0.isActive }.prefix(target - active.count)
                 for connection in added { connection.activate() }
                 lastGrowth = .now
-                self.events.emit(.resized(from: active.count, to: active.count + added.count))
-                self.logger.info(
-                    "pool resized",
-                    metadata: [
-                        "grpc.pool.size": "\(active.count + added.count)",
-                        "grpc.pool.reason": "\(demand) calls for \(active.count) connections",
-                    ]
-                )
+                self.events.emit(.resized(from: active.count, to: active.count + added.count, demand: demand))
             } else if perConnection < Double(scaling.targetInFlight.lowerBound) && active.count > minimum {
                 lowReadings += 1
                 guard lowReadings >= scaling.scaleDownReadings, let last = active.last else { continue }
                 lowReadings = 0
                 last.deactivate()
-                self.events.emit(.resized(from: active.count, to: active.count - 1))
-                self.logger.info(
-                    "pool resized",
-                    metadata: [
-                        "grpc.pool.size": "\(active.count - 1)",
-                        "grpc.pool.reason": "\(demand) calls for \(active.count) connections; connection \(last.index) drains",
-                    ]
-                )
+                self.events.emit(.resized(from: active.count, to: active.count - 1, demand: demand))
             } else {
                 lowReadings = 0
             }

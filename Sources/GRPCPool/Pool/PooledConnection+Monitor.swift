@@ -92,13 +92,13 @@ extension PooledConnection {
 
             /// Puts a connected, checked channel in place of the current one; the old one's calls
             /// (they picked it already) finish, or reach the usual deadline, before it goes.
-            func swapIn(_ replacement: CoreChannel) {
+            func swapIn(_ replacement: CoreChannel, reason: String) {
                 let (generation, old) = self.replaceChannel(with: replacement)
                 wasReady = true
                 let drainLimit = self.config.timeout
                 Task { await old.drainAndClose(timeLimit: drainLimit) }
                 follow(replacement, generation: generation)
-                self.emit(.refreshed)
+                self.emit(.refreshed(reason: reason))
             }
 
             func apply(_ probe: HealthProbe) {
@@ -142,8 +142,7 @@ extension PooledConnection {
             for await event in events {
                 switch event {
                 case .connectivity(let state, let generation):
-                    let (changed, reconnected) = self.connectivityChanged(state, generation: generation)
-                    guard changed else { continue }
+                    guard self.connectivityChanged(state, generation: generation) else { continue }
                     self.logger.debug("connectivity changed", metadata: ["grpc.pool.state": "\(state)"])
                     if state != .ready, wasReady {
                         self.emit(.disconnected(reason: "\(state)"))
@@ -153,8 +152,6 @@ extension PooledConnection {
                     wasReady = state == .ready
                     switch state {
                     case .ready:
-                        if reconnected { self.logger.info("connection re-established") }
-                        else { self.logger.info("connection established") }
                         self.emit(.connected)
                         apply(await self.probe())
                     case .idle:
@@ -192,8 +189,7 @@ extension PooledConnection {
                         // Connected but failing its checks (unresponsive), or shut down under us.
                         self.logger.info("reconnection attempt \(phase): connecting a new channel")
                         if let replacement = await self.connectReplacement() {
-                            swapIn(replacement)
-                            self.logger.info("connection replaced", metadata: ["grpc.pool.attempt": "\(attempt)"])
+                            swapIn(replacement, reason: "unresponsive (reconnection attempt \(attempt))")
                             apply(.healthy)
                             continue
                         }
@@ -239,7 +235,6 @@ extension PooledConnection {
                 case .drained(let generation):
                     guard !self.isActive, generation == self.currentGeneration.0 else { continue }
                     self.closeChannel()
-                    self.logger.info("connection drained and closed")
                     self.emit(.drained)
 
                 case .command(.eject):
@@ -251,17 +246,9 @@ extension PooledConnection {
                     yield(.restore(ejection: ejection), after: time)
                     let failures = self.failuresInARow
                     self.recordError("ejected after \(failures) failed calls in a row")
-                    self.logger.warning(
-                        "connection ejected",
-                        metadata: [
-                            "grpc.pool.reason": "\(failures) failed calls in a row",
-                            "grpc.pool.delay_ms": "\(Int(time.milliseconds))",
-                        ]
-                    )
-                    self.emit(.ejected(failures: failures))
+                    self.emit(.ejected(failures: failures, ejectionTime: time))
                     if let replacement = await self.connectReplacement() {
-                        swapIn(replacement)
-                        self.logger.info("connection replaced", metadata: ["grpc.pool.reason": "ejected"])
+                        swapIn(replacement, reason: "ejected")
                     }
 
                 case .refresh:
@@ -270,8 +257,7 @@ extension PooledConnection {
                     // already; an inactive one has no connection to refresh.
                     guard self.isHealthy, self.isActive, !self.isEjected else { continue }
                     if let replacement = await self.connectReplacement() {
-                        swapIn(replacement)
-                        self.logger.info("connection refreshed", metadata: ["grpc.pool.reason": "maxConnectionAge"])
+                        swapIn(replacement, reason: "maxConnectionAge")
                     }
 
                 case .restore(let restoring):
@@ -279,7 +265,6 @@ extension PooledConnection {
                     self.endEjection()
                     let probe = await self.probe()
                     if probe == .healthy {
-                        self.logger.info("connection restored after ejection")
                         self.emit(.restored)
                     }
                     apply(probe)
