@@ -280,10 +280,10 @@ public final class PooledConnection: Sendable {
         return true
     }
 
-    /// Ends a reservation no call will use (it became a `withConnection` lease).
-    func cancelReservation() {
-        self.inFlightCalls.subtract(1, ordering: .relaxed)
-        self.onChange()
+    /// Turns a reservation into a `withConnection` lease (the load stays the same throughout).
+    func leaseReserved() {
+        self.activeLeases.add(1, ordering: .sequentiallyConsistent)
+        self.inFlightCalls.subtract(1, ordering: .sequentiallyConsistent)
     }
 
     /// Starts counting a call; `reserved` when ``reserve()`` already counted it. The channel is
@@ -345,10 +345,6 @@ public final class PooledConnection: Sendable {
     /// Codes that say something about the connection rather than about the call.
     static func isConnectionFailure(_ code: RPCError.Code) -> Bool {
         code == .unavailable || code == .deadlineExceeded
-    }
-
-    func lease() {
-        self.activeLeases.add(1, ordering: .relaxed)
     }
 
     func unlease() {

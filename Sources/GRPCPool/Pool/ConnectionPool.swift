@@ -161,7 +161,7 @@ public final class ConnectionPool: Sendable {
     /// `timeout`) among at most `maxQueuedCalls` others; past that bound it fails at once.
     ///
     /// The connection comes reserved for the caller (``PooledConnection/reserve()``): start the
-    /// call with `reserved: true`, or turn the reservation into a lease.
+    /// call with `reserved: true`, or turn the reservation into a lease (`leaseReserved()`).
     ///
     /// - Parameter timeout: how long to wait (the call's deadline).
     /// - Throws: `RPCError` `.unavailable` (fail fast, or the pool is shut down),
@@ -293,8 +293,7 @@ public final class ConnectionPool: Sendable {
         _ body: (PooledConnection) async throws -> Result
     ) async throws -> Result {
         let connection = try await self.connection(waitingAtMost: timeout)
-        connection.lease()
-        connection.cancelReservation()
+        connection.leaseReserved()
         defer { connection.unlease() }
         return try await body(connection)
     }
