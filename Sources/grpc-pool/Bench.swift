@@ -183,6 +183,11 @@ struct Bench: AsyncParsableCommand {
             let row = try await measure("(a) pool, \(policy)", "1 of 3 slow", concurrency: 16, serverPID: slow.pid) {
                 try await pool.poolStub(small)
             }
+            // The slow endpoint is connection 2; the share counts the warm-up too.
+            let share = Double(pool.pool.connections[2].metrics().totalRequests)
+                / Double(max(pool.pool.metrics().totalRequests, 1))
+            say(String(format: "  calls on the slow endpoint: %.2f %%", share * 100))
+            rows[rows.count - 1]["slow_endpoint_share"] = share
             p99[policy, default: []].append(row.p99)
             pool.shutdown()
         }
