@@ -45,8 +45,18 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Only the acquire + release and scaling rows.")
     var onlyPool = false
 
-    @Flag(help: "Memory: resident size after 100,000 and after 1,000,000 unary calls through the pool stub (concurrency 64).")
+    @Flag(help: "Memory: resident size after 100,000 and after 1,000,000 unary calls (concurrency 64).")
     var memory = false
+
+    @Option(help: "The client of the memory run: pool-stub (a), pool-raw (the pool without GRPCCore), core-channel (d), nio (c).")
+    var memoryClient: MemoryClient = .poolStub
+
+    enum MemoryClient: String, ExpressibleByArgument, CaseIterable, Sendable {
+        case poolStub = "pool-stub"
+        case poolRaw = "pool-raw"
+        case coreChannel = "core-channel"
+        case nio
+    }
 
     func run() async throws {
         if let target = self.target {
@@ -77,7 +87,7 @@ struct Bench: AsyncParsableCommand {
         defer { clients.shutdown() }
         let say: (String) -> Void = { line in if !self.json { writeLine(line) } }
         if self.memory {
-            try await Self.memoryRun(clients: clients, json: self.json)
+            try await Self.memoryRun(clients: clients, client: self.memoryClient, json: self.json)
             return
         }
         say("server: pid \(server.pid) on 127.0.0.1:\(server.port); \(self.duration) s per row after \(self.warmup) s warm-up")
@@ -218,17 +228,25 @@ struct Bench: AsyncParsableCommand {
 }
 
 extension Bench {
-    /// Resident size after 100,000 and after 1,000,000 unary 32 B calls through the pool stub at
-    /// concurrency 64: the pool must not grow with the number of calls it has made.
-    static func memoryRun(clients: BenchClients, json: Bool) async throws {
+    /// Resident size after 100,000 and after 1,000,000 unary 32 B calls at concurrency 64: the
+    /// pool must not grow with the number of calls it has made. `client` picks whose calls, so
+    /// that growth can be traced to a layer.
+    static func memoryRun(clients: BenchClients, client: MemoryClient, json: Bool) async throws {
         let payload = [UInt8](repeating: 7, count: 32)
+        let call: @Sendable () async throws -> Void
+        switch client {
+        case .poolStub: call = { try await clients.poolStub(payload) }
+        case .poolRaw: call = { _ = try await clients.pool.unary(method: "/bench.Echo/Unary", request: payload) }
+        case .coreChannel: call = { try await clients.coreChannel(payload) }
+        case .nio: call = { try await clients.nio(payload) }
+        }
         let issued = SharedCounter()
         func calls(upTo total: Int) async throws {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for _ in 0..<64 {
                     group.addTask {
                         while issued.increment() <= total {
-                            try await clients.poolStub(payload)
+                            try await call()
                         }
                     }
                 }
@@ -243,16 +261,19 @@ extension Bench {
         let after1M = residentMB()
         if json {
             let object: [String: Any] = [
+                "client": client.rawValue,
                 "rss_mb_start": start, "rss_mb_after_100k": after100k, "rss_mb_after_1m": after1M,
                 "rss_mb_growth_100k_to_1m": after1M - after100k,
             ]
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             writeLine(String(decoding: data, as: UTF8.self))
         } else {
+            writeLine("client: \(client.rawValue)")
             writeLine(String(format: "rss: %.1f MB at start, %.1f MB after 100,000 calls, %.1f MB after 1,000,000 (%+.1f MB)", start, after100k, after1M, after1M - after100k))
             writeLine("live core objects: \(LiveObjects.snapshot())")
         }
     }
+
 
     /// The current resident set size (VmRSS), in MiB.
     static func residentMB() -> Double {
