@@ -45,8 +45,11 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Only the acquire + release and scaling rows.")
     var onlyPool = false
 
-    @Flag(help: "Memory: resident size after 100,000 and after 1,000,000 unary calls (concurrency 64).")
+    @Flag(help: "Memory: resident size after a tenth of --memory-calls unary calls and after all of them (concurrency 64).")
     var memory = false
+
+    @Option(help: "Memory run: how many calls in all.")
+    var memoryCalls = 1_000_000
 
     @Option(help: "The client of the memory run: pool-stub (a), pool-raw (the pool without GRPCCore), core-channel (d), nio (c).")
     var memoryClient: MemoryClient = .poolStub
@@ -87,7 +90,7 @@ struct Bench: AsyncParsableCommand {
         defer { clients.shutdown() }
         let say: (String) -> Void = { line in if !self.json { writeLine(line) } }
         if self.memory {
-            try await Self.memoryRun(clients: clients, client: self.memoryClient, json: self.json)
+            try await Self.memoryRun(clients: clients, client: self.memoryClient, total: self.memoryCalls, json: self.json)
             return
         }
         say("server: pid \(server.pid) on 127.0.0.1:\(server.port); \(self.duration) s per row after \(self.warmup) s warm-up")
@@ -228,10 +231,10 @@ struct Bench: AsyncParsableCommand {
 }
 
 extension Bench {
-    /// Resident size after 100,000 and after 1,000,000 unary 32 B calls at concurrency 64: the
+    /// Resident size after `total` / 10 and after `total` unary 32 B calls at concurrency 64: the
     /// pool must not grow with the number of calls it has made. `client` picks whose calls, so
     /// that growth can be traced to a layer.
-    static func memoryRun(clients: BenchClients, client: MemoryClient, json: Bool) async throws {
+    static func memoryRun(clients: BenchClients, client: MemoryClient, total: Int, json: Bool) async throws {
         let payload = [UInt8](repeating: 7, count: 32)
         let call: @Sendable () async throws -> Void
         switch client {
@@ -255,21 +258,21 @@ extension Bench {
             issued.store(total)
         }
         let start = residentMB()
-        try await calls(upTo: 100_000)
-        let after100k = residentMB()
-        try await calls(upTo: 1_000_000)
-        let after1M = residentMB()
+        try await calls(upTo: total / 10)
+        let afterTenth = residentMB()
+        try await calls(upTo: total)
+        let afterAll = residentMB()
         if json {
             let object: [String: Any] = [
-                "client": client.rawValue,
-                "rss_mb_start": start, "rss_mb_after_100k": after100k, "rss_mb_after_1m": after1M,
-                "rss_mb_growth_100k_to_1m": after1M - after100k,
+                "client": client.rawValue, "calls": total,
+                "rss_mb_start": start, "rss_mb_after_tenth": afterTenth, "rss_mb_after_all": afterAll,
+                "rss_mb_growth": afterAll - afterTenth,
             ]
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             writeLine(String(decoding: data, as: UTF8.self))
         } else {
             writeLine("client: \(client.rawValue)")
-            writeLine(String(format: "rss: %.1f MB at start, %.1f MB after 100,000 calls, %.1f MB after 1,000,000 (%+.1f MB)", start, after100k, after1M, after1M - after100k))
+            writeLine(String(format: "rss: %.1f MB at start, %.1f MB after %d calls, %.1f MB after %d (%+.1f MB)", start, afterTenth, total / 10, afterAll, total, afterAll - afterTenth))
             writeLine("live core objects: \(LiveObjects.snapshot())")
         }
     }

@@ -22,7 +22,18 @@ final class ChangeSignal: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
+    /// Returns once the generation has moved past `observed`.
+    ///
+    /// - Throws: `CancellationError` when the task is cancelled.
+    func wait(after observed: Int) async throws {
+        try await self.waitForSignal(after: observed)
+    }
+
     /// Returns once the generation has moved past `observed`, or at `deadline`.
+    ///
+    /// The deadline is a `Task.sleep`, whose timer stays queued until the deadline even when the
+    /// signal comes first (the Swift runtime frees a cancelled sleep only then): keep deadlines to
+    /// a call's own, never a stand-in for "forever".
     ///
     /// - Throws: `CancellationError` when the task is cancelled.
     func wait(after observed: Int, until deadline: ContinuousClock.Instant) async throws {

@@ -22,6 +22,9 @@ public final class ConnectionPool: Sendable {
     private let queued = Atomic<Int>(0)
     private let state: Locked<State>
     private let changes: ChangeSignal
+    /// Signalled when shutdown begins: what ``run()`` waits for while the pool is open (the
+    /// `changes` of every call would wake it for nothing).
+    private let lifecycleChanges = ChangeSignal()
     private let outlierDetector: OutlierDetector?
     private let events: PoolEventSink
     let clientStorage = Locked<GRPCClient<Transport>?>(nil)
@@ -400,6 +403,7 @@ public final class ConnectionPool: Sendable {
             self.clientStorage.withLock { $0?.beginGracefulShutdown() }
             self.logger.info("pool draining", metadata: ["grpc.pool.in_flight": "\(self.totalLoad)"])
             self.changes.signal()
+            self.lifecycleChanges.signal()
         }
     }
 
@@ -480,18 +484,24 @@ public final class ConnectionPool: Sendable {
         }
     }
 
-    /// Returns once shutdown has begun and no call or lease is left, or when cancelled. Every call
-    /// that ends signals `changes`, so this looks again exactly when the load may have dropped.
+    /// Returns once shutdown has begun and no call or lease is left, or when cancelled (then the
+    /// pool closes at once). While the pool is open it sleeps until shutdown begins; after that,
+    /// every call that ends signals `changes`, so it looks again exactly when the load may have
+    /// dropped. Neither wait has a deadline: a waiting task costs nothing until it is woken.
     private func waitUntilDrained() async {
-        while true {
-            let observed = self.changes.generation
-            let closing = self.state.withLock { $0.lifecycle != .open }
-            if closing && self.totalLoad == 0 { return }
-            do {
-                try await self.changes.wait(after: observed, until: .now.advanced(by: .seconds(3600)))
-            } catch {
-                return  // cancelled: close at once
+        do {
+            while true {
+                let observed = self.lifecycleChanges.generation
+                if self.state.withLock({ $0.lifecycle != .open }) { break }
+                try await self.lifecycleChanges.wait(after: observed)
             }
+            while true {
+                let observed = self.changes.generation
+                if self.totalLoad == 0 { return }
+                try await self.changes.wait(after: observed)
+            }
+        } catch {
+            return
         }
     }
 }
