@@ -58,7 +58,6 @@ struct Chaos: AsyncParsableCommand {
         let say: @Sendable (String) -> Void = { [json] line in if !json { writeLine(line) } }
         let servers = (0..<self.endpoints).map { _ in DemoServer() }
         for server in servers { try await server.start() }
-        let targets = servers.map(\.target)
         // The baseline: servers up, no pool; the process's one-time machinery already made:
         // Dispatch's timers (an epoll, an eventfd and a timerfd, on the first sleep) and the C
         // core's (an epoll and an eventfd that libgrpc keeps after its first `grpc_init`). So

@@ -231,13 +231,13 @@ extension IsolatedTests {
                     #expect(pool.metrics().poolSize == 2)
 
                     // Under a sanitizer (several times slower) the step goes to 128 calls: still 16 per
-                // connection at 8, but within what the calls' deadlines allow there.
-                async let burstLoad: Void = steadyLoad(
-                    pool: pool,
-                    callers: underSanitizer ? 112 : 496,
-                    counter: counter,
-                    stop: burst
-                )
+                    // connection at 8, but within what the calls' deadlines allow there.
+                    async let burstLoad: Void = steadyLoad(
+                        pool: pool,
+                        callers: underSanitizer ? 112 : 496,
+                        counter: counter,
+                        stop: burst
+                    )
                     let grew = await poll(timeLimit: .seconds(10)) { pool.metrics().poolSize == 8 }
                     #expect(grew, "pool size under 512 calls: \(pool.metrics().poolSize)")
                     #expect(await poll { pool.metrics().healthyConnections == 8 })

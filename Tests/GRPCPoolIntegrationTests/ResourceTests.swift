@@ -55,9 +55,13 @@ struct ResourceTests {
         try await withDemoServer { server in
             let channel = try CoreChannel(target: server.target)
             _ = try await channel.unary(method: "/bench.Echo/Unary", request: [1])
-            #expect(LiveObjects.pollerThreads.value >= 1)
-            let names = threadNames()
-            #expect(names.contains { $0.hasPrefix("grpc-pool-cq-") }, "threads: \(names)")
+            // The channel keeps its runtime, and so the poller, alive: keep it to the end (Swift may
+            // release it right after its last use, and the poller then exits).
+            withExtendedLifetime(channel) {
+                #expect(LiveObjects.pollerThreads.value >= 1)
+                let names = threadNames()
+                #expect(names.contains { $0.hasPrefix("grpc-pool-cq-") }, "threads: \(names)")
+            }
         }
     }
 }

@@ -26,26 +26,6 @@ final class ChangeSignal: Sendable {
     ///
     /// - Throws: `CancellationError` when the task is cancelled.
     func wait(after observed: Int) async throws {
-        try await self.waitForSignal(after: observed)
-    }
-
-    /// Returns once the generation has moved past `observed`, or at `deadline`.
-    ///
-    /// The deadline is a `Task.sleep`, whose timer stays queued until the deadline even when the
-    /// signal comes first (the Swift runtime frees a cancelled sleep only then): keep deadlines to
-    /// a call's own, never a stand-in for "forever".
-    ///
-    /// - Throws: `CancellationError` when the task is cancelled.
-    func wait(after observed: Int, until deadline: ContinuousClock.Instant) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.waitForSignal(after: observed) }
-            group.addTask { try await Task.sleep(until: deadline, clock: .continuous) }
-            defer { group.cancelAll() }
-            try await group.next()
-        }
-    }
-
-    private func waitForSignal(after observed: Int) async throws {
         let id = self.state.withLock { state in
             defer { state.nextWaiter += 1 }
             return state.nextWaiter

@@ -180,7 +180,7 @@ public final class ConnectionPool: Sendable {
 
     private func pick(waitingAtMost timeout: Duration?) async throws(RPCError) -> PooledConnection {
         try self.checkOpen()
-        var found = self.pickHealthy()
+        let found = self.pickHealthy()
         if case .connection(let connection) = found, connection.reserve() { return connection }
         if case .noneHealthy = found {
             switch self.config.whenNoneHealthy.value {
@@ -198,12 +198,40 @@ public final class ConnectionPool: Sendable {
             }
         }
 
+        // The wait runs beside one timer for its whole length (not one per wake-up: a cancelled
+        // Task.sleep holds its memory until its deadline), and whichever ends first ends the other.
+        let deadline = ContinuousClock.now.advanced(by: timeout ?? self.config.timeout)
+        do {
+            return try await withThrowingTaskGroup(of: PooledConnection?.self) { group in
+                group.addTask {
+                    try await Task.sleep(until: deadline, clock: .continuous)
+                    return nil
+                }
+                group.addTask { try await self.waitForRoom(until: deadline) }
+                defer { group.cancelAll() }
+                while let result = try await group.next() {
+                    if let connection = result { return connection }
+                    // The deadline passed: the waiting loop, cancelled, throws DEADLINE_EXCEEDED
+                    // (or returns the connection it reserved just before).
+                    group.cancelAll()
+                }
+                throw RPCError(code: .internalError, message: "the wait for a connection ended without an outcome")
+            }
+        } catch let error as RPCError {
+            throw error
+        } catch {
+            throw RPCError(code: .cancelled, message: "cancelled while waiting for a connection")
+        }
+    }
+
+    /// Waits for a connection with room: counted among the queued calls while all are full (and
+    /// refused past `maxQueuedCalls`), woken by every change of health or load.
+    private func waitForRoom(until deadline: ContinuousClock.Instant) async throws(RPCError) -> PooledConnection {
         var queued = false
         defer { if queued { self.queued.subtract(1, ordering: .relaxed) } }
-        let deadline = ContinuousClock.now.advanced(by: timeout ?? self.config.timeout)
         while true {
             let observed = self.changes.generation
-            found = self.pickHealthy()
+            let found = self.pickHealthy()
             switch found {
             case .connection(let connection):
                 // Not reserved only if it left the working set just now; look again at once.
@@ -217,25 +245,30 @@ public final class ConnectionPool: Sendable {
                 break
             }
             try self.checkOpen()
-            guard ContinuousClock.now < deadline else {
-                if case .allAtCapacity = found {
-                    throw RPCError(
-                        code: .deadlineExceeded,
-                        message: "no connection to '\(self.serviceID)' had room before the deadline"
-                            + " (\(self.connections.count) × streamCapacity \(self.config.streamCapacity))",
-                        cause: self.saturation
-                    )
-                }
-                var error = self.noneHealthy()
-                error.code = .deadlineExceeded
-                throw error
-            }
+            guard ContinuousClock.now < deadline else { throw self.expired(found) }
             do {
-                try await self.changes.wait(after: observed, until: deadline)
+                try await self.changes.wait(after: observed)
             } catch {
+                // Cancelled: by the timer at the deadline, or by the caller.
+                if ContinuousClock.now >= deadline { throw self.expired(found) }
                 throw RPCError(code: .cancelled, message: "cancelled while waiting for a connection")
             }
         }
+    }
+
+    /// DEADLINE_EXCEEDED for a call that waited in vain: saturation or no healthy connection.
+    private func expired(_ found: Pick) -> RPCError {
+        if case .allAtCapacity = found {
+            return RPCError(
+                code: .deadlineExceeded,
+                message: "no connection to '\(self.serviceID)' had room before the deadline"
+                    + " (\(self.connections.count) × streamCapacity \(self.config.streamCapacity))",
+                cause: self.saturation
+            )
+        }
+        var error = self.noneHealthy()
+        error.code = .deadlineExceeded
+        return error
     }
 
     /// ``connection(waitingAtMost:)`` as a `Result`.
