@@ -431,6 +431,8 @@ enum Measure {
         var cpuPerCall: Double  // µs of client CPU per call
         var serverCPU: Double?  // share of one core
         var rssMB: Double
+        /// The first failure, when there were any.
+        var firstError: String? = nil
 
         var qps: Double { Double(self.calls) / self.seconds }
 
@@ -443,7 +445,7 @@ enum Measure {
                 workload.padding(toLength: 14, withPad: " ", startingAt: 0),
                 concurrency, self.qps, self.p50, self.p99, self.cpuPerCall,
                 self.serverCPU.map { String(format: "%.0f%%", $0 * 100) } ?? "-", self.rssMB
-            )
+            ) + (self.failures > 0 ? "  (\(self.failures) failed; first: \(self.firstError ?? "?"))" : "")
         }
 
         func json(client: String, workload: String, concurrency: Int) -> [String: Any] {
@@ -467,12 +469,13 @@ enum Measure {
         let before = Usage.now(serverPID: serverPID)
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: duration)
-        let results = try await withThrowingTaskGroup(of: ([Duration], Int).self) { group in
+        let results = try await withThrowingTaskGroup(of: ([Duration], Int, String?).self) { group in
             for _ in 0..<concurrency {
                 group.addTask {
                     var latencies: [Duration] = []
                     latencies.reserveCapacity(1 << 16)
                     var failures = 0
+                    var firstError: String?
                     while clock.now < deadline {
                         let start = clock.now
                         do {
@@ -480,19 +483,23 @@ enum Measure {
                             latencies.append(clock.now - start)
                         } catch {
                             failures += 1
+                            if firstError == nil { firstError = "\(error)" }
                         }
                     }
-                    return (latencies, failures)
+                    return (latencies, failures, firstError)
                 }
             }
-            var all: ([Duration], Int) = ([], 0)
-            for try await (latencies, failures) in group {
+            var all: ([Duration], Int, String?) = ([], 0, nil)
+            for try await (latencies, failures, firstError) in group {
                 all.0 += latencies
                 all.1 += failures
+                all.2 = all.2 ?? firstError
             }
             return all
         }
-        return Self.row(latencies: results.0, failures: results.1, before: before, after: Usage.now(serverPID: serverPID))
+        var row = Self.row(latencies: results.0, failures: results.1, before: before, after: Usage.now(serverPID: serverPID))
+        row.firstError = results.2
+        return row
     }
 
     /// Median ns per acquire + release, measured over batches of 1000 in `tasks` tasks.

@@ -58,7 +58,11 @@ extension PoolManager {
         public var balancing: BalancingPolicy
         /// Calls (and `withConnection` leases) one connection carries at most; a connection at
         /// capacity is not picked. Default `100`, the common server limit on concurrent streams
-        /// per HTTP/2 connection.
+        /// per HTTP/2 connection. Keep it at or below the server's limit: past it, calls queue
+        /// inside the core rather than in the pool, and a grpc-swift (NIO) server resets the
+        /// connection outright when one channel opens far more streams than it allows (measured:
+        /// 256 calls at once on one channel to a 100-stream server all fail UNAVAILABLE,
+        /// "Connection reset by peer", again after every reconnection).
         public var streamCapacity: Int
         /// Calls that may wait for a connection with room when every healthy connection is at
         /// ``streamCapacity``. They wait up to their deadline; past this bound a call fails at
