@@ -239,7 +239,7 @@ extension Bench {
         let call: @Sendable () async throws -> Void
         switch client {
         case .poolStub: call = { try await clients.poolStub(payload) }
-        case .poolRaw: call = { _ = try await clients.pool.unary(method: "/bench.Echo/Unary", request: payload) }
+        case .poolRaw: call = { try await clients.poolRaw(payload) }
         case .coreChannel: call = { try await clients.coreChannel(payload) }
         case .nio: call = { try await clients.nio(payload) }
         }
@@ -277,7 +277,6 @@ extension Bench {
         }
     }
 
-
     /// The current resident set size (VmRSS), in MiB.
     static func residentMB() -> Double {
         let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
@@ -299,6 +298,8 @@ final class BenchClients: Sendable {
     private let cursor = Atomic(0)
 
     static let descriptor = MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary)
+    /// The same method as the core layer names it.
+    static let unaryPath = "/bench.Echo/Unary"
 
     convenience init(endpoint: PoolManager.Endpoint, connections: Int, nioClients: Int? = nil) async throws {
         try await self.init(endpoints: [endpoint], connections: connections, nioClients: nioClients)
@@ -417,7 +418,12 @@ final class BenchClients: Sendable {
 
     /// (d) one plain core channel through this package's core layer, no pool.
     func coreChannel(_ payload: [UInt8]) async throws {
-        _ = try await self.core.unary(method: "/bench.Echo/Unary", request: payload)
+        _ = try await self.core.unary(method: Self.unaryPath, request: payload)
+    }
+
+    /// The pool's own unary call on raw bytes: the pool without GRPCCore.
+    func poolRaw(_ payload: [UInt8]) async throws {
+        _ = try await self.pool.unary(method: Self.unaryPath, request: payload)
     }
 }
 
@@ -530,7 +536,7 @@ enum Measure {
         let before = Usage.now(serverPID: serverPID)
         let (latencies, failures) = await CoreBenchLoop.run(
             channel: clients.core,
-            method: "/bench.Echo/Unary",
+            method: BenchClients.unaryPath,
             payload: payload,
             concurrency: concurrency,
             duration: duration

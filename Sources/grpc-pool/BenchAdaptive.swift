@@ -9,7 +9,7 @@ import GRPCPoolCoreBridge
 /// connection is full. Their figures are outcomes (failed calls, sizes, shares, shed calls) more
 /// than speeds.
 enum AdaptiveBench {
-    static let method = "/bench.Echo/Unary"
+    static let method = BenchClients.unaryPath
     static let payload = [UInt8](repeating: 7, count: 32)
 
     /// Runs `body` with a running pool for `config`, healthy, and shuts it down afterwards.

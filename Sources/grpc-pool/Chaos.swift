@@ -130,7 +130,7 @@ struct Chaos: AsyncParsableCommand {
     private static func warmUpCore(target: String) async throws {
         do {
             let channel = try CoreChannel(target: target)
-            _ = try await channel.unary(method: "/bench.Echo/Unary", request: [1])
+            _ = try await channel.unary(method: BenchClients.unaryPath, request: [1])
             channel.close()
         }
         let clock = ContinuousClock()

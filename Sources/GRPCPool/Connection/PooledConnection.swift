@@ -80,10 +80,10 @@ public final class PooledConnection: Sendable {
         metricsFactory: any MetricsFactory,
         outlierDetector: OutlierDetector? = nil,
         active: Bool = true,
-        events: PoolEventSink? = nil,
+        events: PoolEventSink,
         onChange: @escaping @Sendable () -> Void
     ) throws {
-        self.events = events ?? PoolEventSink(service: serviceID, observers: [])
+        self.events = events
         self.outlierDetector = outlierDetector
         self.active = Atomic(active)
         (self.commandStream, self.commands) = AsyncStream.makeStream(of: Command.self)

@@ -66,8 +66,8 @@ package final class CoreChannel: Sendable {
         self.handle.close()
     }
 
-    /// Closes the channel once the calls on it (live or reserved) have finished, or when `timeLimit` is up (the calls
-    /// left are then ended by the core).
+    /// Closes the channel once the calls on it (live or reserved) have finished, or when
+    /// `timeLimit` is up (the calls left are then ended by the core).
     package func drainAndClose(timeLimit: Duration) async {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: timeLimit)
