@@ -84,10 +84,13 @@ struct AdaptivePoolTests {
             let config = testConfig([server.target], poolSize: 1) {
                 $0.streamCapacity = 2
                 $0.maxQueuedCalls = 2
+                $0.timeout = .seconds(30)  // the calls' deadline, past the server's delay below
             }
             try await withPoolManager(["echo": config]) { manager in
                 let pool = try manager.pool(for: "echo")
-                server.behaviour = .init(delay: .seconds(3))
+                // Long enough that the first two are still running when the shed call has been
+                // refused, even in the parallel phase of `make test`, where seconds can pass.
+                server.behaviour = .init(delay: .seconds(10))
                 // Two calls fill the connection, two more wait in the queue.
                 let held = (0..<4).map { index in
                     Task { try await pool.unary(method: echoUnary, request: [UInt8(index)]) }

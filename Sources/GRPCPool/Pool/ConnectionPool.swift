@@ -401,6 +401,7 @@ public final class ConnectionPool: Sendable {
             "pool starting",
             metadata: ["grpc.pool.size": "\(self.connections.count)", "grpc.pool.balancing": "\(self.config.balancing)"]
         )
+        var drained = false
         await withDiscardingTaskGroup { group in
             for connection in self.connections {
                 group.addTask { await connection.monitor() }
@@ -412,10 +413,16 @@ public final class ConnectionPool: Sendable {
             if let metricsLogInterval {
                 group.addTask { await self.logMetrics(every: metricsLogInterval) }
             }
-            await self.waitUntilDrained()
+            drained = await self.waitUntilDrained()
             group.cancelAll()
         }
-        for connection in self.connections { connection.close() }
+        for connection in self.connections {
+            // After a graceful drain, the calls have ended but the core objects of the last ones
+            // may still be on their way out (the poller lets go of a call just after resuming its
+            // caller): close each channel once they are gone. Cancelled: close at once.
+            if drained { await connection.channel.drainAndClose(timeLimit: self.config.timeout) }
+            connection.close()
+        }
         // The client's transport refers back to the pool, and the outlier detector to the
         // connections: let go of them, so that the pool, its channels and the core can be released.
         self.clientStorage.withLock { $0 = nil }
@@ -517,11 +524,11 @@ public final class ConnectionPool: Sendable {
         }
     }
 
-    /// Returns once shutdown has begun and no call or lease is left, or when cancelled (then the
-    /// pool closes at once). While the pool is open it sleeps until shutdown begins; after that,
-    /// every call that ends signals `changes`, so it looks again exactly when the load may have
-    /// dropped. Neither wait has a deadline: a waiting task costs nothing until it is woken.
-    private func waitUntilDrained() async {
+    /// Returns `true` once shutdown has begun and no call or lease is left, `false` when cancelled
+    /// (then the pool closes at once). While the pool is open it sleeps until shutdown begins;
+    /// after that, every call that ends signals `changes`, so it looks again exactly when the load
+    /// may have dropped. Neither wait has a deadline: a waiting task costs nothing until it is woken.
+    private func waitUntilDrained() async -> Bool {
         do {
             while true {
                 let observed = self.lifecycleChanges.generation
@@ -530,11 +537,11 @@ public final class ConnectionPool: Sendable {
             }
             while true {
                 let observed = self.changes.generation
-                if self.totalLoad == 0 { return }
+                if self.totalLoad == 0 { return true }
                 try await self.changes.wait(after: observed)
             }
         } catch {
-            return
+            return false
         }
     }
 }
