@@ -31,7 +31,8 @@ build: deps
 # Builds and runs every test (unit and integration, against real servers on loopback).
 # The isolated tests go last, one at a time, so that they neither slow the other tests nor are
 # slowed by them: the chaos run (64 callers on a whole CPU for 20 s), the load step, a latency
-# comparison, and the faults whose tests bound a detection window (keepalive, backoff, ejection).
+# comparison, the faults whose tests bound a detection window (keepalive, backoff, ejection), and
+# GOAWAY every 0.4 s under load.
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip IsolatedTests
