@@ -383,9 +383,10 @@ public struct BalancingPolicy: Sendable, Hashable, CustomStringConvertible {
     public static let leastInFlight = BalancingPolicy(value: .leastInFlight)
     /// Each call takes the less busy of two healthy connections drawn at random (power of two
     /// choices), where busy is the expected wait: (calls in flight + 1) × the connection's
-    /// recent latency (a peak-sensitive moving average that decays over ten seconds). A slow
-    /// connection gets few calls, and a failure counts as a one-second call, so a connection that
-    /// fails fast does not attract traffic for having nothing in flight.
+    /// recent latency (a moving average that jumps to any slower call and fades over the next few
+    /// dozen calls, or over ten seconds without calls). A slow connection gets few calls, and a
+    /// failure counts as a one-second call, so a connection that fails fast does not attract
+    /// traffic for having nothing in flight.
     public static let leastBusy = BalancingPolicy(value: .leastBusy)
 
     public var description: String { self.value.rawValue }
