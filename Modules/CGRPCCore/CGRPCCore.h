@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/prctl.h>
 
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -24,5 +25,8 @@ static const uint32_t CGRPCCore_propagate_defaults = GRPC_PROPAGATE_DEFAULTS;
    keep their bytes inline, so a pointer into a by-value copy would dangle. */
 static inline const uint8_t *CGRPCCore_slice_start(const grpc_slice *s) { return GRPC_SLICE_START_PTR(*s); }
 static inline size_t CGRPCCore_slice_length(const grpc_slice *s) { return GRPC_SLICE_LENGTH(*s); }
+
+/* Names the calling thread (cut to 15 bytes). prctl is variadic, which Swift cannot call. */
+static inline int CGRPCCore_name_current_thread(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
 
 #endif

@@ -49,32 +49,25 @@ struct ResourceTests {
             #expect(await poll { channel.liveCalls == 0 })
         }
     }
+
+    @Test("The runtime's poller is a named thread and there is one per runtime")
+    func pollerThread() async throws {
+        try await withDemoServer { server in
+            let channel = try CoreChannel(target: server.target)
+            _ = try await channel.unary(method: "/bench.Echo/Unary", request: [1])
+            // The channel keeps its runtime, and so the poller, alive: keep it to the end (Swift may
+            // release it right after its last use, and the poller then exits).
+            withExtendedLifetime(channel) {
+                #expect(LiveObjects.pollerThreads.value >= 1)
+                let names = threadNames()
+                #expect(names.contains { $0.hasPrefix("grpc-pool-cq-") }, "threads: \(names)")
+            }
+        }
+    }
 }
 
 private func threadNames() -> [String] {
     let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
     return tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8) }
         .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
-}
-
-extension IsolatedTests {
-    /// Looks at the process's threads: alone, so that the parallel phase's many runtimes coming
-    /// and going cannot decide it (it failed there twice without a cause found).
-    @Suite("Core poller thread")
-    struct PollerThreadTests {
-        @Test("The runtime's poller is a named thread and there is one per runtime")
-        func pollerThread() async throws {
-            try await withDemoServer { server in
-                let channel = try CoreChannel(target: server.target)
-                _ = try await channel.unary(method: "/bench.Echo/Unary", request: [1])
-                // The channel keeps its runtime, and so the poller, alive: keep it to the end (Swift may
-                // release it right after its last use, and the poller then exits).
-                withExtendedLifetime(channel) {
-                    #expect(LiveObjects.pollerThreads.value >= 1)
-                    let names = threadNames()
-                    #expect(names.contains { $0.hasPrefix("grpc-pool-cq-") }, "threads: \(names)")
-                }
-            }
-        }
-    }
 }

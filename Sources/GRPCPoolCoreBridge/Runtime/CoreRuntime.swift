@@ -130,15 +130,17 @@ private final class PollerThread: @unchecked Sendable {
     init(name: String, queue: OpaquePointer, onIdle: @escaping @Sendable () -> Void) {
         self.queue = queue
         self.onIdle = onIdle
-        // Linux refuses (ERANGE), rather than cuts, a thread name of more than 15 bytes, which
-        // left pollers from the 100th runtime on unnamed: cut it here (`grpc-pool-cq-123` shows
-        // as `grpc-pool-cq-12`).
+        // Linux keeps at most 15 bytes of a thread's name (`grpc-pool-cq-123` shows as
+        // `grpc-pool-cq-12`).
         let name = String(decoding: name.utf8.prefix(15), as: UTF8.self)
         let thread = Thread { [self] in
-            Thread.current.name = name  // shows in `ps -L` and debuggers
+            // Named by the thread itself, through prctl (shows in `ps -L` and debuggers):
+            // Foundation's `Thread.name` setter on Linux names the thread only once `start()` has
+            // stored its handle, which a new thread can outrun; the poller then kept the name it
+            // inherited from whichever thread started it (seen: a test found no poller by name).
+            _ = CGRPCCore_name_current_thread(name)
             self.run()
         }
-        thread.name = name
         LiveObjects.pollerThreads.increment()
         thread.start()
     }
