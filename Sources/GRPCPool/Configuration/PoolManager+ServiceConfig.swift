@@ -41,8 +41,10 @@ extension PoolManager {
         /// Close a connection after this long without calls (`grpc.client_idle_timeout_ms`); the
         /// next call reconnects it. Default 5 minutes.
         public var maxConnectionIdle: Duration
-        /// Let the core retry calls that fail with UNAVAILABLE before any response arrived
-        /// (``retryPolicy``). Default `true`.
+        /// Retry calls that fail with a retryable code (``retryPolicy``; UNAVAILABLE by default).
+        /// grpc-swift's client retries them on the clients this pool hands out, each attempt
+        /// picking a connection again; the core's own retries stay off (they would stay on the
+        /// failing connection). Default `true`.
         public var enableRetries: Bool
         /// The retry policy applied to every method when ``enableRetries`` is on.
         public var retryPolicy: CallRetryPolicy
@@ -336,7 +338,8 @@ extension PoolManager {
         public static var defaults: HealthCheck { HealthCheck() }
     }
 
-    /// The core's retry policy for calls (service config `retryPolicy`), applied to every method.
+    /// The retry policy for calls (the service config's `retryPolicy` fields), applied to every
+    /// method of the service by the clients the pool hands out.
     public struct CallRetryPolicy: Sendable, Hashable {
         /// Attempts including the first; 2–5. Default 3.
         public var maxAttempts: Int
