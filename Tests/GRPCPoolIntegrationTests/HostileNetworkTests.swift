@@ -117,6 +117,13 @@ extension Duration {
 extension IsolatedTests {
     /// GOAWAY every 0.4 s under load: whether every call survives the reconnections depends on
     /// how fast they happen, which 80 tests in parallel on two cores can stretch. Run alone.
+    ///
+    /// Seen about once in ten runs beside the parallel tests: the NIO server stops answering on a
+    /// connection it is closing (not even PINGs), so the calls on it end with UNAVAILABLE
+    /// "keepalive watchdog timeout" after keepaliveTime + keepaliveTimeout (15 s here) and are
+    /// retried on the new connections: the run takes 15 s longer, no call fails. (The NIO
+    /// transport's own comments name a race of a new stream with the server's GOAWAY,
+    /// swift-nio-http2#466; not confirmed to be this.)
     @Suite("Hostile network: GOAWAY under load")
     struct GoAwayTests {
         @Test("A server that sends GOAWAY at its max connection age: the pool reconnects and no call fails")
