@@ -18,6 +18,8 @@ public final class PooledConnection: Sendable {
     public let endpoint: PoolManager.Endpoint
 
     let config: PoolManager.ServiceConfig
+    /// The endpoint as text, made once: every RPC's `ClientContext` names it as the remote peer.
+    let peer: String
     let credentials: ChannelCredentials
     let options: ChannelOptions
     let logger: Logger
@@ -90,6 +92,7 @@ public final class PooledConnection: Sendable {
         self.serviceID = serviceID
         self.index = index
         self.endpoint = config.endpoint(forConnection: index)
+        self.peer = self.endpoint.description
         self.config = config
         self.credentials = credentials
         self.options = config.channelOptions()

@@ -24,9 +24,11 @@ extension PooledConnection {
 
         let connection: PooledConnection
         let lifecycle = TransportLifecycle()
+        private let methodConfig: MethodConfig
 
         init(connection: PooledConnection) {
             self.connection = connection
+            self.methodConfig = connection.config.methodConfig
         }
 
         public var retryThrottle: RetryThrottle? { nil }
@@ -51,7 +53,7 @@ extension PooledConnection {
         }
 
         public func config(forMethod descriptor: MethodDescriptor) -> MethodConfig? {
-            self.connection.config.methodConfig
+            self.methodConfig
         }
     }
 }
@@ -80,9 +82,11 @@ extension ConnectionPool {
 
         let pool: ConnectionPool
         let lifecycle = TransportLifecycle()
+        private let methodConfig: MethodConfig
 
         init(pool: ConnectionPool) {
             self.pool = pool
+            self.methodConfig = pool.config.methodConfig
         }
 
         public var retryThrottle: RetryThrottle? { nil }
@@ -118,7 +122,7 @@ extension ConnectionPool {
         }
 
         public func config(forMethod descriptor: MethodDescriptor) -> MethodConfig? {
-            self.pool.config.methodConfig
+            self.methodConfig
         }
     }
 }

@@ -19,12 +19,12 @@ extension PooledConnection {
         let started = self.beginCall(reserved: reserved)
         let call: CoreCall
         do {
-            call = try CoreCall.create(on: started.channel, method: "/\(descriptor.fullyQualifiedMethod)", options: coreOptions)
+            call = try CoreCall.create(on: started.channel, method: descriptor.path, options: coreOptions)
         } catch {
             self.endCall(started, error: error)
             throw error
         }
-        let context = ClientContext(descriptor: descriptor, remotePeer: self.endpoint.description, localPeer: "")
+        let context = ClientContext(descriptor: descriptor, remotePeer: self.peer, localPeer: "")
 
         let stream: RPCStream<RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable>
         let abandon: @Sendable () -> Void
@@ -84,6 +84,21 @@ extension PooledConnection {
     }
 }
 
+extension MethodDescriptor {
+    /// The HTTP/2 path, `/package.Service/Method`, by concatenation (`fullyQualifiedMethod`
+    /// interpolates the service descriptor through `description`, on every RPC).
+    var path: String {
+        let service = self.service.fullyQualifiedService
+        var path = ""
+        path.reserveCapacity(service.utf8.count + self.method.utf8.count + 2)
+        path += "/"
+        path += service
+        path += "/"
+        path += self.method
+        return path
+    }
+}
+
 extension ChannelOptions.Compression {
     init?(_ algorithm: CompressionAlgorithm) {
         switch algorithm {
@@ -97,7 +112,8 @@ extension ChannelOptions.Compression {
 
 extension PoolManager.ServiceConfig {
     /// The method config for every method of the service: message limits and, with
-    /// `enableRetries`, the retry policy (which GRPCCore applies across connections, since each
+    /// `enableRetries`, the retry policy. (Built once per transport: GRPCCore asks for it on every
+    /// RPC.) (which GRPCCore applies across connections, since each
     /// attempt picks a connection again).
     var methodConfig: MethodConfig {
         var executionPolicy: RPCExecutionPolicy?
