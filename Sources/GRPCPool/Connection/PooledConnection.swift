@@ -129,11 +129,9 @@ public final class PooledConnection: Sendable {
     /// Whether it carries fewer calls than `streamCapacity`.
     var hasRoom: Bool { self.load < self.config.streamCapacity }
 
-    /// What least-busy balancing compares: the expected wait of one more call, (load + 1) × the
-    /// recent latency (at least a microsecond, so that among new connections load decides).
-    func busyCost(at now: ContinuousClock.Instant) -> Double {
-        let estimate = self.latency.withLock { $0.estimate(at: now) }
-        return max(estimate.milliseconds, 0.001) * Double(self.load + 1)
+    /// Recent latency in milliseconds for least-busy balancing; `nil` before its first call ends.
+    func latencyEstimate(at now: ContinuousClock.Instant) -> Double? {
+        self.latency.withLock { $0.hasSamples ? $0.estimate(at: now).milliseconds : nil }
     }
 
     /// Calls in a row that failed with UNAVAILABLE or DEADLINE_EXCEEDED.

@@ -140,12 +140,27 @@ public final class ConnectionPool: Sendable {
                 return .connection(first)
             }
             let now = ContinuousClock.now
-            return .connection(first.busyCost(at: now) <= second.busyCost(at: now) ? first : second)
+            let firstWins = Self.lessBusy(
+                (first.latencyEstimate(at: now), first.load),
+                than: (second.latencyEstimate(at: now), second.load)
+            )
+            return .connection(firstWins ? first : second)
         }
         if !sawHealthy {
             sawHealthy = self.connections.contains { $0.isHealthy }
         }
         return sawHealthy ? .allAtCapacity : .noneHealthy
+    }
+
+    /// Least-busy's comparison: busy is the expected wait of one more call, (load + 1) × recent
+    /// latency (in milliseconds, at least a microsecond, so that where latencies are equal or zero
+    /// load decides). A connection whose first call has not ended yet counts as fast as the
+    /// other: load decides between them, rather than an unknown latency passing for none (which
+    /// drew every pick to a new connection, slow or not, until its first call came back).
+    static func lessBusy(_ a: (latency: Double?, load: Int), than b: (latency: Double?, load: Int)) -> Bool {
+        let latencyA = max(a.latency ?? b.latency ?? 0, 0.001)
+        let latencyB = max(b.latency ?? a.latency ?? 0, 0.001)
+        return latencyA * Double(a.load + 1) <= latencyB * Double(b.load + 1)
     }
 
     /// The first healthy connection with room at or after `index`, wrapping around.

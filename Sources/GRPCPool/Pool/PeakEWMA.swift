@@ -33,6 +33,7 @@ struct PeakEWMA: Sendable {
     /// Folds in one call's latency.
     mutating func record(_ latency: Duration, at now: ContinuousClock.Instant = .now) {
         let sample = latency.milliseconds
+        self.hasSamples = true
         if sample > self.milliseconds {
             self.milliseconds = sample
         } else {
@@ -41,6 +42,9 @@ struct PeakEWMA: Sendable {
         }
         self.updated = max(self.updated, now)
     }
+
+    /// Whether a call has been recorded yet.
+    private(set) var hasSamples = false
 
     /// The estimate at `now`: what was recorded, faded by the time since.
     func estimate(at now: ContinuousClock.Instant = .now) -> Duration {
