@@ -25,6 +25,8 @@ struct PeakEWMA: Sendable {
 
     private var milliseconds: Double = 0
     private var updated: ContinuousClock.Instant
+    /// Whether a call has been recorded yet.
+    private(set) var hasSamples = false
 
     init(now: ContinuousClock.Instant = .now) {
         self.updated = now
@@ -42,9 +44,6 @@ struct PeakEWMA: Sendable {
         }
         self.updated = max(self.updated, now)
     }
-
-    /// Whether a call has been recorded yet.
-    private(set) var hasSamples = false
 
     /// The estimate at `now`: what was recorded, faded by the time since.
     func estimate(at now: ContinuousClock.Instant = .now) -> Duration {

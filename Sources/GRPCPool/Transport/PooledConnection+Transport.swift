@@ -112,9 +112,9 @@ extension ChannelOptions.Compression {
 
 extension PoolManager.ServiceConfig {
     /// The method config for every method of the service: message limits and, with
-    /// `enableRetries`, the retry policy. (Built once per transport: GRPCCore asks for it on every
-    /// RPC.) (which GRPCCore applies across connections, since each
-    /// attempt picks a connection again).
+    /// `enableRetries`, the retry policy (which GRPCCore applies across connections, since each
+    /// attempt picks a connection again). Each transport builds it once: GRPCCore asks for it on
+    /// every RPC.
     var methodConfig: MethodConfig {
         var executionPolicy: RPCExecutionPolicy?
         if self.enableRetries {
