@@ -51,7 +51,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Memory run: how many calls in all.")
     var memoryCalls = 1_000_000
 
-    @Option(help: "The client of the memory run: pool-stub (a), pool-raw (the pool without GRPCCore), core-channel (d), nio (c).")
+    @Option(help: "The client of the memory run: pool-stub (a), pool-raw (a′, the pool without GRPCCore), core-channel (d), nio (c), ceiling (e).")
     var memoryClient: MemoryClient = .poolStub
 
     enum MemoryClient: String, ExpressibleByArgument, CaseIterable, Sendable {
@@ -59,6 +59,7 @@ struct Bench: AsyncParsableCommand {
         case poolRaw = "pool-raw"
         case coreChannel = "core-channel"
         case nio
+        case ceiling
     }
 
     func run() async throws {
@@ -132,6 +133,9 @@ struct Bench: AsyncParsableCommand {
             let a2 = try await measure("(a) pool stub", "unary 32 B", concurrency: level) { try await clients.poolStub(small) }
             let c2 = try await measure("(c) NIO client", "unary 32 B", concurrency: level) { try await clients.nio(small) }
             _ = try await measure("(b) withConnection", "unary 32 B", concurrency: level) { try await clients.lease(small) }
+            // The pool's own unary call, below GRPCCore: what the pool and the core layer cost
+            // without the client executor that generated stubs go through.
+            let own = try await measure("(a′) pool, own call", "unary 32 B", concurrency: level) { try await clients.poolRaw(small) }
             _ = try await measure("(c) NIO ×\(self.connections) clients", "unary 32 B", concurrency: level) {
                 try await clients.nioRoundRobin(small)
             }
@@ -141,6 +145,7 @@ struct Bench: AsyncParsableCommand {
             ratios["pool_vs_nio_cpu_c\(level)"] = (a1.cpuPerCall + a2.cpuPerCall) / (c1.cpuPerCall + c2.cpuPerCall)
             ratios["pool_vs_nio_p50_c\(level)"] = (a1.p50 + a2.p50) / (c1.p50 + c2.p50)
             ratios["pool_vs_core_cpu_c\(level)"] = (a1.cpuPerCall + a2.cpuPerCall) / 2 / e.cpuPerCall
+            ratios["pool_own_call_vs_core_cpu_c\(level)"] = own.cpuPerCall / e.cpuPerCall
         }
         if !self.onlyPool {
             let large = [UInt8](repeating: 7, count: 64 << 10)
@@ -242,9 +247,24 @@ extension Bench {
         case .poolRaw: call = { try await clients.poolRaw(payload) }
         case .coreChannel: call = { try await clients.coreChannel(payload) }
         case .nio: call = { try await clients.nio(payload) }
+        case .ceiling: call = {}
         }
         let issued = SharedCounter()
         func calls(upTo total: Int) async throws {
+            if client == .ceiling {
+                // (e) has no task per call: its 64 chains run on the poller thread.
+                let (_, failures) = await CoreBenchLoop.run(
+                    channel: clients.core,
+                    method: BenchClients.unaryPath,
+                    payload: payload,
+                    concurrency: 64,
+                    duration: .seconds(3600),
+                    calls: total - issued.value
+                )
+                guard failures == 0 else { throw RPCError(code: .unavailable, message: "\(failures) calls of the ceiling loop failed") }
+                issued.store(total)
+                return
+            }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for _ in 0..<64 {
                     group.addTask {
@@ -421,7 +441,7 @@ final class BenchClients: Sendable {
         _ = try await self.core.unary(method: Self.unaryPath, request: payload)
     }
 
-    /// The pool's own unary call on raw bytes: the pool without GRPCCore.
+    /// (a′) the pool's own unary call on raw bytes (`ConnectionPool.unary`): the pool without GRPCCore.
     func poolRaw(_ payload: [UInt8]) async throws {
         _ = try await self.pool.unary(method: Self.unaryPath, request: payload)
     }

@@ -5,7 +5,7 @@ internal import GRPCCore
 /// with no Swift task, continuation or executor hop on the path — each completion starts the
 /// next call of its chain directly.
 package enum CoreBenchLoop {
-    /// Runs `concurrency` chains of unary calls for `duration`.
+    /// Runs `concurrency` chains of unary calls for `duration`, or until `calls` have started.
     ///
     /// - Returns: the latency of every completed call, and how many failed.
     package static func run(
@@ -13,15 +13,21 @@ package enum CoreBenchLoop {
         method: String,
         payload: [UInt8],
         concurrency: Int,
-        duration: Duration
+        duration: Duration,
+        calls limit: Int = .max
     ) async -> (latencies: [Duration], failures: Int) {
         let deadline = ContinuousClock.now.advanced(by: duration)
-        let state = Locked<(latencies: [Duration], failures: Int, running: Int)>(([], 0, concurrency))
-        state.withLock { $0.latencies.reserveCapacity(1 << 20) }
+        let state = Locked<(latencies: [Duration], failures: Int, running: Int, started: Int)>(([], 0, concurrency, 0))
+        state.withLock { $0.latencies.reserveCapacity(min(limit, 1 << 20)) }
         return await withCheckedContinuation { (continuation: CheckedContinuation<([Duration], Int), Never>) in
             @Sendable func next() {
                 let start = ContinuousClock.now
-                guard start < deadline,
+                let admitted = state.withLock { value -> Bool in
+                    guard value.started < limit else { return false }
+                    value.started += 1
+                    return true
+                }
+                guard admitted, start < deadline,
                     let call = channel.handle.createCall(method: method, authority: nil, deadline: CoreCallOptions(timeout: .seconds(30)).deadline)
                 else {
                     let done = state.withLock { value -> ([Duration], Int)? in
