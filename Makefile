@@ -10,7 +10,7 @@ GEN_SCRATCH  := .build-generators
 PROTOC_GEN_SWIFT      = $(GEN_SCRATCH)/release/protoc-gen-swift
 PROTOC_GEN_GRPC_SWIFT = $(GEN_SCRATCH)/release/protoc-gen-grpc-swift-2
 
-.PHONY: all build test tsan asan demo bench generate deps deps-generate clean format
+.PHONY: all build test tsan asan demo bench profile generate deps deps-generate clean format
 
 all: build
 
@@ -65,9 +65,21 @@ demo: deps
 
 # Side-by-side client benchmarks (release build; the echo server runs as a separate process).
 # BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS="--json --duration 5"`.
+# CMO=1 builds every module with cross-module optimization (in .build-cmo; a cold build takes
+# about 15 minutes here), so that GRPCCore's generic client executor is specialized for the
+# pool's transport: the flag an application can add to its own release build.
+BENCH_SCRATCH := $(if $(CMO),.build-cmo,.build)
+BENCH_FLAGS   := $(if $(CMO),-Xswiftc -cross-module-optimization,)
 bench: deps
-	$(SWIFT) build -c release --product grpc-pool
-	.build/release/grpc-pool bench $(BENCH_ARGS)
+	$(SWIFT) build -c release --product grpc-pool --scratch-path $(BENCH_SCRATCH) $(BENCH_FLAGS)
+	$(BENCH_SCRATCH)/release/grpc-pool bench $(BENCH_ARGS)
+
+# Where a unary call's client CPU goes, layer by layer, and the Swift runtime's events per call
+# (perf sampling and uprobes; BENCHMARKS.md explains the tables). Needs root and linux-perf.
+profile: deps
+	@command -v perf >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf; }
+	$(SWIFT) build -c release --product grpc-pool --scratch-path $(BENCH_SCRATCH) $(BENCH_FLAGS)
+	python3 Scripts/profile.py --binary $(BENCH_SCRATCH)/release/grpc-pool $(PROFILE_ARGS)
 
 # Regenerates the committed Swift code from Protos/. Builds the two protoc plugins from the
 # pinned packages (release, in its own scratch folder); CI never runs this.
