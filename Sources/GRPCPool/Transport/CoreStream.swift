@@ -22,11 +22,6 @@ final class CoreStream: Sendable {
         case failed(RPCError)
     }
 
-    private enum StartAction {
-        case none
-        case start(Metadata, [UInt8]?, close: Bool, waiters: [CheckedContinuation<Void, Never>])
-    }
-
     init(call: CoreCall, options: CoreCallOptions, maxRequestBytes: Int?, maxResponseBytes: Int?) {
         self.call = call
         self.options = options
@@ -111,23 +106,29 @@ final class CoreStream: Sendable {
     }
 
     /// Starts the call with what has been written, if it has not started yet.
+    ///
+    /// The start batch goes to the core under the state's lock: whoever then sees `.started` —
+    /// the writer with its next message or the half-close, while the reader started the call —
+    /// knows the initial metadata is already ahead of its batch (started outside the lock, the
+    /// writer's next message could reach the core first). The core's `grpc_call_start_batch`
+    /// does not wait: completions arrive on the poller thread, never inside it. A message that
+    /// follows the start batch's own waits for it in ``CoreCall/send(_:compress:)``.
     func startIfPending(closing: Bool) {
-        let action: StartAction = self.state.withLock { state in
-            guard case .pending(let metadata, let message, let closed, let waiters) = state else { return .none }
-            state = .started
-            return .start(metadata ?? [:], message, close: closed || closing, waiters: waiters)
-        }
-        guard case .start(let metadata, let message, let close, let waiters) = action else { return }
-        do {
-            try self.call.start(
-                metadata: metadata,
-                options: self.options,
-                message: message,
-                compress: self.options.compression != ChannelOptions.Compression.none,
-                closeSend: close
-            )
-        } catch {
-            self.state.withLock { $0 = .failed(error) }
+        let waiters: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
+            guard case .pending(let metadata, let message, let closed, let waiters) = state else { return [] }
+            do throws(RPCError) {
+                try self.call.start(
+                    metadata: metadata ?? [:],
+                    options: self.options,
+                    message: message,
+                    compress: self.options.compression != ChannelOptions.Compression.none,
+                    closeSend: closed || closing
+                )
+                state = .started
+            } catch {
+                state = .failed(error)
+            }
+            return waiters
         }
         for waiter in waiters { waiter.resume() }
     }

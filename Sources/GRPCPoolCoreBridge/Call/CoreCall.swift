@@ -10,7 +10,8 @@ package import GRPCCore
 /// - client streaming: ``send(_:)`` many times, ``closeSend()``, ``receive()`` once, ``status()``;
 /// - bidirectional: a writer and a reader at once (send-side and receive-side batches may overlap).
 ///
-/// At most one ``send(_:)`` and one ``receive()`` may be in flight at a time (a core rule).
+/// The core allows one SEND_MESSAGE in flight per call: ``send(_:compress:)`` waits for the one
+/// before it (the start batch's message included). At most one ``receive()`` may be in flight.
 package final class CoreCall: Sendable {
     let handle: CallHandle
     private let state: Locked<State>
@@ -20,6 +21,10 @@ package final class CoreCall: Sendable {
         var initialMetadata: Metadata?
         var status: CallStatus?
         var statusWaiters: [CheckedContinuation<CallStatus, Never>] = []
+        /// A SEND_MESSAGE is in flight (the start batch's or a ``send(_:)``'s): the core refuses
+        /// a second one (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS) until it completes.
+        var sending = false
+        var sendWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     private init(handle: CallHandle) {
@@ -89,14 +94,21 @@ package final class CoreCall: Sendable {
             close.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT
             ops.append(close)
         }
+        if buffer != nil { self.state.withLock { $0.sending = true } }
         let rc = ops.withUnsafeBufferPointer { ops in
             self.handle.startBatch(ops) { _ in
                 withExtendedLifetime(outbound) {}
-                if let buffer { ByteBuffers.destroy(buffer) }
+                if let buffer {
+                    ByteBuffers.destroy(buffer)
+                    self.sendCompleted()
+                }
             }
         }
         guard rc == GRPC_CALL_OK else {
-            if let buffer { ByteBuffers.destroy(buffer) }
+            if let buffer {
+                ByteBuffers.destroy(buffer)
+                self.sendCompleted()
+            }
             throw rc.rpcError
         }
 
@@ -120,11 +132,13 @@ package final class CoreCall: Sendable {
         }
     }
 
-    /// Sends one message.
+    /// Sends one message, after the one before it (the start batch's included) has gone.
     ///
     /// - Returns: `false` when the call is already over (its status says why).
     @discardableResult
     package func send(_ message: [UInt8], compress: Bool = true) async -> Bool {
+        await self.waitToSend()
+        defer { self.sendCompleted() }
         let buffer = ByteBuffers.make(message)
         var op = grpc_op()
         op.op = GRPC_OP_SEND_MESSAGE
@@ -133,6 +147,34 @@ package final class CoreCall: Sendable {
         let ok = await self.run(op)
         ByteBuffers.destroy(buffer)
         return ok
+    }
+
+    /// Waits until no SEND_MESSAGE is in flight, and marks one as in flight.
+    private func waitToSend() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now: Bool = self.state.withLock { state in
+                guard state.sending else {
+                    state.sending = true
+                    return true
+                }
+                state.sendWaiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// The SEND_MESSAGE in flight has completed: the next waiting sender goes (it inherits the
+    /// in-flight mark), or none is in flight.
+    private func sendCompleted() {
+        let next: CheckedContinuation<Void, Never>? = self.state.withLock { state in
+            guard !state.sendWaiters.isEmpty else {
+                state.sending = false
+                return nil
+            }
+            return state.sendWaiters.removeFirst()
+        }
+        next?.resume()
     }
 
     /// Half-closes the call: the server sees the end of the request stream.
