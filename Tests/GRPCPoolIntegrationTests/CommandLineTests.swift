@@ -140,7 +140,9 @@ extension IsolatedTests {
             let succeeded = try #require(report["succeeded"] as? Int)
             let failed = try #require(report["failed"] as? Int)
             #expect(issued == succeeded + failed)
-            #expect(succeeded > 1_000)
+            // Progress, not speed: a sanitizer slows the callers several times over (999 calls
+            // under TSan on a VM losing CPU to its host, 2026-11-30).
+            #expect(succeeded > (underSanitizer ? 250 : 1_000))
             #expect((report["kills"] as? Int ?? 0) >= 10)
             #expect((report["restarts"] as? Int) == (report["kills"] as? Int))
             #expect((report["fds_after"] as? Int ?? .max) <= fdsBefore + sanitizerFDs, "\(line)")
