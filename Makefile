@@ -70,15 +70,16 @@ demo: deps
 # pool's transport: the flag an application can add to its own release build.
 BENCH_SCRATCH := $(if $(CMO),.build-cmo,.build)
 BENCH_FLAGS   := $(if $(CMO),-Xswiftc -cross-module-optimization,)
+BENCH_BUILD    = $(SWIFT) build -c release --product grpc-pool --scratch-path $(BENCH_SCRATCH) $(BENCH_FLAGS)
 bench: deps
-	$(SWIFT) build -c release --product grpc-pool --scratch-path $(BENCH_SCRATCH) $(BENCH_FLAGS)
+	$(BENCH_BUILD)
 	$(BENCH_SCRATCH)/release/grpc-pool bench $(BENCH_ARGS)
 
 # Where a unary call's client CPU goes, layer by layer, and the Swift runtime's events per call
 # (perf sampling and uprobes; BENCHMARKS.md explains the tables). Needs root and linux-perf.
 profile: deps
 	@command -v perf >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf; }
-	$(SWIFT) build -c release --product grpc-pool --scratch-path $(BENCH_SCRATCH) $(BENCH_FLAGS)
+	$(BENCH_BUILD)
 	python3 Scripts/profile.py --binary $(BENCH_SCRATCH)/release/grpc-pool $(PROFILE_ARGS)
 
 # Regenerates the committed Swift code from Protos/. Builds the two protoc plugins from the

@@ -61,11 +61,21 @@ def layer(sym, dso):
     return "other"
 
 
-def profile(binary, client, calls, workdir):
-    data = os.path.join(workdir, f"{client}.perf")
-    run(["perf", "record", "-q", "-F", str(HZ), "-o", data, binary, "bench", "--memory",
+def record(perf_options, data, binary, client, calls):
+    """`perf record` of one memory run: `calls` unary calls of `client`."""
+    run(["perf", "record", "-q", *perf_options, "-o", data, binary, "bench", "--memory",
          "--memory-calls", str(calls), "--memory-client", client],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def probe_group(lib):
+    """The event group `perf probe` names after a library: probe_libswiftCore."""
+    return f"probe_{lib.split('.')[0].replace('-', '_')}"
+
+
+def profile(binary, client, calls, workdir):
+    data = os.path.join(workdir, f"{client}.perf")
+    record(["-F", str(HZ)], data, binary, client, calls)
     out = run(["perf", "script", "-i", data, "-F", "pid,ip,sym,dso"],
               capture_output=True, text=True).stdout
     samples = []
@@ -92,10 +102,8 @@ def counts(binary, client, workdir, short=3000, long=8000):
     per = {}
     for calls in (short, long):
         data = os.path.join(workdir, f"{client}.{calls}.count")
-        events = sum((["-e", f"probe_{lib.split('.')[0].replace('-', '_')}:{fn}"] for lib, fn, _ in PROBES), [])
-        run(["perf", "record", "-q", "-c", "1", *events, "-o", data, binary, "bench", "--memory",
-             "--memory-calls", str(calls), "--memory-client", client],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        events = sum((["-e", f"{probe_group(lib)}:{fn}"] for lib, fn, _ in PROBES), [])
+        record(["-c", "1", *events], data, binary, client, calls)
         out = run(["perf", "script", "-i", data, "-F", "pid,event"], capture_output=True, text=True).stdout
         os.unlink(data)
         by_pid = collections.defaultdict(collections.Counter)
@@ -144,9 +152,8 @@ def main():
         try:
             for lib, fn, _ in PROBES:
                 path = library(args.binary, lib)
-                group = f"probe_{lib.split('.')[0].replace('-', '_')}"
                 run(["perf", "probe", "-q", "-x", path, "-a", fn], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                added.append(f"{group}:{fn}")
+                added.append(f"{probe_group(lib)}:{fn}")
             table = {c: counts(args.binary, c, workdir) for c in args.clients}
         finally:
             for event in added:
