@@ -10,7 +10,10 @@ GEN_SCRATCH  := .build-generators
 PROTOC_GEN_SWIFT      = $(GEN_SCRATCH)/release/protoc-gen-swift
 PROTOC_GEN_GRPC_SWIFT = $(GEN_SCRATCH)/release/protoc-gen-grpc-swift-2
 
-.PHONY: all build test tsan asan demo bench profile generate deps deps-generate clean format
+VENV         := .build-venv
+PY_PKGS      := grpcio>=1.60,<2
+
+.PHONY: all build test tsan asan demo bench profile generate deps deps-generate pydeps clean format
 
 all: build
 
@@ -21,6 +24,13 @@ deps:
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+# The tests' second server stack: gRPC's C core as a server (grpcio from PyPI, with its default
+# settings), in a virtual environment of its own, installed when missing.
+pydeps:
+	@$(VENV)/bin/python -c 'import grpc' >/dev/null 2>&1 || { \
+		echo "installing grpcio into $(VENV)"; \
+		python3 -m venv $(VENV) && $(VENV)/bin/pip install -q '$(PY_PKGS)'; }
 
 deps-generate: deps
 	@command -v protoc >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(GEN_PKGS); }
@@ -33,7 +43,7 @@ build: deps
 # slowed by them: the chaos run (64 callers on a whole CPU for 20 s), the load step, a latency
 # comparison, the faults whose tests bound a detection window (keepalive, backoff, ejection), and
 # GOAWAY every 0.4 s under load.
-test: deps
+test: deps pydeps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip IsolatedTests
 	$(SWIFT) test --skip-build --filter IsolatedTests
@@ -48,12 +58,12 @@ test: deps
 # A report fails the run (exit code 66), also in the grpc-pool processes the tests start.
 # ASan: memory errors only; LeakSanitizer is off because it fails every process at exit on the
 # singletons of Foundation, NIO and the C core (the README lists what it reported).
-tsan: deps
+tsan: deps pydeps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
 	TSAN_OPTIONS="suppressions=$(CURDIR)/.tsan-suppressions" GRPC_POOL_SANITIZER=thread \
 		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan --no-parallel
 
-asan: deps
+asan: deps pydeps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
 	ASAN_OPTIONS=detect_leaks=0 GRPC_POOL_SANITIZER=address \
 		$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --no-parallel
@@ -93,4 +103,4 @@ format:
 	$(SWIFT) format lint --recursive --strict Sources Tests
 
 clean:
-	rm -rf .build .build-tsan .build-asan $(GEN_SCRATCH)
+	rm -rf .build .build-tsan .build-asan $(GEN_SCRATCH) $(VENV)

@@ -166,7 +166,7 @@ struct PoolFaultTests {
                 let waiting = Task {
                     try await pool.unary(method: echoUnary, request: [8], options: CoreCallOptions(timeout: .seconds(8)))
                 }
-                try await Task.sleep(for: .milliseconds(200))
+                #expect(await poll { pool.waitingCalls == 1 })
                 try await server.restart()
                 let response = try await waiting.value
                 #expect(response.message == [8])
@@ -210,7 +210,7 @@ struct PoolFaultTests {
             manager.beginGracefulShutdown()
 
             let refused = await #expect(throws: RPCError.self) { try await pool.unary(method: echoUnary, request: [1]) }
-            #expect(refused?.code == .unavailable)
+            #expect(refused?.code == .failedPrecondition)
             #expect(refused?.message.contains("shutting down") == true)
 
             for (index, task) in inFlight.enumerated() {

@@ -129,15 +129,17 @@ struct PoolTests {
                         throw Boom()
                     }
                 }
+                let connection = try manager.pool(for: "echo").connections[0]
                 let task = Task {
                     try await manager.withConnection(to: "echo") { connection in
                         try await Task.sleep(for: .seconds(30))
                     }
                 }
-                try await Task.sleep(for: .milliseconds(50))
+                // Cancelled while it holds the lease (which counts in the load).
+                #expect(await poll { connection.load == 1 })
                 task.cancel()
                 await #expect(throws: CancellationError.self) { try await task.value }
-                let connection = try manager.pool(for: "echo").connections[0]
+                #expect(connection.load == 0)
                 #expect(connection.inFlight == 0)
                 let reply = try await manager.withConnection(to: "echo") { connection in
                     try await connection.unary(method: echoUnary, request: [5]).message

@@ -51,7 +51,7 @@ public final class PooledConnection: Sendable {
     private let checkRequests: AsyncStream<Void>.Continuation
     let checkRequestStream: AsyncStream<Void>
     /// The `GRPCClient` over this connection, made on first use.
-    let clientStorage = Locked<GRPCClient<Transport>?>(nil)
+    let clientStorage = Locked<CachedClient<Transport>?>(nil)
     /// Called whenever `isHealthy` or the load changes, so waiting callers can look again.
     private let onChange: @Sendable () -> Void
 
@@ -122,7 +122,7 @@ public final class PooledConnection: Sendable {
     /// Calls plus `withConnection` leases: what least-in-flight balancing compares.
     /// (Sequentially consistent with ``reserve()`` and ``deactivate()``: a drain that reads 0
     /// here cannot miss a call the pool has just handed this connection to.)
-    var load: Int {
+    package var load: Int {
         self.inFlightCalls.load(ordering: .sequentiallyConsistent) + self.activeLeases.load(ordering: .sequentiallyConsistent)
     }
 
@@ -426,7 +426,7 @@ public final class PooledConnection: Sendable {
     }
 
     func close() {
-        self.clientStorage.withLock { $0?.beginGracefulShutdown() }
+        self.clientStorage.withLock { $0?.transport.beginGracefulShutdown() }
         self.setHealthy(false)
         self.checkRequests.finish()
         self.commands.finish()

@@ -20,6 +20,7 @@ public final class ConnectionPool: Sendable {
     private let cursor = Atomic<Int>(0)
     private let rejected = Atomic<Int>(0)
     private let queued = Atomic<Int>(0)
+    private let waiting = Atomic<Int>(0)
     private let state: Locked<State>
     private let changes: ChangeSignal
     /// Signalled when shutdown begins: what ``run()`` waits for while the pool is open (the
@@ -27,7 +28,7 @@ public final class ConnectionPool: Sendable {
     private let lifecycleChanges = ChangeSignal()
     private let outlierDetector: OutlierDetector?
     private let events: PoolEventSink
-    let clientStorage = Locked<GRPCClient<Transport>?>(nil)
+    let clientStorage = Locked<CachedClient<Transport>?>(nil)
 
     private struct State {
         enum Lifecycle {
@@ -182,7 +183,7 @@ public final class ConnectionPool: Sendable {
     /// call with `reserved: true`, or turn the reservation into a lease (`leaseReserved()`).
     ///
     /// - Parameter timeout: how long to wait (the call's deadline).
-    /// - Throws: `RPCError` `.unavailable` (fail fast, or the pool is shut down),
+    /// - Throws: `RPCError` `.unavailable` (fail fast), `.failedPrecondition` (shutting down),
     ///   `.resourceExhausted` (the queue is full) or `.deadlineExceeded` (waited until the deadline).
     func connection(waitingAtMost timeout: Duration?) async throws(RPCError) -> PooledConnection {
         do {
@@ -216,6 +217,8 @@ public final class ConnectionPool: Sendable {
         // The wait runs beside one timer for its whole length (not one per wake-up: a cancelled
         // Task.sleep holds its memory until its deadline), and whichever ends first ends the other.
         let deadline = ContinuousClock.now.advanced(by: timeout ?? self.config.timeout)
+        self.waiting.add(1, ordering: .relaxed)
+        defer { self.waiting.subtract(1, ordering: .relaxed) }
         do {
             return try await withThrowingTaskGroup(of: PooledConnection?.self) { group in
                 group.addTask {
@@ -286,6 +289,9 @@ public final class ConnectionPool: Sendable {
         return error
     }
 
+    /// Calls waiting for a connection now: for one to become healthy, or for room.
+    package var waitingCalls: Int { self.waiting.load(ordering: .relaxed) }
+
     /// ``connection(waitingAtMost:)`` as a `Result`.
     func connectionResult(waitingAtMost timeout: Duration?) async -> Result<PooledConnection, RPCError> {
         do {
@@ -297,13 +303,7 @@ public final class ConnectionPool: Sendable {
 
     private func checkOpen() throws(RPCError) {
         let open = self.state.withLock { $0.lifecycle == .open }
-        guard open else {
-            throw RPCError(
-                code: .unavailable,
-                message: "the pool for '\(self.serviceID)' is shutting down",
-                cause: GRPCPoolError(code: .shutDown, message: "pool '\(self.serviceID)' is shutting down")
-            )
-        }
+        guard open else { throw Refusal.shuttingDown(self.serviceID) }
     }
 
     private func saturated() -> RPCError {
@@ -438,9 +438,8 @@ public final class ConnectionPool: Sendable {
             if drained { await connection.channel.drainAndClose(timeLimit: self.config.timeout) }
             connection.close()
         }
-        // The client's transport refers back to the pool, and the outlier detector to the
-        // connections: let go of them, so that the pool, its channels and the core can be released.
-        self.clientStorage.withLock { $0 = nil }
+        // The outlier detector refers to the connections: let go of them, so that the pool, its
+        // channels and the core can be released.
         self.outlierDetector?.detach()
         self.state.withLock { $0.lifecycle = .closed }
         self.changes.signal()
@@ -455,7 +454,7 @@ public final class ConnectionPool: Sendable {
             return true
         }
         if started {
-            self.clientStorage.withLock { $0?.beginGracefulShutdown() }
+            self.clientStorage.withLock { $0?.transport.beginGracefulShutdown() }
             self.logger.info("pool draining", metadata: ["grpc.pool.in_flight": "\(self.totalLoad)"])
             self.changes.signal()
             self.lifecycleChanges.signal()

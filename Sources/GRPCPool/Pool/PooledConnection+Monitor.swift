@@ -1,5 +1,7 @@
+internal import GRPCCore
 internal import GRPCPoolCoreBridge
 internal import Logging
+internal import SwiftProtobuf
 
 extension PooledConnection {
     private enum Event: Sendable {
@@ -66,6 +68,7 @@ extension PooledConnection {
             group.addTask {
                 for await _ in self.checkRequestStream { sink.yield(.check) }
             }
+            group.addTask { await self.keepServerAnswering(requestingChecks: sink) }
             group.addTask {
                 for await command in self.commandStream { sink.yield(.command(command)) }
             }
@@ -271,6 +274,41 @@ extension PooledConnection {
                 }
             }
             group.cancelAll()
+        }
+    }
+
+    /// Sends one small RPC on the connection every 2 × `keepaliveTime`, whatever else it
+    /// carries, so that the server writes to it at least that often.
+    ///
+    /// A server forgives keepalive pings whenever it sends headers or data (gRFC A8), and a
+    /// server with default settings allows a ping without data only every 5 minutes, with two
+    /// strikes: a connection that only pings every `keepaliveTime` (an idle one, or one carrying
+    /// a quiet long-lived stream) draws GOAWAY `too_many_pings` after its fourth ping, and its
+    /// streams fail. With an answered RPC between every two pings, no ping is ever a third strike.
+    /// The RPC is `grpc.health.v1.Health/Check` (for the configured service name, or ""): any
+    /// answer, UNIMPLEMENTED included, counts; no answer within `keepaliveTimeout` asks the
+    /// monitor for a check.
+    private func keepServerAnswering(requestingChecks sink: AsyncStream<Event>.Continuation) async {
+        let interval = self.config.keepaliveTime * 2
+        let request: [UInt8] = (try? Grpc_Health_V1_HealthCheckRequest.with {
+            $0.service = self.config.healthCheck.serviceName ?? ""
+        }.serializedBytes()) ?? []
+        while true {
+            do { try await Task.sleep(for: interval) } catch { return }
+            let channel = self.channel
+            guard self.isActive, channel.state() == .ready else { continue }
+            do {
+                _ = try await channel.unary(
+                    method: "/grpc.health.v1.Health/Check",
+                    request: request,
+                    options: CoreCallOptions(timeout: self.config.keepaliveTimeout)
+                )
+            } catch where error.code == .deadlineExceeded || error.code == .unavailable {
+                self.logger.debug("keepalive RPC got no answer", metadata: ["grpc.pool.reason": "\(error)"])
+                sink.yield(.check)
+            } catch {
+                // Answered: the server wrote to the connection.
+            }
         }
     }
 

@@ -10,9 +10,10 @@ extension PooledConnection {
     /// ```
     ///
     /// The client needs no `runConnections()`: the pool runs the connection. It stops taking
-    /// RPCs (FAILED_PRECONDITION) when the pool shuts down.
+    /// RPCs (FAILED_PRECONDITION) when the pool shuts down. It refers to the connection weakly,
+    /// so keeping it does not keep the pool's channels alive.
     public var client: GRPCClient<Transport> {
-        self.clientStorage.value { GRPCClient(transport: Transport(connection: self)) }
+        self.clientStorage.value { CachedClient(Transport(connection: self, retained: false)) }.client
     }
 
     /// A grpc-swift-2 `ClientTransport` over one pooled connection: what ``client`` runs on.
@@ -22,13 +23,17 @@ extension PooledConnection {
     public final class Transport: ClientTransport {
         public typealias Bytes = [UInt8]
 
-        let connection: PooledConnection
+        private let owner: Owner<PooledConnection>
         let lifecycle = TransportLifecycle()
         private let methodConfig: MethodConfig
+        private let serviceID: ServiceID
+        private let peer: String
 
-        init(connection: PooledConnection) {
-            self.connection = connection
+        init(connection: PooledConnection, retained: Bool) {
+            self.owner = Owner(connection, retained: retained)
             self.methodConfig = connection.config.methodConfig
+            self.serviceID = connection.serviceID
+            self.peer = connection.peer
         }
 
         public var retryThrottle: RetryThrottle? { nil }
@@ -47,8 +52,12 @@ extension PooledConnection {
             options: CallOptions,
             _ closure: (_ stream: RPCStream<Inbound, Outbound>, _ context: ClientContext) async throws -> T
         ) async throws -> T {
-            try await self.lifecycle.stream("connection \(self.connection.index) of '\(self.connection.serviceID)'") {
-                try await self.connection.withStream(descriptor: descriptor, options: options, closure)
+            func refuse(_ error: RPCError) async throws -> T {
+                try await Refusal.run(error, descriptor: descriptor, peer: self.peer, closure)
+            }
+            return try await self.lifecycle.stream(of: self.serviceID, refused: refuse) {
+                guard let connection = self.owner.value else { return try await refuse(Refusal.shuttingDown(self.serviceID)) }
+                return try await connection.withStream(descriptor: descriptor, options: options, closure)
             }
         }
 
@@ -59,15 +68,16 @@ extension PooledConnection {
 }
 
 extension ConnectionPool {
-    /// A `GRPCClient` that balances every RPC over this pool's healthy connections.
+    /// A `GRPCClient` that balances every RPC over this pool's healthy connections. It refers to
+    /// the pool weakly, so keeping it does not keep the pool's channels alive.
     public var client: GRPCClient<Transport> {
-        self.clientStorage.value { GRPCClient(transport: self.makeTransport()) }
+        self.clientStorage.value { CachedClient(Transport(pool: self, retained: false)) }.client
     }
 
     /// A new transport over this pool, for a `GRPCClient` of your own (with interceptors, say):
-    /// `GRPCClient(transport: pool.makeTransport(), interceptors: [...])`.
+    /// `GRPCClient(transport: pool.makeTransport(), interceptors: [...])`. It keeps the pool alive.
     public func makeTransport() -> Transport {
-        Transport(pool: self)
+        Transport(pool: self, retained: true)
     }
 
     /// A grpc-swift-2 `ClientTransport` that picks a connection of the pool for every RPC: what
@@ -80,13 +90,17 @@ extension ConnectionPool {
     public final class Transport: ClientTransport {
         public typealias Bytes = [UInt8]
 
-        let pool: ConnectionPool
+        private let owner: Owner<ConnectionPool>
         let lifecycle = TransportLifecycle()
         private let methodConfig: MethodConfig
+        private let serviceID: ServiceID
+        private let peer: String
 
-        init(pool: ConnectionPool) {
-            self.pool = pool
+        init(pool: ConnectionPool, retained: Bool) {
+            self.owner = Owner(pool, retained: retained)
             self.methodConfig = pool.config.methodConfig
+            self.serviceID = pool.serviceID
+            self.peer = pool.config.endpoints.map(\.description).joined(separator: ",")
         }
 
         public var retryThrottle: RetryThrottle? { nil }
@@ -105,19 +119,17 @@ extension ConnectionPool {
             options: CallOptions,
             _ closure: (_ stream: RPCStream<Inbound, Outbound>, _ context: ClientContext) async throws -> T
         ) async throws -> T {
-            try await self.lifecycle.stream("the pool transport of '\(self.pool.serviceID)'") {
-                let connection: PooledConnection
-                switch await self.pool.connectionResult(waitingAtMost: options.timeout) {
-                case .success(let picked):
-                    connection = picked
+            func refuse(_ error: RPCError) async throws -> T {
+                try await Refusal.run(error, descriptor: descriptor, peer: self.peer, closure)
+            }
+            return try await self.lifecycle.stream(of: self.serviceID, refused: refuse) {
+                guard let pool = self.owner.value else { return try await refuse(Refusal.shuttingDown(self.serviceID)) }
+                switch await pool.connectionResult(waitingAtMost: options.timeout) {
+                case .success(let connection):
+                    return try await connection.withStream(descriptor: descriptor, options: options, reserved: true, closure)
                 case .failure(let error):
-                    // The contract: a transport that is shutting down refuses with FAILED_PRECONDITION.
-                    if let cause = error.cause as? GRPCPoolError, cause.code == .shutDown {
-                        throw RPCError(code: .failedPrecondition, message: error.message, cause: cause)
-                    }
-                    throw error
+                    return try await refuse(error)
                 }
-                return try await connection.withStream(descriptor: descriptor, options: options, reserved: true, closure)
             }
         }
 
@@ -125,4 +137,31 @@ extension ConnectionPool {
             self.methodConfig
         }
     }
+}
+
+/// A cached `GRPCClient` with its transport, which the pool shuts down itself: the client is
+/// never started nor stopped, so that after shutdown its RPCs meet the transport's
+/// FAILED_PRECONDITION rather than GRPCCore's `RuntimeError` for a stopped client.
+struct CachedClient<Transport: ClientTransport>: Sendable {
+    let client: GRPCClient<Transport>
+    let transport: Transport
+
+    init(_ transport: Transport) {
+        self.transport = transport
+        self.client = GRPCClient(transport: transport)
+    }
+}
+
+/// What a transport runs on: held strongly (a transport the application made and owns) or
+/// weakly (the client the pool caches, which must not keep its owner alive).
+private struct Owner<Object: AnyObject & Sendable>: Sendable {
+    private let strong: Object?
+    private weak let weak: Object?
+
+    init(_ object: Object, retained: Bool) {
+        self.strong = retained ? object : nil
+        self.weak = object
+    }
+
+    var value: Object? { self.strong ?? self.weak }
 }

@@ -21,8 +21,9 @@ extension PooledConnection {
         do {
             call = try CoreCall.create(on: started.channel, method: descriptor.path, options: coreOptions)
         } catch {
+            // The channel closed under the pick (a swap or a drain): a retry may pick another.
             self.endCall(started, error: error)
-            throw error
+            return try await Refusal.run(error, final: false, descriptor: descriptor, peer: self.peer, closure)
         }
         let context = ClientContext(descriptor: descriptor, remotePeer: self.peer, localPeer: "")
 

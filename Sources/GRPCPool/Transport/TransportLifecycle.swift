@@ -2,8 +2,8 @@ internal import GRPCCore
 internal import GRPCPoolCoreBridge
 
 /// The `ClientTransport` contract's lifecycle: open until ``beginGracefulShutdown()``, after which
-/// new streams are refused with FAILED_PRECONDITION and ``connect()``-style waiting ends once the
-/// streams already open have closed.
+/// new streams are refused with FAILED_PRECONDITION (as a ``Refusal``) and ``connect()``-style
+/// waiting ends once the streams already open have closed.
 final class TransportLifecycle: Sendable {
     private let state = Locked(State())
 
@@ -13,22 +13,21 @@ final class TransportLifecycle: Sendable {
         var waiters: [CheckedContinuation<Void, Never>] = []
     }
 
-    /// Runs `body` as one stream of the transport called `name`: refused with FAILED_PRECONDITION
-    /// once shutdown has begun, and counted until it ends.
-    func stream<Result>(_ name: @autoclosure () -> String, _ body: () async throws -> Result) async throws -> Result {
-        try self.openStream(name())
+    /// Runs `body` as one stream of a transport of `service`, counted until it ends; once
+    /// shutdown has begun, `refused` runs instead, with the FAILED_PRECONDITION refusal.
+    func stream<Result>(
+        of service: ServiceID,
+        refused: (RPCError) async throws -> Result,
+        _ body: () async throws -> Result
+    ) async throws -> Result {
+        let opened = self.state.withLock { state -> Bool in
+            guard !state.closing else { return false }
+            state.openStreams += 1
+            return true
+        }
+        guard opened else { return try await refused(Refusal.shuttingDown(service)) }
         defer { self.closeStream() }
         return try await body()
-    }
-
-    /// Registers a new stream, or throws when the transport is shutting down.
-    private func openStream(_ name: String) throws(RPCError) {
-        try self.state.withLock { (state: inout State) throws(RPCError) in
-            guard !state.closing else {
-                throw RPCError(code: .failedPrecondition, message: "\(name) is shutting down; no new RPCs are accepted")
-            }
-            state.openStreams += 1
-        }
     }
 
     private func closeStream() {

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""A gRPC C-core server (grpcio) with the library's default settings, for the tests.
+
+It serves what the NIO demo server serves, on raw bytes, so that the same client code runs
+against both stacks:
+
+- ``bench.Echo``: ``Unary`` returns the request, ``ServerStream`` returns it ``echo-repeat``
+  times, ``ClientStream`` returns every request message concatenated, ``Stream`` returns each
+  message as it arrives. Request metadata ``echo-delay-ms`` delays the answer;
+  ``echo-status`` / ``echo-message`` fail the call with that code and message.
+- ``grpc.health.v1.Health/Check``: SERVING for every service name.
+
+No server option is set: the ping policy, the stream limits and the keepalive are the core's
+defaults (gRFC A8: pings without data at most every 5 minutes, two strikes), as on most
+production servers.
+
+Usage: ``core_server.py [--port P]`` prints ``PORT <n>`` on its first line once it listens
+and serves until it is killed or its standard input closes.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+
+import grpc
+
+SERVING = b"\x08\x01"  # grpc.health.v1.HealthCheckResponse{status: SERVING}
+
+
+def _controls(context):
+    """The per-call controls from the request metadata."""
+    md = dict(context.invocation_metadata())
+    delay = int(md.get("echo-delay-ms", "0")) / 1000.0
+    if delay > 0:
+        # Wake early when the client cancels.
+        done = threading.Event()
+        context.add_callback(done.set)
+        done.wait(delay)
+    status = md.get("echo-status")
+    if status is not None:
+        context.abort(grpc.StatusCode(_code(int(status))), md.get("echo-message", ""))
+    return md
+
+
+def _code(number):
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return code.value
+    return grpc.StatusCode.UNKNOWN.value
+
+
+def unary(request, context):
+    _controls(context)
+    return request
+
+
+def server_stream(request, context):
+    md = _controls(context)
+    for _ in range(int(md.get("echo-repeat", "1"))):
+        yield request
+
+
+def client_stream(requests, context):
+    _controls(context)
+    return b"".join(requests)
+
+
+def stream(requests, context):
+    _controls(context)
+    for request in requests:
+        yield request
+
+
+def health_check(request, context):
+    return SERVING
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+
+    identity = dict(request_deserializer=None, response_serializer=None)
+    echo = grpc.method_handlers_generic_handler(
+        "bench.Echo",
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(unary, **identity),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream, **identity),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream, **identity),
+            "Stream": grpc.stream_stream_rpc_method_handler(stream, **identity),
+        },
+    )
+    health = grpc.method_handlers_generic_handler(
+        "grpc.health.v1.Health",
+        {"Check": grpc.unary_unary_rpc_method_handler(health_check, **identity)},
+    )
+
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    server.add_generic_rpc_handlers((echo, health))
+    port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    if port == 0:
+        print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr)
+        sys.exit(1)
+    server.start()
+    print(f"PORT {port}", flush=True)
+
+    # grpcio keeps SIGTERM from ending the process: end at once, as a crashed server would.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+
+    # Serve until the parent closes our standard input (or kills us).
+    def watch_stdin():
+        sys.stdin.read()
+        server.stop(grace=0)
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    server.wait_for_termination()
+    time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    main()
