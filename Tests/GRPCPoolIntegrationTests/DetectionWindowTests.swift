@@ -63,20 +63,20 @@ extension IsolatedTests {
                 try await withPoolManager(["echo": config], waitForHealthy: false) { manager in
                     let clock = ContinuousClock()
                     let start = clock.now
-                    try await Task.sleep(for: .seconds(6))
-                    let times = proxy.acceptTimes.map { ($0 - start).milliseconds }
+                    // Nine connection attempts: enough gaps to see them grow.
+                    let attempts = 9
+                    #expect(await poll(timeLimit: .seconds(30)) { proxy.acceptTimes.count >= attempts })
+                    let times = proxy.acceptTimes.prefix(attempts).map { ($0 - start).milliseconds }
                     let gaps = zip(times.dropFirst(), times).map { $0 - $1 }
                     let summary = "attempts at \(times.map { Int($0) }) ms"
-                    // Without backoff a loopback reset loop makes thousands of attempts in 6 s; the
-                    // doubling from 100 ms to the 1.6 s cap allows a few tens (the pool's new channel
-                    // and the core's own reconnection each back off).
-                    #expect(times.count >= 5, "\(summary)")
-                    #expect(times.count <= 30, "\(summary)")
+                    try #require(gaps.count == attempts - 1, "\(summary)")
+                    // Without backoff a loopback reset loop makes nine attempts within milliseconds;
+                    // the doubling from 100 ms toward the 1.6 s cap spreads them over seconds (the
+                    // pool's new channel and the core's own reconnection each back off).
+                    #expect(times[attempts - 1] - times[0] >= 1000, "\(summary)")
                     // The gaps grow: the last three add up to at least twice the first three (the core's
                     // ×1.6 schedule makes it about six times; the margin absorbs a loaded machine).
-                    if gaps.count >= 6 {
-                        #expect(gaps.suffix(3).reduce(0, +) >= 2 * gaps.prefix(3).reduce(0, +), "\(summary)")
-                    }
+                    #expect(gaps.suffix(3).reduce(0, +) >= 2 * gaps.prefix(3).reduce(0, +), "\(summary)")
                     // And the tail of the schedule reaches the cap's order of magnitude (a quarter of the
                     // 1.6 s cap: when the pool's replacement channel and the core's reconnection of the
                     // old one interleave their attempts, the gaps between accepts are about halved).
@@ -128,7 +128,7 @@ extension IsolatedTests {
                     #expect(ejected, "not ejected: \(pool.metrics().connections[0])")
                     #expect(ContinuousClock.now - stalledAt < .seconds(7))
                     // The calls that were already on it end at their deadline; after that, none fails.
-                    try await Task.sleep(for: .milliseconds(2200))
+                    #expect(await poll(timeLimit: .seconds(10)) { pool.connections[0].inFlight == 0 })
                     let failuresBefore = counter.failures.count
                     let successesBefore = counter.successes
                     #expect(await poll { counter.successes > successesBefore + 300 })

@@ -66,7 +66,7 @@ struct ResourceTests {
     }
 }
 
-private func threadNames() -> [String] {
+func threadNames() -> [String] {
     let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
     return tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8) }
         .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
