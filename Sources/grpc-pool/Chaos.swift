@@ -40,6 +40,9 @@ struct Chaos: AsyncParsableCommand {
     @Option(help: "Seed of the fault schedule (random when not given; printed either way).")
     var seed: UInt64?
 
+    @Option(help: ArgumentHelp("Make the servers answer this many echoes wrongly (checks that the run fails).", visibility: .hidden))
+    var corruptReplies = 0
+
     @Flag(help: "Print one JSON object instead of the summary line.")
     var json = false
 
@@ -63,6 +66,7 @@ struct Chaos: AsyncParsableCommand {
         // core's (an epoll and an eventfd that libgrpc keeps after its first `grpc_init`). So
         // one call on a plain channel, then wait until the core has shut down again.
         try await Self.warmUpCore(target: servers[0].target)
+        if self.corruptReplies > 0 { servers[0].corruptNextReplies(self.corruptReplies) }
         let fdsBefore = Resources.openFileDescriptors()
         let threadsBefore = Resources.threads()
         let threadNamesBefore = Resources.threadNames()

@@ -108,12 +108,6 @@ extension IsolatedTests {
             )
             let line = try #require(output.split(separator: "\n").last(where: { $0.hasPrefix("{") }), "\(output)")
             let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
-            // One violation seen once in 26 runs and not yet understood (see issue #7's note): a
-            // successful call whose echo was wrong (which also makes the pool's count differ by one;
-            // if its request went out empty, it now fails with INTERNAL "…ended without a message").
-            // It is recorded as a known issue; any other violation fails the test. (The other one
-            // seen, a thread more after shutdown, was a worker of Dispatch's global queues, where
-            // Swift's cooperative pool runs; the chaos command no longer counts those.)
             var violations = report["violations"] as? [String] ?? ["no violations in the report"]
             // Under a sanitizer, the first report it symbolizes (suppressed ones included) starts
             // llvm-symbolizer, talking to it over a pipe pair that stays open: two descriptors
@@ -123,19 +117,11 @@ extension IsolatedTests {
             if underSanitizer, (report["fds_after"] as? Int ?? .max) <= fdsBefore + sanitizerFDs {
                 violations.removeAll { $0.hasPrefix("file descriptors:") }
             }
-            let known = violations.filter {
-                $0.hasPrefix("failure with dataLoss") || $0.hasPrefix("metrics: the pool counted")
-                    || $0.contains("the unary request ended without a message")
-            }
-            for violation in violations where !known.contains(violation) {
+            // Every violation fails the test: a wrong echo is data corruption.
+            for violation in violations {
                 Issue.record("chaos violation: \(violation)")
             }
-            if !known.isEmpty {
-                withKnownIssue("intermittent chaos violations under investigation", isIntermittent: true) {
-                    for violation in known { Issue.record("chaos violation: \(violation)") }
-                }
-            }
-            #expect(status == 0 || !known.isEmpty || (underSanitizer && violations.isEmpty), "\(output)")
+            #expect(status == 0 || (underSanitizer && violations.isEmpty), "\(output)")
             let issued = try #require(report["issued"] as? Int)
             let succeeded = try #require(report["succeeded"] as? Int)
             let failed = try #require(report["failed"] as? Int)
@@ -149,10 +135,21 @@ extension IsolatedTests {
             #expect((report["threads_after"] as? Int ?? .max) <= (report["threads_before"] as? Int ?? 0), "\(line)")
             let pool = try #require(report["pool"] as? [String: Any])
             let failures = report["failures"] as? [String: Int] ?? [:]
-            if known.isEmpty {
-                #expect(pool["successful"] as? Int == succeeded)
-                #expect(Set(failures.keys).isSubset(of: ["unavailable", "deadlineExceeded"]), "\(failures)")
-            }
+            #expect(pool["successful"] as? Int == succeeded)
+            #expect(Set(failures.keys).isSubset(of: ["unavailable", "deadlineExceeded"]), "\(failures)")
+        }
+
+        @Test("A wrong echo fails the chaos run")
+        func wrongEchoFails() async throws {
+            let (status, output) = try await runGRPCPool(
+                ["chaos", "--duration", "2", "--callers", "8", "--endpoints", "1", "--min-faults", "1", "--corrupt-replies", "1", "--json"],
+                timeLimit: .seconds(60)
+            )
+            #expect(status == 1, "\(output)")
+            let line = try #require(output.split(separator: "\n").last(where: { $0.hasPrefix("{") }), "\(output)")
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let violations = try #require(report["violations"] as? [String])
+            #expect(violations.contains { $0.contains("wrong echo") }, "\(violations)")
         }
     }
 }

@@ -44,7 +44,7 @@ public struct EchoService: RegistrableRPCService {
             try await controls.prepare(request.metadata, context: context)
             let message = try await request.messages.first { _ in true } ?? []
             return StreamingServerResponse(metadata: Self.echoed(request.metadata)) { writer in
-                try await writer.write(message)
+                try await writer.write(controls.reply(to: message))
                 return Self.echoed(request.metadata)
             }
         }

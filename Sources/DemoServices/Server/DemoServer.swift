@@ -160,6 +160,12 @@ public final class DemoServer: Sendable {
         self.controls.failNext(count, with: failure)
     }
 
+    /// Makes the next `count` unary echoes answer OK with a wrong message (the request's bytes
+    /// reversed and one appended): data corruption, for checking that a client notices.
+    public func corruptNextReplies(_ count: Int) {
+        self.controls.corruptNext(count)
+    }
+
     /// Starts listening (on the remembered port, if there is one).
     ///
     /// - Throws: when the port cannot be bound.
@@ -271,6 +277,7 @@ extension DemoServer {
             var requestCount = 0
             var lastRequestMetadata: Metadata = [:]
             var pendingFailures: (count: Int, failure: Behaviour.Failure?) = (0, nil)
+            var pendingCorruptions = 0
             var connections: [ObjectIdentifier: any Channel] = [:]
         }
 
@@ -290,6 +297,20 @@ extension DemoServer {
                 state.cancelledRPCs = 0
                 state.requestCount = 0
             }
+        }
+
+        func corruptNext(_ count: Int) {
+            self.state.withLockedValue { $0.pendingCorruptions = count }
+        }
+
+        /// `message`, or a wrong one while corruptions are pending.
+        func reply(to message: [UInt8]) -> [UInt8] {
+            let corrupt = self.state.withLockedValue { state -> Bool in
+                guard state.pendingCorruptions > 0 else { return false }
+                state.pendingCorruptions -= 1
+                return true
+            }
+            return corrupt ? message.reversed() + [0xFF] : message
         }
 
         func failNext(_ count: Int, with failure: Behaviour.Failure) {

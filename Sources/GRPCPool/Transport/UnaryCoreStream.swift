@@ -56,7 +56,12 @@ final class UnaryCoreStream: Sendable {
         guard let (metadata, message) = request else { return }
         guard let message else {
             // Never send a unary request without its message: the server would answer an empty one.
-            self.complete(.failure(RPCError(code: .internalError, message: "the unary request ended without a message")))
+            // A request writer that was cancelled ends that way (GRPCCore's replay buffer ends the
+            // sequence for a cancelled subscriber): that is a cancellation, not a protocol error.
+            let error = Task.isCancelled
+                ? RPCError(code: .cancelled, message: "the unary request was cancelled before its message was written")
+                : RPCError(code: .internalError, message: "the unary request ended without a message")
+            self.complete(.failure(error))
             return
         }
         self.call.startUnary(metadata: metadata, message: message, options: self.options) { result in
