@@ -34,12 +34,12 @@ func withStarted<Result>(_ server: DemoServer, _ body: () async throws -> Result
 
 @Suite("Hostile network")
 struct HostileNetworkTests {
-    @Test("Keepalive stricter than the server allows: too_many_pings slows the pings down, no call fails")
+    @Test("Keepalive more frequent than the server allows: the keepalive RPC keeps the server content, no GOAWAY, no call fails")
     func tooManyPings() async throws {
-        // The server wants 1.2 s between pings; the client's keepalive is 800 ms (the seed's 10 s
-        // against a 5-minute server policy, scaled down). After two strikes the server sends GOAWAY
-        // ENHANCE_YOUR_CALM "too_many_pings"; the core doubles its keepalive time (1.6 s), and the
-        // server is content from then on.
+        // The server wants 1.2 s between pings without data, with two strikes; the client pings
+        // every 800 ms (the seed's 10 s against a 5-minute server policy, scaled down). Pings
+        // alone draw GOAWAY `too_many_pings` within about 3 s; the pool's keepalive RPC every
+        // 1.6 s makes the server write, which clears its strikes, so it never sends one.
         let server = DemoServer(connectionPolicy: .init(minPingInterval: .milliseconds(1200)))
         try await withStarted(server) {
             let config = testConfig([server.target], poolSize: 1) { config in
@@ -50,23 +50,15 @@ struct HostileNetworkTests {
                 let pool = try manager.pool(for: "echo")
                 let counter = LoadCounter()
                 let stop = StopFlag()
-                // A call every 8 s: the connection is mostly idle, as pooled connections often
-                // are (a server forgives ping strikes whenever it sends data).
+                // A call every 8 s: the connection is mostly idle, as pooled connections often are.
                 let load = Task {
                     try await steadyClientLoad(manager, callers: 1, pause: .seconds(8), counter: counter, stop: stop)
                 }
-                // The server sends GOAWAY (a second connection shows up) …
-                #expect(await poll(timeLimit: .seconds(10)) { server.peers.count >= 2 }, "peers: \(server.peers.count)")
-                // … and then no more, now that the pings are slow enough.
-                var settled = false
-                var peers = server.peers.count
-                for _ in 0..<4 where !settled {
-                    try await Task.sleep(for: .seconds(3))
-                    let now = server.peers.count
-                    settled = now == peers
-                    peers = now
-                }
-                #expect(settled, "the server kept sending too_many_pings: \(peers) connections")
+                // An observation window, not a wait for a condition: ten keepalive periods, in
+                // which pings alone would have drawn three GOAWAYs (each a new connection).
+                try await Task.sleep(for: .seconds(8))
+                #expect(server.peers.count == 1, "the server sent GOAWAY: \(server.peers.count) connections")
+                #expect(pool.metrics().reconnects == 0)
                 #expect(await poll { pool.metrics().healthyConnections == 1 })
                 for _ in 0..<5 {
                     _ = try await pool.unary(method: echoUnary, request: [1])
@@ -74,7 +66,8 @@ struct HostileNetworkTests {
                 stop.set()
                 load.cancel()
                 _ = try? await load.value
-                #expect(counter.failures.allSatisfy { $0 == .unknown }, "failed calls: \(counter.failures)")  // .unknown: the cancelled pause
+                // Cancelling the load ends its pause (.unknown) or its call (.cancelled); nothing else.
+                #expect(counter.failures.allSatisfy { $0 == .unknown || $0 == .cancelled }, "failed calls: \(counter.failures)")
                 #expect(counter.successes >= 1)
             }
         }
