@@ -61,6 +61,17 @@ struct RefusalTests {
         return (last.0, last.1, best)
     }
 
+    /// Every entry point refuses at once with an `RPCError` of `code` whose cause is the pool's `cause`.
+    static func expectRefusedAtOnce(_ manager: PoolManager, code: RPCError.Code, cause: GRPCPoolError.Code) async {
+        for entry in EntryPoint.allCases {
+            let (error, other, elapsed) = await Self.refusal(entry, manager)
+            #expect(other == nil, "\(entry) threw a non-RPCError: \(String(describing: other))")
+            #expect(error?.code == code, "\(entry): \(String(describing: error))")
+            #expect((error?.cause as? GRPCPoolError)?.code == cause, "\(entry)")
+            #expect(elapsed < Self.atOnce, "\(entry): \(elapsed)")
+        }
+    }
+
     @Test("failFast with no healthy connection: UNAVAILABLE at once", arguments: Stack.allCases)
     func failFast(_ stack: Stack) async throws {
         try await withBackend(stack) { server in
@@ -70,13 +81,7 @@ struct RefusalTests {
                 let pool = try manager.pool(for: "echo")
                 await server.halt()
                 #expect(await poll { pool.metrics().healthyConnections == 0 })
-                for entry in EntryPoint.allCases {
-                    let (error, other, elapsed) = await Self.refusal(entry, manager)
-                    #expect(other == nil, "\(entry): \(String(describing: other))")
-                    #expect(error?.code == .unavailable, "\(entry): \(String(describing: error))")
-                    #expect((error?.cause as? GRPCPoolError)?.code == .noHealthyConnection, "\(entry)")
-                    #expect(elapsed < Self.atOnce, "\(entry): \(elapsed)")
-                }
+                await Self.expectRefusedAtOnce(manager, code: .unavailable, cause: .noHealthyConnection)
             }
         }
     }
@@ -100,13 +105,7 @@ struct RefusalTests {
                 }
                 defer { blocker.cancel() }
                 #expect(await poll { pool.metrics().inFlight == 1 })
-                for entry in EntryPoint.allCases {
-                    let (error, other, elapsed) = await Self.refusal(entry, manager)
-                    #expect(other == nil, "\(entry): \(String(describing: other))")
-                    #expect(error?.code == .resourceExhausted, "\(entry): \(String(describing: error))")
-                    #expect((error?.cause as? GRPCPoolError)?.code == .saturated, "\(entry)")
-                    #expect(elapsed < Self.atOnce, "\(entry): \(elapsed)")
-                }
+                await Self.expectRefusedAtOnce(manager, code: .resourceExhausted, cause: .saturated)
                 #expect(pool.metrics().rejectedRequests >= 3 * EntryPoint.allCases.count)
             }
         }
@@ -129,13 +128,7 @@ struct RefusalTests {
             manager.beginGracefulShutdown()
             try await running.value
 
-            for entry in EntryPoint.allCases {
-                let (error, other, elapsed) = await Self.refusal(entry, manager)
-                #expect(other == nil, "\(entry) threw a non-RPCError: \(String(describing: other))")
-                #expect(error?.code == .failedPrecondition, "\(entry): \(String(describing: error))")
-                #expect((error?.cause as? GRPCPoolError)?.code == .shutDown, "\(entry)")
-                #expect(elapsed < Self.atOnce, "\(entry): \(elapsed)")
-            }
+            await Self.expectRefusedAtOnce(manager, code: .failedPrecondition, cause: .shutDown)
             let start = ContinuousClock.now
             let error = await #expect(throws: RPCError.self) { try await kept.echo([9], timeout: Self.deadline) }
             #expect(error?.code == .failedPrecondition)
