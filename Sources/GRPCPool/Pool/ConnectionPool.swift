@@ -489,36 +489,25 @@ public final class ConnectionPool: Sendable {
         }
     }
 
-    /// Dynamic sizing (``PoolManager/Scaling``): grows toward `maximum` while the demand per
-    /// active connection is above the target band, shrinks toward `poolSize` while it stays below.
+    /// Dynamic sizing (``PoolManager/Scaling``): every `scaling.interval`, one reading of the
+    /// demand goes to the ``Scaler``, and its decision is carried out.
     private func resize(upTo maximum: Int) async {
-        let scaling = self.config.scaling
-        let minimum = self.config.poolSize
-        var lowReadings = 0
-        var lastGrowth: ContinuousClock.Instant?
+        var scaler = Scaler(minimum: self.config.poolSize, maximum: maximum, scaling: self.config.scaling)
         while true {
-            do { try await Task.sleep(for: scaling.interval) } catch { return }
+            do { try await Task.sleep(for: self.config.scaling.interval) } catch { return }
             let active = self.connections.filter(\.isActive)
             let demand = active.reduce(0) { $0 + $1.load } + self.queued.load(ordering: .relaxed)
-            let perConnection = Double(demand) / Double(max(active.count, 1))
-            if perConnection > Double(scaling.targetInFlight.upperBound) {
-                lowReadings = 0
-                if let lastGrowth, ContinuousClock.now - lastGrowth < scaling.scaleUpCooldown { continue }
-                let wanted = Int((Double(demand) / Double(max(scaling.targetInFlight.upperBound, 1))).rounded(.up))
-                let target = min(max(wanted, active.count + 1), maximum)
-                guard target > active.count else { continue }
+            switch scaler.reading(demand: demand, active: active.count, at: .now) {
+            case .stay:
+                break
+            case .grow(let target):
                 let added = self.connections.filter { !$0.isActive }.prefix(target - active.count)
                 for connection in added { connection.activate() }
-                lastGrowth = .now
                 self.events.emit(.resized(from: active.count, to: active.count + added.count, demand: demand))
-            } else if perConnection < Double(scaling.targetInFlight.lowerBound) && active.count > minimum {
-                lowReadings += 1
-                guard lowReadings >= scaling.scaleDownReadings, let last = active.last else { continue }
-                lowReadings = 0
+            case .shrink(let target):
+                guard let last = active.last else { break }
                 last.deactivate()
-                self.events.emit(.resized(from: active.count, to: active.count - 1, demand: demand))
-            } else {
-                lowReadings = 0
+                self.events.emit(.resized(from: active.count, to: target, demand: demand))
             }
         }
     }
