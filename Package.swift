@@ -114,6 +114,7 @@ let package = Package(
             name: "GRPCPoolUnitTests",
             dependencies: [
                 "GRPCPool",
+                "GRPCPoolCoreBridge",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],

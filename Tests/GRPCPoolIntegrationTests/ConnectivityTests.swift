@@ -33,7 +33,7 @@ struct ConnectivityTests {
             let channel = try CoreChannel(target: server.target, options: Self.fastReconnect)
             let updates = channel.connectivityUpdates()
             let seen = Task {
-                var states: [ConnectionState] = []
+                var states: [ChannelConnectivity] = []
                 for await state in updates {
                     states.append(state)
                     if states.contains(.transientFailure) && state == .ready { break }
@@ -68,7 +68,7 @@ struct ConnectivityTests {
             let updates = channel.connectivityUpdates()
             #expect(await channel.connect(timeout: .seconds(5)) == .ready)
             channel.close()
-            var last: ConnectionState?
+            var last: ChannelConnectivity?
             for await state in updates { last = state }
             #expect(last == .shutdown)
         }

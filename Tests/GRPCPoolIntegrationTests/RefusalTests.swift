@@ -1,6 +1,7 @@
 import DemoServices
 import GRPCCore
 import GRPCPool
+import GRPCPoolCoreBridge
 import Testing
 
 /// A refusal by the pool (none healthy under `.failFast`, the queue full, shutdown) reaches the

@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 @testable import GRPCPool
+import GRPCPoolCoreBridge
 import Testing
 
 @Suite("ServiceConfig validation")

@@ -1,5 +1,5 @@
 package import GRPCCore
-public import GRPCPoolCoreBridge
+package import GRPCPoolCoreBridge
 internal import CoreMetrics
 internal import Logging
 internal import Synchronization
@@ -58,7 +58,7 @@ public final class PooledConnection: Sendable {
     struct State {
         var channel: CoreChannel
         var generation = 0
-        var connectivity = ConnectionState.idle
+        var connectivity = ChannelConnectivity.idle
         var stats = Stats()
         var connectedSince: ContinuousClock.Instant?
         var everConnected = false
@@ -117,7 +117,7 @@ public final class PooledConnection: Sendable {
     public var inFlight: Int { self.inFlightCalls.load(ordering: .relaxed) }
 
     /// Its connectivity state as last reported by the core.
-    public var state: ConnectionState { self.storage.withLock { $0.connectivity } }
+    public var state: ConnectionState { ConnectionState(self.storage.withLock { $0.connectivity }) }
 
     /// Calls plus `withConnection` leases: what least-in-flight balancing compares.
     /// (Sequentially consistent with ``reserve()`` and ``deactivate()``: a drain that reads 0
@@ -188,7 +188,7 @@ public final class PooledConnection: Sendable {
         return ConnectionMetrics(
             index: self.index,
             endpoint: self.endpoint.description,
-            state: state,
+            state: ConnectionState(state),
             isHealthy: self.isHealthy,
             totalRequests: stats.successes + stats.failures,
             successfulRequests: stats.successes,
@@ -367,7 +367,7 @@ public final class PooledConnection: Sendable {
 
     /// Records a connectivity change of the current channel (a `ready` after the first counts as
     /// a reconnection); returns whether it was one.
-    func connectivityChanged(_ connectivity: ConnectionState, generation: Int) -> Bool {
+    func connectivityChanged(_ connectivity: ChannelConnectivity, generation: Int) -> Bool {
         self.storage.withLock { state in
             guard generation == state.generation, state.connectivity != connectivity else { return false }
             state.connectivity = connectivity

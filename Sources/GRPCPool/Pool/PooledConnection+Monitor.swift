@@ -5,7 +5,7 @@ internal import SwiftProtobuf
 
 extension PooledConnection {
     private enum Event: Sendable {
-        case connectivity(ConnectionState, generation: Int)
+        case connectivity(ChannelConnectivity, generation: Int)
         case check
         case retry(episode: Int, attempt: Int)
         case command(PooledConnection.Command)

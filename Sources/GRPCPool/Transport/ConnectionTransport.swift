@@ -1,4 +1,5 @@
 public import GRPCCore
+internal import GRPCPoolCoreBridge
 
 extension PooledConnection {
     /// A `GRPCClient` whose every RPC runs on this connection: wrap it in a generated stub.

@@ -78,7 +78,7 @@ package final class CoreChannel: Sendable {
     }
 
     /// The current connectivity state; with `tryToConnect`, an idle channel starts connecting.
-    package func state(tryToConnect: Bool = false) -> ConnectionState {
+    package func state(tryToConnect: Bool = false) -> ChannelConnectivity {
         self.handle.check(tryToConnect: tryToConnect)
     }
 
@@ -101,7 +101,7 @@ package final class CoreChannel: Sendable {
 
     /// A stream of connectivity states: the current one first, then every change, ending with
     /// `.shutdown` when the channel is closed.
-    package func connectivityUpdates() -> AsyncStream<ConnectionState> {
+    package func connectivityUpdates() -> AsyncStream<ChannelConnectivity> {
         self.handle.subscribe()
     }
 
@@ -109,12 +109,12 @@ package final class CoreChannel: Sendable {
     ///
     /// - Returns: the state it ended in.
     @discardableResult
-    package func connect(timeout: Duration) async -> ConnectionState {
+    package func connect(timeout: Duration) async -> ChannelConnectivity {
         let updates = self.connectivityUpdates()
         _ = self.state(tryToConnect: true)
-        return await withTaskGroup(of: ConnectionState?.self) { group in
+        return await withTaskGroup(of: ChannelConnectivity?.self) { group in
             group.addTask {
-                var last = ConnectionState.idle
+                var last = ChannelConnectivity.idle
                 for await state in updates {
                     last = state
                     if state == .ready || state == .shutdown { return state }
@@ -152,9 +152,9 @@ final class ChannelHandle: @unchecked Sendable {
         var destroyed = false
         /// When a closed channel is destroyed whatever its state.
         var destroyDeadline: ContinuousClock.Instant?
-        var lastState = ConnectionState.idle
+        var lastState = ChannelConnectivity.idle
         var nextSubscriberID = 0
-        var subscribers: [Int: AsyncStream<ConnectionState>.Continuation] = [:]
+        var subscribers: [Int: AsyncStream<ChannelConnectivity>.Continuation] = [:]
     }
 
     init(pointer: OpaquePointer, target: String, runtime: CoreRuntime) {
@@ -164,10 +164,10 @@ final class ChannelHandle: @unchecked Sendable {
         self.lock = Locked(State())
     }
 
-    func check(tryToConnect: Bool) -> ConnectionState {
+    func check(tryToConnect: Bool) -> ChannelConnectivity {
         self.lock.withLock { state in
             guard !state.closed else { return .shutdown }
-            return ConnectionState(grpc_channel_check_connectivity_state(self.pointer, tryToConnect ? 1 : 0))
+            return ChannelConnectivity(grpc_channel_check_connectivity_state(self.pointer, tryToConnect ? 1 : 0))
         }
     }
 
@@ -175,11 +175,11 @@ final class ChannelHandle: @unchecked Sendable {
     static let destroyGrace = Duration.seconds(5)
 
     func close() {
-        let subscribers: [AsyncStream<ConnectionState>.Continuation]? = self.lock.withLock { state in
+        let subscribers: [AsyncStream<ChannelConnectivity>.Continuation]? = self.lock.withLock { state in
             guard !state.closed else { return nil }
             state.closed = true
             state.lastState = .shutdown
-            let now = ConnectionState(grpc_channel_check_connectivity_state(self.pointer, 0))
+            let now = ChannelConnectivity(grpc_channel_check_connectivity_state(self.pointer, 0))
             if Self.safeToDestroy(now) {
                 self.destroy(&state)
             } else {
@@ -197,9 +197,9 @@ final class ChannelHandle: @unchecked Sendable {
         }
     }
 
-    func subscribe() -> AsyncStream<ConnectionState> {
-        let (stream, continuation) = AsyncStream.makeStream(of: ConnectionState.self)
-        let added: ConnectionState? = self.lock.withLock { state in
+    func subscribe() -> AsyncStream<ChannelConnectivity> {
+        let (stream, continuation) = AsyncStream.makeStream(of: ChannelConnectivity.self)
+        let added: ChannelConnectivity? = self.lock.withLock { state in
             guard !state.closed else { return nil }
             let id = state.nextSubscriberID
             state.nextSubscriberID += 1
@@ -207,7 +207,7 @@ final class ChannelHandle: @unchecked Sendable {
             continuation.onTermination = { [weak self] _ in
                 self?.lock.withLock { _ = $0.subscribers.removeValue(forKey: id) }
             }
-            return ConnectionState(grpc_channel_check_connectivity_state(self.pointer, 0))
+            return ChannelConnectivity(grpc_channel_check_connectivity_state(self.pointer, 0))
         }
         if let added {
             continuation.yield(added)
@@ -222,17 +222,17 @@ final class ChannelHandle: @unchecked Sendable {
     /// channel is destroyed and that last watch has come back.
     func startWatching() {
         self.lock.withLock { state in
-            state.lastState = ConnectionState(grpc_channel_check_connectivity_state(self.pointer, 0))
+            state.lastState = ChannelConnectivity(grpc_channel_check_connectivity_state(self.pointer, 0))
             self.armWatch(from: state.lastState)
         }
     }
 
-    private static func safeToDestroy(_ state: ConnectionState) -> Bool {
+    private static func safeToDestroy(_ state: ChannelConnectivity) -> Bool {
         state == .ready || state == .idle || state == .shutdown
     }
 
     /// Must be called under `lock`, before the channel is destroyed.
-    private func armWatch(from observed: ConnectionState, deadline: ContinuousClock.Instant? = nil) {
+    private func armWatch(from observed: ChannelConnectivity, deadline: ContinuousClock.Instant? = nil) {
         let tag = CompletionTag.make { _ in self.watchCompleted() }
         grpc_channel_watch_connectivity_state(
             self.pointer,
@@ -253,9 +253,9 @@ final class ChannelHandle: @unchecked Sendable {
     /// Runs on the poller: read the new state, re-arm, then tell the subscribers; or, for a
     /// channel closed while connecting, destroy it once it no longer is.
     private func watchCompleted() {
-        let update: (ConnectionState, [AsyncStream<ConnectionState>.Continuation])? = self.lock.withLock { state in
+        let update: (ChannelConnectivity, [AsyncStream<ChannelConnectivity>.Continuation])? = self.lock.withLock { state in
             guard !state.destroyed else { return nil }
-            let now = ConnectionState(grpc_channel_check_connectivity_state(self.pointer, 0))
+            let now = ChannelConnectivity(grpc_channel_check_connectivity_state(self.pointer, 0))
             if state.closed {
                 if Self.safeToDestroy(now) || ContinuousClock.now >= state.destroyDeadline ?? .now {
                     self.destroy(&state)

@@ -1,6 +1,7 @@
 internal import CGRPCCore
 
-/// The connectivity state of a channel, as the gRPC core reports it.
+/// The connectivity state of a channel, as the gRPC core reports it (GRPCPool shows it to
+/// applications as its `ConnectionState`).
 ///
 /// ```
 ///            connect            connected
@@ -11,7 +12,7 @@ internal import CGRPCCore
 ///                       ▼    │
 ///               transientFailure          (any) ──close──▶ shutdown
 /// ```
-public enum ConnectionState: String, Sendable, Hashable, CustomStringConvertible {
+package enum ChannelConnectivity: String, Sendable, Hashable, CustomStringConvertible {
     /// No connection and no attempt under way; the next call (or a connect request) starts one.
     case idle
     /// A connection attempt is under way.
@@ -23,7 +24,7 @@ public enum ConnectionState: String, Sendable, Hashable, CustomStringConvertible
     /// The channel was closed and will never connect again.
     case shutdown
 
-    public var description: String { self.rawValue }
+    package var description: String { self.rawValue }
 
     init(_ state: grpc_connectivity_state) {
         switch state {
