@@ -11,7 +11,7 @@ import ServiceLifecycle
 import SwiftProtobuf
 import UnixSignals
 
-/// The seed's FastAPI example, the Swift way: a Hummingbird HTTP app and the `PoolManager` run
+/// An application that uses the pool, the Swift server way: a Hummingbird HTTP app and the `PoolManager` run
 /// side by side in one `ServiceGroup`; SIGTERM or SIGINT drains both.
 ///
 /// - `GET /health`: per service and connection, as JSON (503 when a service has no healthy

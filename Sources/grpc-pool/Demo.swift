@@ -8,11 +8,11 @@ import SwiftProtobuf
 import Logging
 import Synchronization
 
-/// The main job: the seed's three services, a pool over them, a mixed load, a lost and restored
+/// The main job: three demo services (stt, nlp, summary), a pool over them, a mixed load, a lost and restored
 /// server, and the metrics at the end.
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the seed's example end to end on local demo services (no setup needed)."
+        abstract: "Run the pool end to end on local demo services (no setup needed)."
     )
 
     @Option(help: "Seconds to run.")
@@ -42,7 +42,7 @@ struct Demo: AsyncParsableCommand {
         let order: [ServiceID] = ["stt", "nlp", "summary"]
         say("GRPCPool demo: stt, nlp and summary on \(order.map { servers[$0]!.target }.joined(separator: ", "))")
 
-        // 2. The seed's example configuration.
+        // 2. The example configuration of the README.
         func config(_ id: ServiceID, poolSize: Int) -> PoolManager.ServiceConfig {
             var config = PoolManager.ServiceConfig(host: "127.0.0.1", port: servers[id]!.port, poolSize: poolSize, maxRetries: 3)
             config.healthCheck.interval = .seconds(5)
@@ -141,7 +141,7 @@ struct Demo: AsyncParsableCommand {
             do {
                 switch service.rawValue {
                 case "stt":
-                    // The seed's way: lease a connection and wrap its client in a stub.
+                    // The README's first way: lease a connection and wrap its client in a stub.
                     _ = try await manager.withConnection(to: "stt") { connection in
                         try await STT.Client(wrapping: connection.client).transcribe(
                             .with { $0.audio = Data(count: 320) },

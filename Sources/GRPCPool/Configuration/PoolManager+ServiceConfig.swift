@@ -55,7 +55,7 @@ extension PoolManager {
         public var transportSecurity: TransportSecurity
         /// Background health checking. Default: every 30 s, connectivity only.
         public var healthCheck: HealthCheck
-        /// How a call picks its connection. Default ``BalancingPolicy/roundRobin`` (the seed's);
+        /// How a call picks its connection. Default ``BalancingPolicy/roundRobin`` ;
         /// ``BalancingPolicy/leastBusy`` routes around slow and failing connections.
         public var balancing: BalancingPolicy
         /// Calls (and `withConnection` leases) one connection carries at most; a connection at
@@ -89,7 +89,7 @@ extension PoolManager {
         /// Prepended to the core's user agent. Default `"grpc-pool-swift"`.
         public var userAgent: String
 
-        /// A service at `host:port` with the seed's defaults.
+        /// A service at `host:port` with the default settings.
         public init(
             host: String,
             port: Int,
@@ -117,7 +117,7 @@ extension PoolManager {
             )
         }
 
-        /// A service with several endpoints (or `dns:///` targets) and the seed's defaults.
+        /// A service with several endpoints (or `dns:///` targets) and the default settings.
         public init(
             endpoints: [Endpoint],
             poolSize: Int = 3,
@@ -380,7 +380,7 @@ public struct BalancingPolicy: Sendable, Hashable, CustomStringConvertible {
 
     let value: Value
 
-    /// Each call takes the next healthy connection in turn (the seed's behaviour).
+    /// Each call takes the next healthy connection in turn.
     public static let roundRobin = BalancingPolicy(value: .roundRobin)
     /// Each call takes the healthy connection with the fewest calls in flight.
     public static let leastInFlight = BalancingPolicy(value: .leastInFlight)
@@ -410,7 +410,7 @@ public struct NoHealthyConnectionPolicy: Sendable, Hashable, CustomStringConvert
     public static let waitUntilDeadline = NoHealthyConnectionPolicy(value: .waitUntilDeadline)
     /// Fail at once with UNAVAILABLE.
     public static let failFast = NoHealthyConnectionPolicy(value: .failFast)
-    /// Use a connection anyway, in turn, and let the call fail or succeed on it (the seed).
+    /// Use a connection anyway, in turn, and let the call fail or succeed on it.
     public static let useAnyConnection = NoHealthyConnectionPolicy(value: .useAnyConnection)
 
     public var description: String { self.value.rawValue }

@@ -4,7 +4,7 @@ public import Logging
 public import ServiceLifecycle
 internal import GRPCPoolCoreBridge
 
-/// Keeps one ``ConnectionPool`` per service and runs them: the seed's `GrpcPoolManager`.
+/// Keeps one ``ConnectionPool`` per service and runs them.
 ///
 /// ```swift
 /// let manager = try PoolManager(services: [
@@ -107,7 +107,7 @@ public final class PoolManager: Service, Sendable {
         return pool
     }
 
-    /// Leases a connection of `service` for `body`: the seed's `async with get_connection(...)`.
+    /// Leases a connection of `service` for `body`.
     ///
     /// The connection goes back to the pool when `body` returns, throws or is cancelled.
     ///
@@ -134,7 +134,7 @@ public final class PoolManager: Service, Sendable {
         try self.pool(for: service).client
     }
 
-    /// A snapshot of every pool: the seed's `get_all_metrics()`.
+    /// A snapshot of every pool.
     public func metrics() -> [ServiceID: PoolMetrics] {
         self.pools.mapValues { $0.metrics() }
     }

@@ -1,4 +1,4 @@
-/// Names one backend service in a ``PoolManager`` (the seed's `ServiceType`), e.g. `"stt"`.
+/// Names one backend service in a ``PoolManager``, e.g. `"stt"`.
 ///
 /// ```swift
 /// let stt: ServiceID = "stt"

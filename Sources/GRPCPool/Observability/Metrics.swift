@@ -36,7 +36,7 @@ public struct ConnectionMetrics: Sendable, Hashable {
     }
 }
 
-/// A snapshot of one pool: the seed's `get_metrics()` and more.
+/// A snapshot of one pool.
 public struct PoolMetrics: Sendable, Hashable {
     public var serviceID: ServiceID
     public var poolSize: Int
@@ -54,18 +54,18 @@ public struct PoolMetrics: Sendable, Hashable {
     public var queuedCalls: Int
     public var inFlight: Int
     public var reconnects: Int
-    /// The mean latency of finished calls (the seed's `avg_response_time_ms`).
+    /// The mean latency of finished calls.
     public var averageResponseTime: Duration
     public var p50ResponseTime: Duration
     public var p99ResponseTime: Duration
     /// Per connection, by index.
     public var connections: [ConnectionMetrics]
 
-    /// successes ÷ requests; 1 when there were none (the seed's `success_rate`).
+    /// successes ÷ requests; 1 when there were none.
     public var successRate: Double {
         self.totalRequests == 0 ? 1 : Double(self.successfulRequests) / Double(self.totalRequests)
     }
 
-    /// The mean latency in milliseconds (the seed's `avg_response_time_ms`).
+    /// The mean latency in milliseconds.
     public var averageResponseTimeMilliseconds: Double { self.averageResponseTime.milliseconds }
 }
