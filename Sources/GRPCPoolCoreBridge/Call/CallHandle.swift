@@ -13,25 +13,25 @@ final class CallHandle: @unchecked Sendable {
     let target: String
     /// Keeps the completion queue alive until the call is released (see ``CoreRuntime``).
     let runtime: CoreRuntime
-    /// The live-call count of the channel that created the call.
-    private let channelCalls: LiveCounter
+    /// The calls of the channel that created the call.
+    private let channelCalls: ChannelCalls
     /// Batches started on the call; its lock serialises `grpc_call_start_batch`. (A count rather
     /// than `Void`: ThreadSanitizer mistakes accesses to a zero-sized locked value for races.)
     private let startedBatches = Locked(0)
 
-    init(pointer: OpaquePointer, target: String, runtime: CoreRuntime, channelCalls: LiveCounter) {
+    init(pointer: OpaquePointer, target: String, runtime: CoreRuntime, channelCalls: ChannelCalls) {
         self.pointer = pointer
         self.target = target
         self.runtime = runtime
         self.channelCalls = channelCalls
         LiveObjects.calls.increment()
-        channelCalls.increment()
+        channelCalls.created()
     }
 
     deinit {
         grpc_call_unref(self.pointer)
         LiveObjects.calls.decrement()
-        self.channelCalls.decrement()
+        self.channelCalls.released()
     }
 
     /// Cancels the call; the server sees RST_STREAM and the call ends with CANCELLED.

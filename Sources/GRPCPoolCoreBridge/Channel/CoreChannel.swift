@@ -23,8 +23,6 @@ package final class CoreChannel: Sendable {
     /// The target exactly as given (`host:port`, `dns:///…`, `ipv4:…`, `unix:…`).
     package let target: String
     let handle: ChannelHandle
-    /// Calls announced with ``reserveCall()`` and not yet released.
-    private let reservedCalls = Atomic<Int>(0)
 
     /// Creates the channel. No connection is made until a call or ``state(tryToConnect:)`` asks.
     ///
@@ -69,10 +67,19 @@ package final class CoreChannel: Sendable {
     /// Closes the channel once the calls on it (live or reserved) have finished, or when
     /// `timeLimit` is up (the calls left are then ended by the core).
     package func drainAndClose(timeLimit: Duration) async {
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: timeLimit)
-        while self.liveCalls + self.reservedCalls.load(ordering: .acquiring) > 0, clock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(10))
+        let calls = self.handle.calls
+        if calls.total > 0 {
+            // Woken by the last call's end, or by the timer at the time limit.
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await calls.waitUntilIdle() }
+                group.addTask {
+                    try? await Task.sleep(for: timeLimit)
+                    calls.wakeAll()
+                }
+                await group.next()
+                group.cancelAll()
+                calls.wakeAll()
+            }
         }
         self.close()
     }
@@ -86,17 +93,17 @@ package final class CoreChannel: Sendable {
     /// waits for it as for a live call, so a caller that has chosen this channel before it was
     /// replaced still finds it open. Pair every reservation with ``releaseCall()``.
     package func reserveCall() {
-        self.reservedCalls.add(1, ordering: .releasing)
+        self.handle.calls.reserve()
     }
 
     /// Ends a reservation from ``reserveCall()``.
     package func releaseCall() {
-        self.reservedCalls.subtract(1, ordering: .releasing)
+        self.handle.calls.unreserve()
     }
 
     /// Calls created on this channel whose `grpc_call` has not been released yet.
     package var liveCalls: Int {
-        self.handle.liveCalls.value
+        self.handle.calls.liveCount
     }
 
     /// A stream of connectivity states: the current one first, then every change, ending with
@@ -141,8 +148,8 @@ final class ChannelHandle: @unchecked Sendable {
     /// The channel's target, named by the failures of its calls.
     let target: String
     let runtime: CoreRuntime
-    /// Calls created on this channel that the core still holds.
-    let liveCalls = LiveCounter()
+    /// The calls on this channel: created ones the core still holds, and reserved ones.
+    let calls = ChannelCalls()
     private let lock: Locked<State>
 
     private struct State {
@@ -294,7 +301,7 @@ final class ChannelHandle: @unchecked Sendable {
                     methodSlice, nil, deadline, nil
                 )
             }
-            return call.map { CallHandle(pointer: $0, target: self.target, runtime: self.runtime, channelCalls: self.liveCalls) }
+            return call.map { CallHandle(pointer: $0, target: self.target, runtime: self.runtime, channelCalls: self.calls) }
         }
     }
 }
