@@ -53,7 +53,9 @@ public final class PooledConnection: Sendable {
     /// The `GRPCClient` over this connection, made on first use.
     let clientStorage = Locked<CachedClient<Transport>?>(nil)
     /// Called whenever `isHealthy` or the load changes, so waiting callers can look again.
-    private let onChange: @Sendable () -> Void
+    private let onChangeHandler: @Sendable () -> Void
+    /// Signalled with `onChangeHandler`: what a drain of this connection waits on.
+    private let changes = ChangeSignal()
 
     struct State {
         var channel: CoreChannel
@@ -101,7 +103,7 @@ public final class PooledConnection: Sendable {
         logger[metadataKey: "grpc.pool.endpoint"] = "\(self.endpoint)"
         self.logger = logger
         self.instruments = ConnectionInstruments(service: serviceID, index: index, factory: metricsFactory)
-        self.onChange = onChange
+        self.onChangeHandler = onChange
         let channel = try CoreChannel(target: self.endpoint.description, credentials: credentials, options: self.options)
         self.storage = Locked(State(channel: channel))
         (self.checkRequestStream, self.checkRequests) = AsyncStream.makeStream(
@@ -338,6 +340,28 @@ public final class PooledConnection: Sendable {
             self.checkRequests.yield()
         }
         self.onChange()
+    }
+
+    /// Tells the pool, and a drain waiting here, that the health or the load changed.
+    private func onChange() {
+        self.changes.signal()
+        self.onChangeHandler()
+    }
+
+    /// Returns once no call or lease is left on the connection, or after `timeLimit`.
+    func waitUntilUnloaded(timeLimit: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while true {
+                    let observed = self.changes.generation
+                    if self.load == 0 { return }
+                    do { try await self.changes.wait(after: observed) } catch { return }
+                }
+            }
+            group.addTask { try? await Task.sleep(for: timeLimit) }
+            await group.next()
+            group.cancelAll()
+        }
     }
 
     /// The latency a connection failure counts as, for least-busy balancing.

@@ -431,12 +431,17 @@ public final class ConnectionPool: Sendable {
             drained = await self.waitUntilDrained()
             group.cancelAll()
         }
-        for connection in self.connections {
-            // After a graceful drain, the calls have ended but the core objects of the last ones
-            // may still be on their way out (the poller lets go of a call just after resuming its
-            // caller): close each channel once they are gone. Cancelled: close at once.
-            if drained { await connection.channel.drainAndClose(timeLimit: self.config.timeout) }
-            connection.close()
+        // After a graceful drain, the calls have ended but the core objects of the last ones may
+        // still be on their way out (the poller lets go of a call just after resuming its caller):
+        // close each channel once they are gone, all at once. Cancelled: close at once.
+        let gracefully = drained
+        await withDiscardingTaskGroup { group in
+            for connection in self.connections {
+                group.addTask {
+                    if gracefully { await connection.channel.drainAndClose(timeLimit: self.config.timeout) }
+                    connection.close()
+                }
+            }
         }
         // The outlier detector refers to the connections: let go of them, so that the pool, its
         // channels and the core can be released.

@@ -228,10 +228,7 @@ extension PooledConnection {
                     let generation = self.currentGeneration.0
                     let limit = self.config.timeout
                     group.addTask {
-                        let deadline = ContinuousClock.now.advanced(by: limit)
-                        while self.load > 0, ContinuousClock.now < deadline {
-                            do { try await Task.sleep(for: .milliseconds(10)) } catch { return }
-                        }
+                        await self.waitUntilUnloaded(timeLimit: limit)
                         sink.yield(.drained(generation: generation))
                     }
 
