@@ -99,8 +99,11 @@ generate: deps-generate
 	$(SWIFT) build -c release --scratch-path $(GEN_SCRATCH) --product protoc-gen-grpc-swift-2
 	./Protos/generate.sh "$(PROTOC_GEN_SWIFT)" "$(PROTOC_GEN_GRPC_SWIFT)"
 
+# Checks the formatting against .swift-format (swift-nio's rules); generated code is left out.
+# `make format FIX=1` rewrites the files instead.
+FORMAT_FILES = $(shell find Sources Tests -name '*.swift' -not -path '*/Generated/*')
 format:
-	$(SWIFT) format lint --recursive --strict Sources Tests
+	@$(SWIFT) format $(if $(FIX),format -i,lint --strict) --parallel $(FORMAT_FILES)
 
 clean:
 	rm -rf .build .build-tsan .build-asan $(GEN_SCRATCH) $(VENV)

@@ -100,20 +100,25 @@ struct ExampleApp: AsyncParsableCommand {
 }
 
 enum Routes {
-    static func add(to router: Router<BasicRequestContext>, manager: PoolManager, registry: PrometheusCollectorRegistry) {
+    static func add(to router: Router<BasicRequestContext>, manager: PoolManager, registry: PrometheusCollectorRegistry)
+    {
         router.get("/health") { _, _ -> Response in
             let health = await manager.healthCheck()
             let metrics = manager.metrics()
             var body: [String: Any] = [:]
             for (id, pool) in metrics {
-                body[id.rawValue] = [
-                    "healthy": health[id] ?? false,
-                    "healthy_connections": pool.healthyConnections,
-                    "pool_size": pool.poolSize,
-                    "connections": pool.connections.map {
-                        ["index": $0.index, "endpoint": $0.endpoint, "state": "\($0.state)", "healthy": $0.isHealthy] as [String: Any]
-                    },
-                ] as [String: Any]
+                body[id.rawValue] =
+                    [
+                        "healthy": health[id] ?? false,
+                        "healthy_connections": pool.healthyConnections,
+                        "pool_size": pool.poolSize,
+                        "connections": pool.connections.map {
+                            [
+                                "index": $0.index, "endpoint": $0.endpoint, "state": "\($0.state)",
+                                "healthy": $0.isHealthy,
+                            ] as [String: Any]
+                        },
+                    ] as [String: Any]
             }
             let status: HTTPResponse.Status = health.values.allSatisfy { $0 } ? .ok : .serviceUnavailable
             return try json(body, status: status)
@@ -130,7 +135,9 @@ enum Routes {
         router.post("/stt/transcribe") { request, context -> Response in
             let audio = try await request.body.collect(upTo: 1 << 20)
             let reply = try await manager.withConnection(to: "stt") { connection in
-                try await STT.Client(wrapping: connection.client).transcribe(.with { $0.audio = Data(audio.readableBytesView) })
+                try await STT.Client(wrapping: connection.client).transcribe(
+                    .with { $0.audio = Data(audio.readableBytesView) }
+                )
             }
             return try json(["text": reply.text, "confidence": Double(reply.confidence)])
         }

@@ -1,6 +1,6 @@
-public import GRPCCore
 internal import DemoServices
 internal import Foundation
+public import GRPCCore
 internal import SwiftProtobuf
 
 /// gRPC's interoperability test cases, client side, as described in
@@ -39,7 +39,10 @@ public enum InteropCase: String, CaseIterable, Sendable {
 
         case .largeUnary:
             let response = try await test.unaryCall(Self.largeRequest())
-            try check(response.payload.body.count == 314_159, "payload of \(response.payload.body.count) bytes, expected 314159")
+            try check(
+                response.payload.body.count == 314_159,
+                "payload of \(response.payload.body.count) bytes, expected 314159"
+            )
             try check(response.payload.body.allSatisfy { $0 == 0 }, "payload is not all zeros")
 
         case .clientCompressedUnary:
@@ -57,7 +60,10 @@ public enum InteropCase: String, CaseIterable, Sendable {
             var compressed = CallOptions.defaults
             compressed.compression = .gzip
             let response = try await test.unaryCall(probe, options: compressed)
-            try check(response.payload.body.count == 314_159, "compressed call got \(response.payload.body.count) bytes")
+            try check(
+                response.payload.body.count == 314_159,
+                "compressed call got \(response.payload.body.count) bytes"
+            )
             var uncompressed = Self.largeRequest()
             uncompressed.expectCompressed = .with { $0.value = false }
             let second = try await test.unaryCall(uncompressed, options: plain)
@@ -78,7 +84,10 @@ public enum InteropCase: String, CaseIterable, Sendable {
                     try await writer.write(.with { $0.payload = TestService.payload(size: size) })
                 }
             }
-            try check(response.aggregatedPayloadSize == 74_922, "aggregated \(response.aggregatedPayloadSize), expected 74922")
+            try check(
+                response.aggregatedPayloadSize == 74_922,
+                "aggregated \(response.aggregatedPayloadSize), expected 74922"
+            )
 
         case .serverStreaming:
             let sizes = [31_415, 9, 2_653, 58_979]
@@ -120,7 +129,8 @@ public enum InteropCase: String, CaseIterable, Sendable {
             try check(received == responseSizes, "received sizes \(received), expected \(responseSizes)")
 
         case .emptyStream:
-            let count = try await test.fullDuplexCall { _ in } onResponse: { response in
+            let count = try await test.fullDuplexCall { _ in
+            } onResponse: { response in
                 var count = 0
                 for try await _ in response.messages { count += 1 }
                 return count
@@ -166,7 +176,9 @@ public enum InteropCase: String, CaseIterable, Sendable {
 
         case .unimplementedService:
             do {
-                _ = try await Grpc_Testing_UnimplementedService.Client(wrapping: client).unimplementedCall(Grpc_Testing_Empty())
+                _ = try await Grpc_Testing_UnimplementedService.Client(wrapping: client).unimplementedCall(
+                    Grpc_Testing_Empty()
+                )
                 throw InteropFailure("UnimplementedService/UnimplementedCall succeeded")
             } catch let error as RPCError {
                 try check(error.code == .unimplemented, "failed with \(error.code), expected UNIMPLEMENTED")

@@ -45,13 +45,19 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Only the acquire + release and scaling rows.")
     var onlyPool = false
 
-    @Flag(help: "Memory: resident size after a tenth of --memory-calls unary calls and after all of them (concurrency 64).")
+    @Flag(
+        help:
+            "Memory: resident size after a tenth of --memory-calls unary calls and after all of them (concurrency 64)."
+    )
     var memory = false
 
     @Option(help: "Memory run: how many calls in all.")
     var memoryCalls = 1_000_000
 
-    @Option(help: "The client of the memory run: pool-stub (a), pool-raw (a′, the pool without GRPCCore), core-channel (d), nio (c), ceiling (e).")
+    @Option(
+        help:
+            "The client of the memory run: pool-stub (a), pool-raw (a′, the pool without GRPCCore), core-channel (d), nio (c), ceiling (e)."
+    )
     var memoryClient: MemoryClient = .poolStub
 
     enum MemoryClient: String, ExpressibleByArgument, CaseIterable, Sendable {
@@ -71,7 +77,11 @@ struct Bench: AsyncParsableCommand {
             _ = try await Measure.run(concurrency: self.concurrency, duration: .seconds(self.warmup), serverPID: nil) {
                 try await clients.poolStub(payload)
             }
-            let row = try await Measure.run(concurrency: self.concurrency, duration: .seconds(self.duration), serverPID: nil) {
+            let row = try await Measure.run(
+                concurrency: self.concurrency,
+                duration: .seconds(self.duration),
+                serverPID: nil
+            ) {
                 try await clients.poolStub(payload)
             }
             let object: [String: Any] = [
@@ -91,10 +101,17 @@ struct Bench: AsyncParsableCommand {
         defer { clients.shutdown() }
         let say: (String) -> Void = { line in if !self.json { writeLine(line) } }
         if self.memory {
-            try await Self.memoryRun(clients: clients, client: self.memoryClient, total: self.memoryCalls, json: self.json)
+            try await Self.memoryRun(
+                clients: clients,
+                client: self.memoryClient,
+                total: self.memoryCalls,
+                json: self.json
+            )
             return
         }
-        say("server: pid \(server.pid) on 127.0.0.1:\(server.port); \(self.duration) s per row after \(self.warmup) s warm-up")
+        say(
+            "server: pid \(server.pid) on 127.0.0.1:\(server.port); \(self.duration) s per row after \(self.warmup) s warm-up"
+        )
 
         var rows: [[String: Any]] = []
         func measure(
@@ -116,8 +133,20 @@ struct Bench: AsyncParsableCommand {
             return row
         }
         func measureCeiling(_ workload: String, payload: [UInt8], concurrency: Int) async throws -> Measure.Row {
-            _ = await Measure.ceiling(clients: clients, payload: payload, concurrency: concurrency, duration: .seconds(self.warmup), serverPID: nil)
-            let row = await Measure.ceiling(clients: clients, payload: payload, concurrency: concurrency, duration: .seconds(self.duration), serverPID: server.pid)
+            _ = await Measure.ceiling(
+                clients: clients,
+                payload: payload,
+                concurrency: concurrency,
+                duration: .seconds(self.warmup),
+                serverPID: nil
+            )
+            let row = await Measure.ceiling(
+                clients: clients,
+                payload: payload,
+                concurrency: concurrency,
+                duration: .seconds(self.duration),
+                serverPID: server.pid
+            )
             say(row.line(client: "(e) C-core loop", workload: workload, concurrency: concurrency))
             rows.append(row.json(client: "(e) C-core loop", workload: workload, concurrency: concurrency))
             return row
@@ -128,18 +157,32 @@ struct Bench: AsyncParsableCommand {
         var ratios: [String: Double] = [:]
         for level in self.onlyPool ? [] : self.levels {
             // A B A B for the pair whose ratio is reported, so drift cancels.
-            let a1 = try await measure("(a) pool stub", "unary 32 B", concurrency: level) { try await clients.poolStub(small) }
-            let c1 = try await measure("(c) NIO client", "unary 32 B", concurrency: level) { try await clients.nio(small) }
-            let a2 = try await measure("(a) pool stub", "unary 32 B", concurrency: level) { try await clients.poolStub(small) }
-            let c2 = try await measure("(c) NIO client", "unary 32 B", concurrency: level) { try await clients.nio(small) }
-            _ = try await measure("(b) withConnection", "unary 32 B", concurrency: level) { try await clients.lease(small) }
+            let a1 = try await measure("(a) pool stub", "unary 32 B", concurrency: level) {
+                try await clients.poolStub(small)
+            }
+            let c1 = try await measure("(c) NIO client", "unary 32 B", concurrency: level) {
+                try await clients.nio(small)
+            }
+            let a2 = try await measure("(a) pool stub", "unary 32 B", concurrency: level) {
+                try await clients.poolStub(small)
+            }
+            let c2 = try await measure("(c) NIO client", "unary 32 B", concurrency: level) {
+                try await clients.nio(small)
+            }
+            _ = try await measure("(b) withConnection", "unary 32 B", concurrency: level) {
+                try await clients.lease(small)
+            }
             // The pool's own unary call, below GRPCCore: what the pool and the core layer cost
             // without the client executor that generated stubs go through.
-            let own = try await measure("(a′) pool, own call", "unary 32 B", concurrency: level) { try await clients.poolRaw(small) }
+            let own = try await measure("(a′) pool, own call", "unary 32 B", concurrency: level) {
+                try await clients.poolRaw(small)
+            }
             _ = try await measure("(c) NIO ×\(self.connections) clients", "unary 32 B", concurrency: level) {
                 try await clients.nioRoundRobin(small)
             }
-            _ = try await measure("(d) core channel", "unary 32 B", concurrency: level) { try await clients.coreChannel(small) }
+            _ = try await measure("(d) core channel", "unary 32 B", concurrency: level) {
+                try await clients.coreChannel(small)
+            }
             let e = try await measureCeiling("unary 32 B", payload: small, concurrency: level)
             ratios["pool_vs_nio_qps_c\(level)"] = (a1.qps + a2.qps) / (c1.qps + c2.qps)
             ratios["pool_vs_nio_cpu_c\(level)"] = (a1.cpuPerCall + a2.cpuPerCall) / (c1.cpuPerCall + c2.cpuPerCall)
@@ -149,7 +192,9 @@ struct Bench: AsyncParsableCommand {
         }
         if !self.onlyPool {
             let large = [UInt8](repeating: 7, count: 64 << 10)
-            _ = try await measure("(a) pool stub", "unary 64 KiB", concurrency: 16) { try await clients.poolStub(large) }
+            _ = try await measure("(a) pool stub", "unary 64 KiB", concurrency: 16) {
+                try await clients.poolStub(large)
+            }
             _ = try await measure("(c) NIO client", "unary 64 KiB", concurrency: 16) { try await clients.nio(large) }
             _ = try await measureCeiling("unary 64 KiB", payload: large, concurrency: 16)
             // Bidirectional ping-pong: a row's calls are streams of 10 round trips each.
@@ -163,7 +208,11 @@ struct Bench: AsyncParsableCommand {
 
         // Acquire + release of a pooled connection: median ns per operation, over batches of 1000.
         for tasks in [1, 64] {
-            let median = try await Measure.acquireRelease(clients: clients, tasks: tasks, duration: .seconds(self.duration))
+            let median = try await Measure.acquireRelease(
+                clients: clients,
+                tasks: tasks,
+                duration: .seconds(self.duration)
+            )
             say(String(format: "acquire + release, %2d task(s): median %.0f ns/op", tasks, median))
             rows.append(["client": "acquire+release", "concurrency": tasks, "median_ns_per_op": median])
             ratios["acquire_release_median_ns_\(tasks)"] = median
@@ -181,7 +230,12 @@ struct Bench: AsyncParsableCommand {
                 connections: size,
                 nioClients: 0
             )
-            let row = try await measure("(a) pool of \(size)", "16 str/conn 20ms", concurrency: 128, serverPID: limited.pid) {
+            let row = try await measure(
+                "(a) pool of \(size)",
+                "16 str/conn 20ms",
+                concurrency: 128,
+                serverPID: limited.pid
+            ) {
                 try await pool.poolStub(small, metadata: ["echo-delay-ms": "20"])
             }
             scaling[size] = row.qps
@@ -202,7 +256,8 @@ struct Bench: AsyncParsableCommand {
                 try await pool.poolStub(small)
             }
             // The slow endpoint is connection 2; the share counts the warm-up too.
-            let share = Double(pool.pool.connections[2].metrics().totalRequests)
+            let share =
+                Double(pool.pool.connections[2].metrics().totalRequests)
                 / Double(max(pool.pool.metrics().totalRequests, 1))
             say(String(format: "  calls on the slow endpoint: %.2f %%", share * 100))
             rows[rows.count - 1]["slow_endpoint_share"] = share
@@ -224,7 +279,10 @@ struct Bench: AsyncParsableCommand {
         }
 
         if self.json {
-            let data = try JSONSerialization.data(withJSONObject: ["rows": rows, "ratios": ratios], options: [.sortedKeys])
+            let data = try JSONSerialization.data(
+                withJSONObject: ["rows": rows, "ratios": ratios],
+                options: [.sortedKeys]
+            )
             print(String(decoding: data, as: UTF8.self))
         } else {
             writeLine("")
@@ -262,7 +320,9 @@ extension Bench {
                     duration: .seconds(3600),
                     calls: total - issued.value
                 )
-                guard failures == 0 else { throw RPCError(code: .unavailable, message: "\(failures) calls of the ceiling loop failed") }
+                guard failures == 0 else {
+                    throw RPCError(code: .unavailable, message: "\(failures) calls of the ceiling loop failed")
+                }
                 issued.store(total)
                 return
             }
@@ -293,7 +353,17 @@ extension Bench {
             writeLine(String(decoding: data, as: UTF8.self))
         } else {
             writeLine("client: \(client.rawValue)")
-            writeLine(String(format: "rss: %.1f MB at start, %.1f MB after %d calls, %.1f MB after %d (%+.1f MB)", start, afterTenth, total / 10, afterAll, total, afterAll - afterTenth))
+            writeLine(
+                String(
+                    format: "rss: %.1f MB at start, %.1f MB after %d calls, %.1f MB after %d (%+.1f MB)",
+                    start,
+                    afterTenth,
+                    total / 10,
+                    afterAll,
+                    total,
+                    afterAll - afterTenth
+                )
+            )
             writeLine("live core objects: \(LiveObjects.snapshot())")
         }
     }
@@ -370,7 +440,11 @@ final class BenchClients: Sendable {
         self.core.close()
     }
 
-    private func unary<T: ClientTransport>(_ client: GRPCClient<T>, _ payload: [UInt8], metadata: Metadata = [:]) async throws {
+    private func unary<T: ClientTransport>(
+        _ client: GRPCClient<T>,
+        _ payload: [UInt8],
+        metadata: Metadata = [:]
+    ) async throws {
         let reply = try await client.unary(
             request: ClientRequest(message: payload, metadata: metadata),
             descriptor: Self.descriptor,
@@ -396,7 +470,11 @@ final class BenchClients: Sendable {
     /// (c) grpc-swift-2's own NIO client (one).
     func nio(_ payload: [UInt8]) async throws { try await self.unary(self.nioClients[0], payload) }
 
-    static let stream = MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Stream", type: .bidirectionalStreaming)
+    static let stream = MethodDescriptor(
+        fullyQualifiedService: "bench.Echo",
+        method: "Stream",
+        type: .bidirectionalStreaming
+    )
 
     /// One bidirectional stream with 10 ping-pongs (each message waits for its echo).
     func pingPong<T: ClientTransport>(_ client: GRPCClient<T>, _ payload: [UInt8]) async throws {
@@ -463,15 +541,21 @@ enum Measure {
 
         var qps: Double { Double(self.calls) / self.seconds }
 
-        static let header = "client                     workload       conc     calls/s    p50 µs    p99 µs  cpu µs/call  server cpu  rss MB"
+        static let header =
+            "client                     workload       conc     calls/s    p50 µs    p99 µs  cpu µs/call  server cpu  rss MB"
 
         func line(client: String, workload: String, concurrency: Int) -> String {
             String(
                 format: "%@ %@ %5d %11.0f %9.0f %9.0f %12.1f %10@ %7.1f",
                 client.padding(toLength: 26, withPad: " ", startingAt: 0),
                 workload.padding(toLength: 14, withPad: " ", startingAt: 0),
-                concurrency, self.qps, self.p50, self.p99, self.cpuPerCall,
-                self.serverCPU.map { String(format: "%.0f%%", $0 * 100) } ?? "-", self.rssMB
+                concurrency,
+                self.qps,
+                self.p50,
+                self.p99,
+                self.cpuPerCall,
+                self.serverCPU.map { String(format: "%.0f%%", $0 * 100) } ?? "-",
+                self.rssMB
             ) + (self.failures > 0 ? "  (\(self.failures) failed; first: \(self.firstError ?? "?"))" : "")
         }
 
@@ -524,7 +608,12 @@ enum Measure {
             }
             return all
         }
-        var row = Self.row(latencies: results.0, failures: results.1, before: before, after: Usage.now(serverPID: serverPID))
+        var row = Self.row(
+            latencies: results.0,
+            failures: results.1,
+            before: before,
+            after: Usage.now(serverPID: serverPID)
+        )
         row.firstError = results.2
         return row
     }
@@ -553,7 +642,13 @@ enum Measure {
     }
 
     /// (e) the C-core loop.
-    static func ceiling(clients: BenchClients, payload: [UInt8], concurrency: Int, duration: Duration, serverPID: Int32?) async -> Row {
+    static func ceiling(
+        clients: BenchClients,
+        payload: [UInt8],
+        concurrency: Int,
+        duration: Duration,
+        serverPID: Int32?
+    ) async -> Row {
         let before = Usage.now(serverPID: serverPID)
         let (latencies, failures) = await CoreBenchLoop.run(
             channel: clients.core,
@@ -562,7 +657,12 @@ enum Measure {
             concurrency: concurrency,
             duration: duration
         )
-        return Self.row(latencies: latencies, failures: failures, before: before, after: Usage.now(serverPID: serverPID))
+        return Self.row(
+            latencies: latencies,
+            failures: failures,
+            before: before,
+            after: Usage.now(serverPID: serverPID)
+        )
     }
 
     static func row(latencies: [Duration], failures: Int, before: Usage, after: Usage) -> Row {
@@ -592,7 +692,8 @@ struct Usage {
     static func now(serverPID: Int32?) -> Usage {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
-        let cpu = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+        let cpu =
+            Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
             + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
         var server: Double?
         if let pid = serverPID, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
@@ -624,7 +725,8 @@ final class ServerProcess: Sendable {
     static func start(maxConcurrentStreams: Int? = nil, delayMs: Int = 0) throws -> ServerProcess {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        process.arguments = ["serve", "--port", "0", "--delay-ms", "\(delayMs)"]
+        process.arguments =
+            ["serve", "--port", "0", "--delay-ms", "\(delayMs)"]
             + (maxConcurrentStreams.map { ["--max-concurrent-streams", "\($0)"] } ?? [])
         let output = Pipe()
         process.standardOutput = output

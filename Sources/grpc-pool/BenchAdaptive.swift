@@ -113,12 +113,17 @@ enum AdaptiveBench {
             await running
             let line = String(
                 format: "stalled 1 of 2: ejected %@ after %.2f s; %d calls failed before, %d of %d after",
-                ejected ? "yes" : "NO", ejectTime, failedBefore, failedAfter, okAfter + failedAfter
+                ejected ? "yes" : "NO",
+                ejectTime,
+                failedBefore,
+                failedAfter,
+                okAfter + failedAfter
             )
             say(line)
             return [
                 "workload": "stalled 1 of 2", "ejected": ejected, "eject_s": ejectTime,
-                "failed_before_ejection": failedBefore, "failed_after_ejection": failedAfter, "calls_after_ejection": okAfter + failedAfter,
+                "failed_before_ejection": failedBefore, "failed_after_ejection": failedAfter,
+                "calls_after_ejection": okAfter + failedAfter,
             ]
         }
     }
@@ -128,7 +133,12 @@ enum AdaptiveBench {
         var config = PoolManager.ServiceConfig(endpoints: [.init(host: "127.0.0.1", port: backend.port)], poolSize: 2)
         config.enableRetries = false
         config.maxConnections = 8
-        config.scaling = .init(targetInFlight: 4...16, interval: .milliseconds(250), scaleUpCooldown: .milliseconds(500), scaleDownReadings: 4)
+        config.scaling = .init(
+            targetInFlight: 4...16,
+            interval: .milliseconds(250),
+            scaleUpCooldown: .milliseconds(500),
+            scaleDownReadings: 4
+        )
         return try await withPool(config) { pool in
             let tally = Tally()
             let (base, step, burst) = (StopSignal(), StopSignal(), StopSignal())
@@ -151,14 +161,21 @@ enum AdaptiveBench {
             base.set()
             await baseLoad
             let line = String(
-                format: "load step 16→512→4: size %d at 16, 8 %@ after %.2f s, back to 2 %@ after %.2f s; %d ok, %d failed",
-                sizeAt16, grew ? "reached" : "NOT reached", growTime, shrank ? "" : "NOT", shrinkTime,
-                tally.ok.value, tally.failed.value + tally.shed.value
+                format:
+                    "load step 16→512→4: size %d at 16, 8 %@ after %.2f s, back to 2 %@ after %.2f s; %d ok, %d failed",
+                sizeAt16,
+                grew ? "reached" : "NOT reached",
+                growTime,
+                shrank ? "" : "NOT",
+                shrinkTime,
+                tally.ok.value,
+                tally.failed.value + tally.shed.value
             )
             say(line)
             return [
                 "workload": "load step 16-512-4", "size_at_16": sizeAt16, "reached_max": grew, "grow_s": growTime,
-                "back_to_min": shrank, "shrink_s": shrinkTime, "ok": tally.ok.value, "failed": tally.failed.value + tally.shed.value,
+                "back_to_min": shrank, "shrink_s": shrinkTime, "ok": tally.ok.value,
+                "failed": tally.failed.value + tally.shed.value,
             ]
         }
     }
@@ -193,7 +210,13 @@ enum AdaptiveBench {
             stop.set()
             await running
             let share = Double(new) / Double(max(old + new, 1))
-            say(String(format: "L4 backend added: %.0f %% of the calls after two max-age periods; %d failed", share * 100, tally.failed.value))
+            say(
+                String(
+                    format: "L4 backend added: %.0f %% of the calls after two max-age periods; %d failed",
+                    share * 100,
+                    tally.failed.value
+                )
+            )
             return ["workload": "L4 backend added", "new_backend_share": share, "failed": tally.failed.value]
         }
     }
@@ -224,8 +247,13 @@ enum AdaptiveBench {
             await calmLoad
             say(
                 String(
-                    format: "queue bound (8 + 16 of 64): %.0f ok/s, %d shed (RESOURCE_EXHAUSTED), %d other failures; after the drop %d ok, %d shed",
-                    Double(ok) / seconds, shed, failed, after.ok.value, after.shed.value
+                    format:
+                        "queue bound (8 + 16 of 64): %.0f ok/s, %d shed (RESOURCE_EXHAUSTED), %d other failures; after the drop %d ok, %d shed",
+                    Double(ok) / seconds,
+                    shed,
+                    failed,
+                    after.ok.value,
+                    after.shed.value
                 )
             )
             return [

@@ -40,7 +40,12 @@ struct Chaos: AsyncParsableCommand {
     @Option(help: "Seed of the fault schedule (random when not given; printed either way).")
     var seed: UInt64?
 
-    @Option(help: ArgumentHelp("Make the servers answer this many echoes wrongly (checks that the run fails).", visibility: .hidden))
+    @Option(
+        help: ArgumentHelp(
+            "Make the servers answer this many echoes wrongly (checks that the run fails).",
+            visibility: .hidden
+        )
+    )
     var corruptReplies = 0
 
     @Flag(help: "Print one JSON object instead of the summary line.")
@@ -74,7 +79,9 @@ struct Chaos: AsyncParsableCommand {
 
         let outcome = try await self.load(servers: servers, seed: seed, say: say)
         var violations = outcome.violations
-        let (counts, poolMetrics, kills, restarts, elapsed) = (outcome.counts, outcome.pool, outcome.kills, outcome.restarts, outcome.elapsed)
+        let (counts, poolMetrics, kills, restarts, elapsed) = (
+            outcome.counts, outcome.pool, outcome.kills, outcome.restarts, outcome.elapsed
+        )
         let clock = ContinuousClock()
 
         // Resources: back to the baseline once the core has retired (it lingers two idle seconds).
@@ -88,7 +95,9 @@ struct Chaos: AsyncParsableCommand {
         } while (fdsAfter > fdsBefore || threadsAfter > threadsBefore) && clock.now < settled
         if fdsAfter > fdsBefore {
             let extra = Resources.fileDescriptorTargets().subtracting(fdTargetsBefore)
-            violations.append("file descriptors: \(fdsBefore) before, \(fdsAfter) after shutdown; new: \(extra.sorted())")
+            violations.append(
+                "file descriptors: \(fdsBefore) before, \(fdsAfter) after shutdown; new: \(extra.sorted())"
+            )
         }
         if threadsAfter > threadsBefore {
             let extra = Resources.threadNames().subtracting(threadNamesBefore)
@@ -156,7 +165,11 @@ struct Chaos: AsyncParsableCommand {
 
     /// Runs the pool under load and faults, shuts it down, and checks the calls and the metrics.
     /// The manager, pool and client live only here, so that afterwards nothing holds the C core.
-    private func load(servers: [DemoServer], seed: UInt64, say: @escaping @Sendable (String) -> Void) async throws -> LoadOutcome {
+    private func load(
+        servers: [DemoServer],
+        seed: UInt64,
+        say: @escaping @Sendable (String) -> Void
+    ) async throws -> LoadOutcome {
         let targets = servers.map(\.target)
         var config = PoolManager.ServiceConfig(
             endpoints: targets.map { PoolManager.Endpoint(parsing: $0)! },
@@ -192,7 +205,15 @@ struct Chaos: AsyncParsableCommand {
                                     deserializer: RawBytesDeserializer(),
                                     options: .defaults
                                 ) { try $0.message }
-                                tally.ended(reply == payload ? nil : RPCError(code: .dataLoss, message: "wrong echo: sent \(payload.count) × \(index), got \(reply.count) bytes: \(reply.prefix(40))"))
+                                tally.ended(
+                                    reply == payload
+                                        ? nil
+                                        : RPCError(
+                                            code: .dataLoss,
+                                            message:
+                                                "wrong echo: sent \(payload.count) × \(index), got \(reply.count) bytes: \(reply.prefix(40))"
+                                        )
+                                )
                             } catch {
                                 tally.ended(error)
                             }
@@ -223,7 +244,15 @@ struct Chaos: AsyncParsableCommand {
                     }
                     restarts.increment()
                 }
-                say(String(format: "  %6.1f s  killed %@ (%d)  calls %d", (clock.now - start).seconds, targets[victim], kills, tally.snapshot.issued))
+                say(
+                    String(
+                        format: "  %6.1f s  killed %@ (%d)  calls %d",
+                        (clock.now - start).seconds,
+                        targets[victim],
+                        kills,
+                        tally.snapshot.issued
+                    )
+                )
             }
         }
         // Every server is back; let the pool recover under load for a moment, then stop calling.
@@ -234,7 +263,9 @@ struct Chaos: AsyncParsableCommand {
         var violations: [String] = []
         // Calls have a 2 s deadline: all callers end well within 30 s, or something hangs.
         if await !Resources.finishes(callers, within: .seconds(30)) {
-            violations.append("hang: callers still running 30 s after the load stopped (\(tally.snapshot.open) calls open)")
+            violations.append(
+                "hang: callers still running 30 s after the load stopped (\(tally.snapshot.open) calls open)"
+            )
         }
         let counts = tally.snapshot
         let poolMetrics = pool.metrics()
@@ -244,10 +275,14 @@ struct Chaos: AsyncParsableCommand {
         }
 
         if counts.succeeded + counts.failed != counts.issued {
-            violations.append("calls: \(counts.issued) issued but \(counts.succeeded) succeeded + \(counts.failed) failed")
+            violations.append(
+                "calls: \(counts.issued) issued but \(counts.succeeded) succeeded + \(counts.failed) failed"
+            )
         }
         if poolMetrics.successfulRequests != counts.succeeded {
-            violations.append("metrics: the pool counted \(poolMetrics.successfulRequests) successes, the callers \(counts.succeeded)")
+            violations.append(
+                "metrics: the pool counted \(poolMetrics.successfulRequests) successes, the callers \(counts.succeeded)"
+            )
         }
         if poolMetrics.failedRequests + poolMetrics.rejectedRequests < counts.failed {
             violations.append(
@@ -259,7 +294,14 @@ struct Chaos: AsyncParsableCommand {
         violations += counts.unexpected
         if counts.succeeded == 0 { violations.append("no call succeeded") }
         if kills < self.minFaults { violations.append("only \(kills) faults") }
-        return LoadOutcome(counts: counts, pool: poolMetrics, kills: kills, restarts: restarts.value, elapsed: elapsed, violations: violations)
+        return LoadOutcome(
+            counts: counts,
+            pool: poolMetrics,
+            kills: kills,
+            restarts: restarts.value,
+            elapsed: elapsed,
+            violations: violations
+        )
     }
 }
 
@@ -332,10 +374,12 @@ enum Resources {
     /// `id:name` of every thread.
     static func threadNames() -> Set<String> {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-        return Set(tasks.map { id in
-            let name = (try? String(contentsOfFile: "/proc/self/task/\(id)/comm", encoding: .utf8)) ?? "?"
-            return "\(id):\(name.trimmingCharacters(in: .whitespacesAndNewlines))"
-        })
+        return Set(
+            tasks.map { id in
+                let name = (try? String(contentsOfFile: "/proc/self/task/\(id)/comm", encoding: .utf8)) ?? "?"
+                return "\(id):\(name.trimmingCharacters(in: .whitespacesAndNewlines))"
+            }
+        )
     }
 
     /// `fd→target` of every open descriptor; TCP sockets as `local>remote state` (hex, as in
@@ -351,10 +395,12 @@ enum Resources {
             }
         }
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-        return Set(fds.map { fd in
-            let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)")) ?? "?"
-            return "\(fd)→" + (sockets[target] ?? target)
-        })
+        return Set(
+            fds.map { fd in
+                let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)")) ?? "?"
+                return "\(fd)→" + (sockets[target] ?? target)
+            }
+        )
     }
 
     /// Whether `task` ends within `limit` (it is left running when it does not).

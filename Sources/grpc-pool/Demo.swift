@@ -4,8 +4,8 @@ import Foundation
 import GRPCCore
 import GRPCPool
 import GRPCPoolCoreBridge
-import SwiftProtobuf
 import Logging
+import SwiftProtobuf
 import Synchronization
 
 /// The main job: three demo services (stt, nlp, summary), a pool over them, a mixed load, a lost and restored
@@ -44,12 +44,20 @@ struct Demo: AsyncParsableCommand {
 
         // 2. The example configuration of the README.
         func config(_ id: ServiceID, poolSize: Int) -> PoolManager.ServiceConfig {
-            var config = PoolManager.ServiceConfig(host: "127.0.0.1", port: servers[id]!.port, poolSize: poolSize, maxRetries: 3)
+            var config = PoolManager.ServiceConfig(
+                host: "127.0.0.1",
+                port: servers[id]!.port,
+                poolSize: poolSize,
+                maxRetries: 3
+            )
             config.healthCheck.interval = .seconds(5)
             return config
         }
         let manager = try PoolManager(
-            services: ["stt": config("stt", poolSize: 3), "nlp": config("nlp", poolSize: 2), "summary": config("summary", poolSize: 2)],
+            services: [
+                "stt": config("stt", poolSize: 3), "nlp": config("nlp", poolSize: 2),
+                "summary": config("summary", poolSize: 2),
+            ],
             logger: logger
         )
 
@@ -76,13 +84,19 @@ struct Demo: AsyncParsableCommand {
                 let summary = servers["summary"]!
                 let pool = try manager.pool(for: "summary")
                 try await Task.sleep(until: started.advanced(by: total * 0.35), clock: .continuous)
-                events.add("stopping the summary server (\(summary.target)): its connections must leave the rotation", at: clock.now - started)
+                events.add(
+                    "stopping the summary server (\(summary.target)): its connections must leave the rotation",
+                    at: clock.now - started
+                )
                 let stoppedAt = clock.now
                 await summary.stop()
                 while pool.metrics().healthyConnections > 0 && clock.now - stoppedAt < .seconds(5) {
                     try await Task.sleep(for: .milliseconds(5))
                 }
-                events.add("pool noticed: summary 0/2 healthy, \(Self.ms(clock.now - stoppedAt)) after the stop", at: clock.now - started)
+                events.add(
+                    "pool noticed: summary 0/2 healthy, \(Self.ms(clock.now - stoppedAt)) after the stop",
+                    at: clock.now - started
+                )
                 try await Task.sleep(until: started.advanced(by: total * 0.55), clock: .continuous)
                 try await summary.start()
                 let restartedAt = clock.now
@@ -110,7 +124,16 @@ struct Demo: AsyncParsableCommand {
                     let metrics = manager.metrics()[id]!
                     return "\(id) \(metrics.healthyConnections)/\(metrics.poolSize)"
                 }.joined(separator: "  ")
-                say(String(format: "  %5.1fs  calls %7d  %6.0f/s  errors %4d  healthy: %@", (now - started).seconds, calls, rate, errors, healthy))
+                say(
+                    String(
+                        format: "  %5.1fs  calls %7d  %6.0f/s  errors %4d  healthy: %@",
+                        (now - started).seconds,
+                        calls,
+                        rate,
+                        errors,
+                        healthy
+                    )
+                )
             }
             stop.set()
             finalMetrics.withLock { $0 = manager.metrics() }
@@ -121,7 +144,15 @@ struct Demo: AsyncParsableCommand {
         // 6. What happened (the metrics as the load ended, before the shutdown closed everything).
         let metrics = finalMetrics.withLock { $0 }
         if self.json {
-            print(Self.json(metrics: metrics, order: order, tally: tally, events: events.all, seconds: (clock.now - started).seconds))
+            print(
+                Self.json(
+                    metrics: metrics,
+                    order: order,
+                    tally: tally,
+                    events: events.all,
+                    seconds: (clock.now - started).seconds
+                )
+            )
         } else {
             print("")
             print(Self.serviceTable(metrics, order: order, tally: tally))
@@ -177,7 +208,12 @@ struct Demo: AsyncParsableCommand {
     }
 
     static func serviceTable(_ metrics: [ServiceID: PoolMetrics], order: [ServiceID], tally: Tally) -> String {
-        var rows = [["service", "requests", "success", "avg ms", "p50 ms", "p99 ms", "reconnects", "healthy", "client ok/failed"]]
+        var rows = [
+            [
+                "service", "requests", "success", "avg ms", "p50 ms", "p99 ms", "reconnects", "healthy",
+                "client ok/failed",
+            ]
+        ]
         for id in order {
             let m = metrics[id]!
             let (ok, failed) = tally.counts(id)
@@ -193,7 +229,9 @@ struct Demo: AsyncParsableCommand {
     }
 
     static func connectionTable(_ metrics: [ServiceID: PoolMetrics], order: [ServiceID]) -> String {
-        var rows = [["service", "conn", "endpoint", "state", "healthy", "requests", "failed", "reconnects", "last error"]]
+        var rows = [
+            ["service", "conn", "endpoint", "state", "healthy", "requests", "failed", "reconnects", "last error"]
+        ]
         for id in order {
             for c in metrics[id]!.connections {
                 rows.append([
@@ -228,27 +266,29 @@ struct Demo: AsyncParsableCommand {
         for id in order {
             let m = metrics[id]!
             let (ok, failed) = tally.counts(id)
-            services[id.rawValue] = [
-                "requests": m.totalRequests,
-                "successes": m.successfulRequests,
-                "failures": m.failedRequests,
-                "success_rate": m.successRate,
-                "avg_ms": m.averageResponseTime.seconds * 1000,
-                "p50_ms": m.p50ResponseTime.seconds * 1000,
-                "p99_ms": m.p99ResponseTime.seconds * 1000,
-                "reconnects": m.reconnects,
-                "healthy_connections": m.healthyConnections,
-                "pool_size": m.poolSize,
-                "client_successes": ok,
-                "client_failures": failed,
-                "connections": m.connections.map { c in
-                    [
-                        "index": c.index, "endpoint": c.endpoint, "state": "\(c.state)", "healthy": c.isHealthy,
-                        "requests": c.totalRequests, "successes": c.successfulRequests, "failures": c.failedRequests,
-                        "reconnects": c.reconnects,
-                    ] as [String: Any]
-                },
-            ] as [String: Any]
+            services[id.rawValue] =
+                [
+                    "requests": m.totalRequests,
+                    "successes": m.successfulRequests,
+                    "failures": m.failedRequests,
+                    "success_rate": m.successRate,
+                    "avg_ms": m.averageResponseTime.seconds * 1000,
+                    "p50_ms": m.p50ResponseTime.seconds * 1000,
+                    "p99_ms": m.p99ResponseTime.seconds * 1000,
+                    "reconnects": m.reconnects,
+                    "healthy_connections": m.healthyConnections,
+                    "pool_size": m.poolSize,
+                    "client_successes": ok,
+                    "client_failures": failed,
+                    "connections": m.connections.map { c in
+                        [
+                            "index": c.index, "endpoint": c.endpoint, "state": "\(c.state)", "healthy": c.isHealthy,
+                            "requests": c.totalRequests, "successes": c.successfulRequests,
+                            "failures": c.failedRequests,
+                            "reconnects": c.reconnects,
+                        ] as [String: Any]
+                    },
+                ] as [String: Any]
         }
         let object: [String: Any] = [
             "duration_s": seconds,

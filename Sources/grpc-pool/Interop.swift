@@ -1,8 +1,8 @@
 import ArgumentParser
 import DemoServices
 import GRPCPool
-import Logging
 import InteropCases
+import Logging
 
 /// Runs gRPC's interop cases through the pooled transport against a TestService.
 struct Interop: AsyncParsableCommand {

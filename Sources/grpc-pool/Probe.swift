@@ -53,7 +53,10 @@ struct Probe: AsyncParsableCommand {
         let config: PoolManager.ServiceConfig
         let manager: PoolManager
         do {
-            var service = PoolManager.ServiceConfig(endpoints: [try Endpoints.parse(self.target)], poolSize: self.poolSize)
+            var service = PoolManager.ServiceConfig(
+                endpoints: [try Endpoints.parse(self.target)],
+                poolSize: self.poolSize
+            )
             service.keepaliveTime = .milliseconds(Int(self.keepalive * 1000))
             service.timeout = .milliseconds(Int(self.timeout * 1000))
             service.healthCheck.serviceName = self.healthService
@@ -121,7 +124,8 @@ struct Probe: AsyncParsableCommand {
         }
 
         for connection in pool.metrics().connections {
-            let since = connection.connectedSince.map { String(format: " for %.0f ms", (clock.now - $0).milliseconds) } ?? ""
+            let since =
+                connection.connectedSince.map { String(format: " for %.0f ms", (clock.now - $0).milliseconds) } ?? ""
             print(
                 "  connection \(connection.index)  \(connection.endpoint)  \(connection.state)"
                     + "  \(connection.isHealthy ? "healthy" : "unhealthy")\(since)"

@@ -36,7 +36,9 @@ struct AdaptivePoolTests {
         }
     }
 
-    @Test("Behind an L4 balancer, a backend added mid-run gets at least a quarter of the calls within two max-age periods")
+    @Test(
+        "Behind an L4 balancer, a backend added mid-run gets at least a quarter of the calls within two max-age periods"
+    )
     func refreshSpreadsOverNewBackend() async throws {
         try await withDemoServers(2) { backends in
             // The proxy sends every new connection to the next backend in turn; at first there is
@@ -75,7 +77,10 @@ struct AdaptivePoolTests {
                 stop.set()
                 await load
                 let (old, new) = (backends[0].requestCount, backends[1].requestCount)
-                #expect(Double(new) >= Double(old + new) / 4, "calls after every connection was refreshed: old backend \(old), new \(new)")
+                #expect(
+                    Double(new) >= Double(old + new) / 4,
+                    "calls after every connection was refreshed: old backend \(old), new \(new)"
+                )
                 #expect(counter.failures.isEmpty, "make before break: \(counter.failures)")
                 #expect(pool.metrics().reconnects >= 4, "every connection was refreshed")
             }
@@ -196,7 +201,9 @@ extension IsolatedTests {
                         await load
                         let measured = latencies.values.dropFirst(warmUp).sorted()
                         let p99 = measured[min(measured.count - 1, measured.count * 99 / 100)]
-                        let calls = zip(pool.metrics().connections, callsBefore).map { ($0.endpoint, $0.totalRequests - $1) }
+                        let calls = zip(pool.metrics().connections, callsBefore).map {
+                            ($0.endpoint, $0.totalRequests - $1)
+                        }
                         let slowCalls = calls.filter { $0.0 == servers[2].target }.map(\.1).reduce(0, +)
                         let total = calls.map(\.1).reduce(0, +)
                         return (p99, Double(slowCalls) / Double(max(total, 1)), counter.failures.count)
@@ -206,7 +213,10 @@ extension IsolatedTests {
                 let leastBusy = try #require(results[.leastBusy])
                 #expect(roundRobin.failures == 0 && leastBusy.failures == 0)
                 #expect(roundRobin.slowShare > 0.2, "round robin sends a third of the calls to each endpoint")
-                #expect(leastBusy.slowShare < 0.01, "least busy sent \(leastBusy.slowShare * 100) % to the slow endpoint")
+                #expect(
+                    leastBusy.slowShare < 0.01,
+                    "least busy sent \(leastBusy.slowShare * 100) % to the slow endpoint"
+                )
                 #expect(
                     roundRobin.p99 >= leastBusy.p99 * 3,
                     "p99: round robin \(roundRobin.p99), least busy \(leastBusy.p99)"
@@ -220,7 +230,9 @@ extension IsolatedTests {
     /// 512 calls at once load both cores, so it runs alone.
     @Suite("Dynamic sizing under a load step")
     struct LoadStepTests {
-        @Test("Under a load step from 16 to 512 calls the pool grows to maxConnections, and shrinks back when the load drops, failing no call")
+        @Test(
+            "Under a load step from 16 to 512 calls the pool grows to maxConnections, and shrinks back when the load drops, failing no call"
+        )
         func dynamicSizing() async throws {
             try await withDemoServer { server in
                 let config = testConfig([server.target], poolSize: 2) {
@@ -257,7 +269,11 @@ extension IsolatedTests {
                     #expect(grew, "pool size under 512 calls: \(pool.metrics().poolSize)")
                     #expect(await poll { pool.metrics().healthyConnections == 8 })
                     let atPeak = counter.successes
-                    #expect(await poll(timeLimit: .seconds(20)) { counter.successes > atPeak + (underSanitizer ? 300 : 2000) })
+                    #expect(
+                        await poll(timeLimit: .seconds(20)) {
+                            counter.successes > atPeak + (underSanitizer ? 300 : 2000)
+                        }
+                    )
                     #expect(server.peers.count >= 8, "each added connection is its own TCP connection")
 
                     // The load drops to 4 calls at once: the pool drains connections back to 2.

@@ -4,7 +4,10 @@ import Testing
 
 /// Runs the built `grpc-pool` executable (it sits next to the test bundle) and returns its exit
 /// code and output, killing it after `timeLimit`.
-func runGRPCPool(_ arguments: [String], timeLimit: Duration = .seconds(60)) async throws -> (status: Int32, output: String) {
+func runGRPCPool(
+    _ arguments: [String],
+    timeLimit: Duration = .seconds(60)
+) async throws -> (status: Int32, output: String) {
     let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     var executable = directory.appendingPathComponent("grpc-pool")
     if !FileManager.default.fileExists(atPath: executable.path) {
@@ -99,7 +102,9 @@ struct CommandLineTests {
 extension IsolatedTests {
     @Suite("Chaos under load")
     struct ChaosTests {
-        @Test("64 callers, 3 endpoints killed and restarted at random: every call ends once, as it should, and nothing leaks")
+        @Test(
+            "64 callers, 3 endpoints killed and restarted at random: every call ends once, as it should, and nothing leaks"
+        )
         func chaos() async throws {
             // In its own process, so that its file descriptors and threads are its own.
             let (status, output) = try await runGRPCPool(
@@ -107,7 +112,10 @@ extension IsolatedTests {
                 timeLimit: .seconds(110)
             )
             let line = try #require(output.split(separator: "\n").last(where: { $0.hasPrefix("{") }), "\(output)")
-            let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+            let report = try #require(
+                try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                "\(line)"
+            )
             var violations = report["violations"] as? [String] ?? ["no violations in the report"]
             // Under a sanitizer, the first report it symbolizes (suppressed ones included) starts
             // llvm-symbolizer, talking to it over a pipe pair that stays open: two descriptors
@@ -142,7 +150,10 @@ extension IsolatedTests {
         @Test("A wrong echo fails the chaos run")
         func wrongEchoFails() async throws {
             let (status, output) = try await runGRPCPool(
-                ["chaos", "--duration", "2", "--callers", "8", "--endpoints", "1", "--min-faults", "1", "--corrupt-replies", "1", "--json"],
+                [
+                    "chaos", "--duration", "2", "--callers", "8", "--endpoints", "1", "--min-faults", "1",
+                    "--corrupt-replies", "1", "--json",
+                ],
                 timeLimit: .seconds(60)
             )
             #expect(status == 1, "\(output)")

@@ -78,7 +78,11 @@ struct ConnectivityTests {
     func unresolvable(target: String) async throws {
         let channel = try CoreChannel(target: target)
         let error = await #expect(throws: RPCError.self) {
-            try await channel.unary(method: "/bench.Echo/Unary", request: [1], options: CoreCallOptions(timeout: .seconds(10)))
+            try await channel.unary(
+                method: "/bench.Echo/Unary",
+                request: [1],
+                options: CoreCallOptions(timeout: .seconds(10))
+            )
         }
         #expect(error?.code == .unavailable)
     }
@@ -109,7 +113,7 @@ struct SubchannelPoolTests {
             _ = try await channel.unary(method: "/bench.Echo/Unary", request: [1])
         }
         let peers = server.peers.count
-        channels.forEach { $0.close() }
+        for channel in channels { channel.close() }
         return peers
     }
 

@@ -271,9 +271,12 @@ struct CoreChannelTests {
         }
     }
 
-    @Test("With gzip as the channel default, the server sees grpc-encoding: gzip", arguments: [
-        ChannelOptions.Compression.gzip, .deflate,
-    ])
+    @Test(
+        "With gzip as the channel default, the server sees grpc-encoding: gzip",
+        arguments: [
+            ChannelOptions.Compression.gzip, .deflate,
+        ]
+    )
     func compression(algorithm: ChannelOptions.Compression) async throws {
         try await withDemoServer { server in
             var options = ChannelOptions()

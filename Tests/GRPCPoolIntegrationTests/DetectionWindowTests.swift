@@ -92,7 +92,9 @@ extension IsolatedTests {
             }
         }
 
-        @Test("A connection whose server stops answering is ejected after its failure streak; the calls that follow do not fail")
+        @Test(
+            "A connection whose server stops answering is ejected after its failure streak; the calls that follow do not fail"
+        )
         func stalledConnectionEjected() async throws {
             try await withDemoServers(2) { servers in
                 let proxy = TCPProxy(targetPort: servers[0].port)
@@ -134,7 +136,10 @@ extension IsolatedTests {
                     #expect(await poll { counter.successes > successesBefore + 300 })
                     stop.set()
                     await load
-                    #expect(counter.failures.count == failuresBefore, "failed after the ejection: \(counter.failures.dropFirst(failuresBefore))")
+                    #expect(
+                        counter.failures.count == failuresBefore,
+                        "failed after the ejection: \(counter.failures.dropFirst(failuresBefore))"
+                    )
                     #expect(counter.failures.allSatisfy { $0 == .deadlineExceeded }, "\(Set(counter.failures))")
                     let metrics = pool.metrics().connections
                     #expect(metrics[0].ejections == 1)

@@ -84,12 +84,19 @@ struct ExampleAppTests {
         #expect(text.contains("# TYPE grpc_pool_connection_healthy gauge"))
         #expect(text.contains("grpc_pool_rpc_duration_seconds"))
         let sttCalls = text.split(separator: "\n").filter {
-            $0.hasPrefix("grpc_pool_rpcs_total{") && $0.contains("service=\"stt\"") && $0.contains("outcome=\"success\"")
+            $0.hasPrefix("grpc_pool_rpcs_total{") && $0.contains("service=\"stt\"")
+                && $0.contains("outcome=\"success\"")
         }
         #expect(sttCalls.compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +) >= 1)
         for line in text.split(separator: "\n") where !line.hasPrefix("#") {
             // name{labels} value — the Prometheus text format.
-            #expect(line.range(of: #"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [-+0-9.eE]+|Inf|NaN$"#, options: .regularExpression) != nil, "\(line)")
+            #expect(
+                line.range(
+                    of: #"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [-+0-9.eE]+|Inf|NaN$"#,
+                    options: .regularExpression
+                ) != nil,
+                "\(line)"
+            )
         }
 
         // SIGTERM: graceful shutdown of the HTTP server and the pools, within a few seconds.

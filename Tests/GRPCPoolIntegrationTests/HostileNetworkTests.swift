@@ -34,7 +34,9 @@ func withStarted<Result>(_ server: DemoServer, _ body: () async throws -> Result
 
 @Suite("Hostile network")
 struct HostileNetworkTests {
-    @Test("Keepalive more frequent than the server allows: the keepalive RPC keeps the server content, no GOAWAY, no call fails")
+    @Test(
+        "Keepalive more frequent than the server allows: the keepalive RPC keeps the server content, no GOAWAY, no call fails"
+    )
     func tooManyPings() async throws {
         // The server wants 1.2 s between pings without data, with two strikes; the client pings
         // every 800 ms (the seed's 10 s against a 5-minute server policy, scaled down). Pings
@@ -67,7 +69,10 @@ struct HostileNetworkTests {
                 load.cancel()
                 _ = try? await load.value
                 // Cancelling the load ends its pause (.unknown) or its call (.cancelled); nothing else.
-                #expect(counter.failures.allSatisfy { $0 == .unknown || $0 == .cancelled }, "failed calls: \(counter.failures)")
+                #expect(
+                    counter.failures.allSatisfy { $0 == .unknown || $0 == .cancelled },
+                    "failed calls: \(counter.failures)"
+                )
                 #expect(counter.successes >= 1)
             }
         }
@@ -89,7 +94,9 @@ struct HostileNetworkTests {
                 let sent = await #expect(throws: RPCError.self) { try await echo([UInt8](repeating: 1, count: 8192)) }
                 #expect(sent?.code == .resourceExhausted, "\(String(describing: sent))")
                 // Small enough to send, too big to receive back.
-                let received = await #expect(throws: RPCError.self) { try await echo([UInt8](repeating: 2, count: 2048)) }
+                let received = await #expect(throws: RPCError.self) {
+                    try await echo([UInt8](repeating: 2, count: 2048))
+                }
                 #expect(received?.code == .resourceExhausted, "\(String(describing: received))")
                 // The connection is still healthy and serves the next call.
                 #expect(pool.connections[0].isHealthy)
@@ -129,7 +136,10 @@ extension IsolatedTests {
                     let stop = StopFlag()
                     let load = Task { try await steadyClientLoad(manager, callers: 8, counter: counter, stop: stop) }
                     // Each connection is told to go away every 0.4 s: three generations of two.
-                    #expect(await poll(timeLimit: .seconds(15)) { server.peers.count >= 6 }, "peers: \(server.peers.count)")
+                    #expect(
+                        await poll(timeLimit: .seconds(15)) { server.peers.count >= 6 },
+                        "peers: \(server.peers.count)"
+                    )
                     let successes = counter.successes
                     #expect(await poll { counter.successes > successes + 100 }, "calls go on after the reconnections")
                     stop.set()

@@ -23,7 +23,11 @@ struct KeepaliveTests {
                     request: StreamingClientRequest(of: [UInt8].self) { writer in
                         for await message in requests { try await writer.write(message) }
                     },
-                    descriptor: MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Stream", type: .bidirectionalStreaming),
+                    descriptor: MethodDescriptor(
+                        fullyQualifiedService: "bench.Echo",
+                        method: "Stream",
+                        type: .bidirectionalStreaming
+                    ),
                     serializer: RawBytesSerializer(),
                     deserializer: RawBytesDeserializer(),
                     options: .defaults

@@ -11,7 +11,9 @@ extension IsolatedTests {
     /// channel: in the isolated phase, one at a time.
     @Suite("Nothing of the core outlives the README's usage")
     struct LeakTests {
-        @Test("withConnection { STT.Client(wrapping: $0.client) }, then shutdown: no channel, call, runtime or poller left")
+        @Test(
+            "withConnection { STT.Client(wrapping: $0.client) }, then shutdown: no channel, call, runtime or poller left"
+        )
         func readmeLeasePattern() async throws {
             try await withDemoServer { server in
                 try await Self.readmeUsage(port: server.port)

@@ -36,12 +36,17 @@ struct ObservabilityTests {
             #expect(succeeded.reduce(0) { $0 + $1.totalValue } == 7)
             let timers = metrics.timers(label: "grpc_pool_rpc_duration_seconds")
             #expect(timers.reduce(0) { $0 + $1.values.count } == 10)
-            let healthy = try metrics.expectGauge("grpc_pool_connection_healthy", [("service", "stt"), ("connection", "0")])
+            let healthy = try metrics.expectGauge(
+                "grpc_pool_connection_healthy",
+                [("service", "stt"), ("connection", "0")]
+            )
             #expect(healthy.lastValue == 0, "after shutdown the connection is out of rotation")
         }
     }
 
-    @Test("An observer sees each connection connect, be lost, come back and close; A94 subchannel metrics count the same")
+    @Test(
+        "An observer sees each connection connect, be lost, come back and close; A94 subchannel metrics count the same"
+    )
     func observerAndSubchannelMetrics() async throws {
         try await withDemoServer { server in
             let metrics = TestMetrics()
@@ -58,7 +63,13 @@ struct ObservabilityTests {
                 await server.stop()
                 // Each connection is lost (a reconnection can slip in while the server's listener
                 // closes, and be lost again: at least once).
-                #expect(await poll { (0..<2).allSatisfy { index in seen.values.contains { $0.connection == index && $0.isDisconnection } } })
+                #expect(
+                    await poll {
+                        (0..<2).allSatisfy { index in
+                            seen.values.contains { $0.connection == index && $0.isDisconnection }
+                        }
+                    }
+                )
                 try await server.start()
                 #expect(await poll { pool.metrics().healthyConnections == 2 })
                 manager.beginGracefulShutdown()
@@ -72,14 +83,24 @@ struct ObservabilityTests {
                 #expect(kinds[..<lost].contains(.connected), "connected before it was lost: \(kinds)")
                 #expect(kinds[lost...].contains(.connected), "connected again after the restart: \(kinds)")
                 #expect(kinds.last == .closed, "\(kinds)")
-                #expect(events.filter { $0.connection == index }.allSatisfy { $0.service == "stt" && $0.endpoint == server.target })
+                #expect(
+                    events.filter { $0.connection == index }.allSatisfy {
+                        $0.service == "stt" && $0.endpoint == server.target
+                    }
+                )
             }
             // The A94 counters say what the events said.
             func total(_ label: String) -> Int64 { metrics.counters(label: label).reduce(0) { $0 + $1.totalValue } }
-            #expect(total("grpc.subchannel.connection_attempts_succeeded") == Int64(events.count { $0.kind == .connected || $0.kind.isRefresh }))
+            #expect(
+                total("grpc.subchannel.connection_attempts_succeeded")
+                    == Int64(events.count { $0.kind == .connected || $0.kind.isRefresh })
+            )
             #expect(total("grpc.subchannel.disconnections") == Int64(events.count(where: \.isDisconnection)))
             #expect(total("grpc.subchannel.disconnections") >= 2)
-            let open = try metrics.expectGauge("grpc.subchannel.open_connections", [("grpc.target", server.target), ("service", "stt"), ("connection", "0")])
+            let open = try metrics.expectGauge(
+                "grpc.subchannel.open_connections",
+                [("grpc.target", server.target), ("service", "stt"), ("connection", "0")]
+            )
             #expect(open.lastValue == 0, "closed with the pool")
         }
     }
@@ -99,10 +120,16 @@ struct ObservabilityTests {
                 group.addTask { try await manager.run() }
                 #expect(await poll { pool.metrics().healthyConnections == 1 })
                 _ = try await pool.unary(method: echoUnary, request: [1])
-                #expect(await poll { logs.entries.contains { $0.message == "pool metrics" && $0.metadata["requests"] == "1" } })
+                #expect(
+                    await poll {
+                        logs.entries.contains { $0.message == "pool metrics" && $0.metadata["requests"] == "1" }
+                    }
+                )
                 await server.stop()
                 #expect(await poll { logs.entries.contains { $0.message == "health check failed" } })
-                #expect(await poll { logs.entries.contains { $0.message.description.hasPrefix("reconnection attempt") } })
+                #expect(
+                    await poll { logs.entries.contains { $0.message.description.hasPrefix("reconnection attempt") } }
+                )
                 try await server.restart()
                 #expect(await poll { pool.metrics().healthyConnections == 1 })
                 manager.beginGracefulShutdown()

@@ -89,7 +89,9 @@ struct PoolFaultTests {
                     try await b.restart()
                     // Back within the backoff bound: the core's reconnect backoff and the pool's
                     // recovery both start at retryDelay (100 ms) and cap at 400 ms.
-                    #expect(await poll(timeLimit: .seconds(5)) { onB.allSatisfy { $0.isHealthy && $0.state == .ready } })
+                    #expect(
+                        await poll(timeLimit: .seconds(5)) { onB.allSatisfy { $0.isHealthy && $0.state == .ready } }
+                    )
                     let requestsOnB = onB.map { $0.metrics().totalRequests }
                     #expect(await poll { zip(onB, requestsOnB).allSatisfy { $0.metrics().totalRequests > $1 + 20 } })
                     #expect(onB.allSatisfy { $0.metrics().reconnects >= 1 })
@@ -137,7 +139,11 @@ struct PoolFaultTests {
                 let clock = ContinuousClock()
                 let start = clock.now
                 let error = await #expect(throws: RPCError.self) {
-                    try await pool.unary(method: echoUnary, request: [1], options: CoreCallOptions(timeout: .seconds(30)))
+                    try await pool.unary(
+                        method: echoUnary,
+                        request: [1],
+                        options: CoreCallOptions(timeout: .seconds(30))
+                    )
                 }
                 #expect(error?.code == .unavailable)
                 #expect(error?.message.contains("no healthy connection") == true)
@@ -158,13 +164,21 @@ struct PoolFaultTests {
                 let clock = ContinuousClock()
                 let start = clock.now
                 let error = await #expect(throws: RPCError.self) {
-                    try await pool.unary(method: echoUnary, request: [1], options: CoreCallOptions(timeout: .milliseconds(300)))
+                    try await pool.unary(
+                        method: echoUnary,
+                        request: [1],
+                        options: CoreCallOptions(timeout: .milliseconds(300))
+                    )
                 }
                 #expect(error?.code == .deadlineExceeded)
                 #expect(clock.now - start >= .milliseconds(300))
 
                 let waiting = Task {
-                    try await pool.unary(method: echoUnary, request: [8], options: CoreCallOptions(timeout: .seconds(8)))
+                    try await pool.unary(
+                        method: echoUnary,
+                        request: [8],
+                        options: CoreCallOptions(timeout: .seconds(8))
+                    )
                 }
                 #expect(await poll { pool.waitingCalls == 1 })
                 try await server.restart()
@@ -198,13 +212,18 @@ struct PoolFaultTests {
     @Test("Graceful shutdown lets calls in flight finish, refuses new ones, and releases the channels")
     func gracefulShutdown() async throws {
         try await withDemoServer { server in
-            let manager = try PoolManager(services: ["echo": testConfig([server.target], poolSize: 2)], logger: quietLogger)
+            let manager = try PoolManager(
+                services: ["echo": testConfig([server.target], poolSize: 2)],
+                logger: quietLogger
+            )
             let pool = try manager.pool(for: "echo")
             let running = Task { try await manager.run() }
             #expect(await poll { pool.metrics().healthyConnections == 2 })
 
             let inFlight = (0..<4).map { index in
-                Task { try await pool.unary(method: echoUnary, request: [UInt8(index)], metadata: ["echo-delay-ms": "500"]) }
+                Task {
+                    try await pool.unary(method: echoUnary, request: [UInt8(index)], metadata: ["echo-delay-ms": "500"])
+                }
             }
             #expect(await poll { pool.metrics().inFlight == 4 })
             manager.beginGracefulShutdown()

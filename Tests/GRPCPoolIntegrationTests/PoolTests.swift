@@ -75,7 +75,11 @@ struct PoolTests {
                         }
                         let nlpPool = try manager.pool(for: "nlp")
                         for _ in 0..<20 {
-                            _ = try await nlpPool.unary(method: echoUnary, request: [1], metadata: ["echo-delay-ms": "25"])
+                            _ = try await nlpPool.unary(
+                                method: echoUnary,
+                                request: [1],
+                                metadata: ["echo-delay-ms": "25"]
+                            )
                         }
 
                         let metrics = manager.metrics()

@@ -20,7 +20,13 @@ struct ReadmeExamplesTests {
                     let audio = Data(count: 3200)
                     // ### Basic setup
                     let manager = try PoolManager(services: [
-                        "stt": .init(host: "localhost", port: s1.port, poolSize: 3, maxRetries: 3, timeout: .seconds(30)),
+                        "stt": .init(
+                            host: "localhost",
+                            port: s1.port,
+                            poolSize: 3,
+                            maxRetries: 3,
+                            timeout: .seconds(30)
+                        ),
                         "nlp": .init(host: "localhost", port: s2.port, poolSize: 2),
                         "summary": .init(host: "localhost", port: s3.port, poolSize: 2),
                     ])
@@ -49,12 +55,20 @@ struct ReadmeExamplesTests {
                         print("Avg response time: \(String(format: "%.2f", m.averageResponseTimeMilliseconds)) ms")
                         print("p50 / p99: \(m.p50ResponseTime) / \(m.p99ResponseTime)")
                         for connection in m.connections {
-                            print(connection.index, connection.endpoint, connection.state, connection.isHealthy, connection.reconnects)
+                            print(
+                                connection.index,
+                                connection.endpoint,
+                                connection.state,
+                                connection.isHealthy,
+                                connection.reconnects
+                            )
                         }
                         #expect(m.totalRequests == 1)
                         #expect(health["stt"] == true && health["nlp"] == true)
                         // summary has had no call yet: it is healthy once its connections are up.
-                        #expect(await poll { await manager.healthCheck() == ["stt": true, "nlp": true, "summary": true] })
+                        #expect(
+                            await poll { await manager.healthCheck() == ["stt": true, "nlp": true, "summary": true] }
+                        )
 
                         manager.beginGracefulShutdown()
                     }

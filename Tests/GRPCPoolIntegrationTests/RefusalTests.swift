@@ -112,10 +112,16 @@ struct RefusalTests {
         }
     }
 
-    @Test("After shutdown: FAILED_PRECONDITION, an RPCError, at once; a kept connection client too", arguments: Stack.allCases)
+    @Test(
+        "After shutdown: FAILED_PRECONDITION, an RPCError, at once; a kept connection client too",
+        arguments: Stack.allCases
+    )
     func shutdown(_ stack: Stack) async throws {
         try await withBackend(stack) { server in
-            let manager = try PoolManager(services: ["echo": testConfig([server.target], poolSize: 2)], logger: quietLogger)
+            let manager = try PoolManager(
+                services: ["echo": testConfig([server.target], poolSize: 2)],
+                logger: quietLogger
+            )
             let running = Task { try await manager.run() }
             let pool = try manager.pool(for: "echo")
             #expect(await poll { pool.metrics().healthyConnections == 2 })

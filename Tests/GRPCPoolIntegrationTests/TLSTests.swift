@@ -84,11 +84,17 @@ struct TLSTests {
         }
 
         // Wrong CA: the handshake fails, and says so.
-        try await withPoolManager(["tls": config(server, .init(trustRoots: .file(path: pki.otherCA)))], waitForHealthy: false) {
+        try await withPoolManager(
+            ["tls": config(server, .init(trustRoots: .file(path: pki.otherCA)))],
+            waitForHealthy: false
+        ) {
             manager in
             let error = await #expect(throws: RPCError.self) { try await call(manager) }
             #expect(error?.code == .unavailable)
-            #expect(error.map { "\($0)".lowercased().contains("certificate") || "\($0)".contains("Handshake") } == true, "\(String(describing: error))")
+            #expect(
+                error.map { "\($0)".lowercased().contains("certificate") || "\($0)".contains("Handshake") } == true,
+                "\(String(describing: error))"
+            )
             #expect(server.requestCount == 1, "only the call over the trusted TLS connection reached the server")
         }
 
@@ -99,7 +105,10 @@ struct TLSTests {
         ) { manager in
             let error = await #expect(throws: RPCError.self) { try await call(manager) }
             #expect(error?.code == .unavailable)
-            #expect(error.map { "\($0)".contains("wrong.example") || "\($0)".lowercased().contains("peer name") } == true, "\(String(describing: error))")
+            #expect(
+                error.map { "\($0)".contains("wrong.example") || "\($0)".lowercased().contains("peer name") } == true,
+                "\(String(describing: error))"
+            )
         }
 
         // Plaintext only when configured: a plaintext pool against the TLS server fails too.
@@ -117,7 +126,10 @@ struct TLSTests {
         try await server.start()
         defer { Task { await server.stop() } }
 
-        try await withPoolManager(["tls": config(server, .init(trustRoots: .file(path: pki.ca)))], waitForHealthy: false) {
+        try await withPoolManager(
+            ["tls": config(server, .init(trustRoots: .file(path: pki.ca)))],
+            waitForHealthy: false
+        ) {
             manager in
             let error = await #expect(throws: RPCError.self) { try await call(manager) }
             #expect(error?.code == .unavailable)
@@ -150,7 +162,10 @@ struct TLSTests {
             let reply = try await call(manager)
             #expect(reply == [1, 2, 3])
         }
-        try await withPoolManager(["tls": config(server, .init(trustRoots: .file(path: pki.ca)))], waitForHealthy: false) {
+        try await withPoolManager(
+            ["tls": config(server, .init(trustRoots: .file(path: pki.ca)))],
+            waitForHealthy: false
+        ) {
             manager in
             let error = await #expect(throws: RPCError.self) { try await call(manager) }
             #expect(error?.code == .unavailable)

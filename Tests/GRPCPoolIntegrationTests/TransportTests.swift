@@ -1,9 +1,9 @@
 import DemoServices
+import Foundation
 import GRPCCore
 import GRPCPool
 import GRPCPoolCoreBridge
 import InteropCases
-import Foundation
 import SwiftProtobuf
 import Testing
 
@@ -18,9 +18,12 @@ struct TransportTests {
         }
     }
 
-    @Test("Interop case through one pooled connection's client", arguments: [
-        InteropCase.largeUnary, .pingPong, .customMetadata, .statusCodeAndMessage, .timeoutOnSleepingServer,
-    ])
+    @Test(
+        "Interop case through one pooled connection's client",
+        arguments: [
+            InteropCase.largeUnary, .pingPong, .customMetadata, .statusCodeAndMessage, .timeoutOnSleepingServer,
+        ]
+    )
     func interopThroughConnection(testCase: InteropCase) async throws {
         try await withDemoServer { server in
             try await withPoolManager(["interop": testConfig([server.target], poolSize: 1)]) { manager in
@@ -95,13 +98,19 @@ struct TransportTests {
                 let client = try manager.client(for: "echo")
                 // The first message goes out with the call's start; it is still in flight (flow
                 // control) when GRPCCore writes the next ones, which must wait for it, not be lost.
-                let messages: [[UInt8]] = [[UInt8](repeating: 1, count: 1 << 20), [2, 2, 2], [UInt8](repeating: 3, count: 1834), [4]]
+                let messages: [[UInt8]] = [
+                    [UInt8](repeating: 1, count: 1 << 20), [2, 2, 2], [UInt8](repeating: 3, count: 1834), [4],
+                ]
                 for round in 0..<5 {
                     let reply = try await client.clientStreaming(
                         request: StreamingClientRequest(of: [UInt8].self) { writer in
                             for message in messages { try await writer.write(message) }
                         },
-                        descriptor: MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "ClientStream", type: .clientStreaming),
+                        descriptor: MethodDescriptor(
+                            fullyQualifiedService: "bench.Echo",
+                            method: "ClientStream",
+                            type: .clientStreaming
+                        ),
                         serializer: RawBytesSerializer(),
                         deserializer: RawBytesDeserializer(),
                         options: .defaults
@@ -153,10 +162,16 @@ struct TransportTests {
                     for caller in 0..<32 {
                         group.addTask {
                             for call in 0..<60 {
-                                let payload = [UInt8(caller), UInt8(call % 256), UInt8(call / 256)] + [UInt8](repeating: 9, count: 29)
+                                let payload =
+                                    [UInt8(caller), UInt8(call % 256), UInt8(call / 256)]
+                                    + [UInt8](repeating: 9, count: 29)
                                 do {
                                     let reply = try await client.echo(payload)
-                                    if reply != payload { wrong.append("sent \(payload.prefix(3)) got \(reply.count) bytes \(reply.prefix(8))") }
+                                    if reply != payload {
+                                        wrong.append(
+                                            "sent \(payload.prefix(3)) got \(reply.count) bytes \(reply.prefix(8))"
+                                        )
+                                    }
                                 } catch let error as RPCError {
                                     failures.append(error.code)
                                 } catch {
@@ -208,7 +223,10 @@ struct TransportTests {
     @Test("After graceful shutdown the pool-wide client refuses RPCs with FAILED_PRECONDITION")
     func shutdownRefuses() async throws {
         try await withDemoServer { server in
-            let manager = try PoolManager(services: ["stt": testConfig([server.target], poolSize: 1)], logger: quietLogger)
+            let manager = try PoolManager(
+                services: ["stt": testConfig([server.target], poolSize: 1)],
+                logger: quietLogger
+            )
             let running = Task { try await manager.run() }
             let pool = try manager.pool(for: "stt")
             #expect(await poll { pool.metrics().healthyConnections == 1 })

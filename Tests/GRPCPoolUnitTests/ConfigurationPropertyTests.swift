@@ -1,8 +1,9 @@
 import Foundation
 import GRPCCore
-@testable import GRPCPool
 import PropertyBased
 import Testing
+
+@testable import GRPCPool
 
 /// Property-based checks of configuration and targets: random combinations, valid and not, are
 /// judged by an independent oracle; the library must agree, throw its typed error naming an
@@ -54,7 +55,10 @@ struct ConfigurationPropertyTests {
                 try config.validate()
                 #expect(invalid.isEmpty, "accepted, but \(invalid.sorted()) are invalid")
             } catch let error as ConfigurationError {
-                #expect(invalid.contains(error.field), "rejected \(error.field) (\(error)); invalid: \(invalid.sorted())")
+                #expect(
+                    invalid.contains(error.field),
+                    "rejected \(error.field) (\(error)); invalid: \(invalid.sorted())"
+                )
                 #expect("\(error)".contains(error.field) && "\(error)".contains(error.value))
             } catch {
                 Issue.record("not a ConfigurationError: \(error)")
@@ -68,7 +72,10 @@ struct ConfigurationPropertyTests {
 
     @Test("Any text either parses to an endpoint that round-trips, or is refused; nothing crashes")
     func targets() async {
-        let pieces = ["localhost", "127.0.0.1", "[::1]", "::1", ":", "80", "65535", "70000", "-1", "a b", "dns:///x:1", "ipv4:", "unix:/tmp/s", "", "]", "["]
+        let pieces = [
+            "localhost", "127.0.0.1", "[::1]", "::1", ":", "80", "65535", "70000", "-1", "a b", "dns:///x:1", "ipv4:",
+            "unix:/tmp/s", "", "]", "[",
+        ]
         await propertyCheck(count: 500, input: Gen.element(of: pieces).array(of: 1...4)) { parts in
             let text = parts.compactMap { $0 }.joined()
             guard let endpoint = PoolManager.Endpoint(parsing: text) else { return }

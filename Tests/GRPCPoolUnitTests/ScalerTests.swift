@@ -1,5 +1,6 @@
-@testable import GRPCPool
 import Testing
+
+@testable import GRPCPool
 
 @Suite("Scaler: dynamic sizing decisions, no I/O")
 struct ScalerTests {

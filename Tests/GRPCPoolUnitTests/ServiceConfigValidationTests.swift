@@ -1,8 +1,9 @@
 import Foundation
 import GRPCCore
-@testable import GRPCPool
 import GRPCPoolCoreBridge
 import Testing
+
+@testable import GRPCPool
 
 @Suite("ServiceConfig validation")
 struct ServiceConfigValidationTests {
@@ -34,7 +35,10 @@ struct ServiceConfigValidationTests {
         ("port 0", { $0.endpoints = [.init(host: "h", port: 0)] }, "port", "0"),
         ("port 65536", { $0.endpoints = [.init(host: "h", port: 65536)] }, "port", "65536"),
         ("negative port", { $0.endpoints = [.init(host: "h", port: -1)] }, "port", "-1"),
-        ("second endpoint", { $0.endpoints = [.init(host: "h", port: 1), .init(host: "h", port: 0)] }, "endpoints[1].port", "0"),
+        (
+            "second endpoint", { $0.endpoints = [.init(host: "h", port: 1), .init(host: "h", port: 0)] },
+            "endpoints[1].port", "0"
+        ),
         ("no endpoints", { $0.endpoints = [] }, "endpoints", "[]"),
         ("empty target", { $0.endpoints = [.init(target: " ")] }, "target", "\" \""),
         ("poolSize 0", { $0.poolSize = 0 }, "poolSize", "0"),
@@ -43,35 +47,71 @@ struct ServiceConfigValidationTests {
         ("zero streamCapacity", { $0.streamCapacity = 0 }, "streamCapacity", "0"),
         ("negative maxQueuedCalls", { $0.maxQueuedCalls = -1 }, "maxQueuedCalls", "-1"),
         ("maxConnections below poolSize", { $0.maxConnections = 2 }, "maxConnections", "2"),
-        ("scaling interval 0", { $0.maxConnections = 8; $0.scaling.interval = .zero }, "scaling.interval", "\(Duration.zero)"),
+        (
+            "scaling interval 0",
+            {
+                $0.maxConnections = 8
+                $0.scaling.interval = .zero
+            }, "scaling.interval", "\(Duration.zero)"
+        ),
         ("zero maxConnectionAge", { $0.maxConnectionAge = .zero }, "maxConnectionAge", "\(Duration.zero)"),
-        ("outlier streak 0", { $0.outlierDetection?.consecutiveFailures = 0 }, "outlierDetection.consecutiveFailures", "0"),
-        ("outlier time 0", { $0.outlierDetection?.ejectionTime = .zero }, "outlierDetection.ejectionTime", "\(Duration.zero)"),
+        (
+            "outlier streak 0", { $0.outlierDetection?.consecutiveFailures = 0 },
+            "outlierDetection.consecutiveFailures", "0"
+        ),
+        (
+            "outlier time 0", { $0.outlierDetection?.ejectionTime = .zero }, "outlierDetection.ejectionTime",
+            "\(Duration.zero)"
+        ),
         ("outlier share 0", { $0.outlierDetection?.maxEjectedShare = 0 }, "outlierDetection.maxEjectedShare", "0.0"),
         ("zero retryDelay", { $0.retryDelay = .zero }, "retryDelay", "\(Duration.zero)"),
         ("negative retryDelay", { $0.retryDelay = .seconds(-1) }, "retryDelay", "\(Duration.seconds(-1))"),
-        ("maxRetryDelay below retryDelay", { $0.maxRetryDelay = .milliseconds(10) }, "maxRetryDelay", "\(Duration.milliseconds(10))"),
+        (
+            "maxRetryDelay below retryDelay", { $0.maxRetryDelay = .milliseconds(10) }, "maxRetryDelay",
+            "\(Duration.milliseconds(10))"
+        ),
         ("zero timeout", { $0.timeout = .zero }, "timeout", "\(Duration.zero)"),
         ("zero keepaliveTime", { $0.keepaliveTime = .zero }, "keepaliveTime", "\(Duration.zero)"),
-        ("negative keepaliveTimeout", { $0.keepaliveTimeout = .seconds(-5) }, "keepaliveTimeout", "\(Duration.seconds(-5))"),
-        ("maxConnectionIdle under 1 s", { $0.maxConnectionIdle = .milliseconds(10) }, "maxConnectionIdle", "\(Duration.milliseconds(10))"),
+        (
+            "negative keepaliveTimeout", { $0.keepaliveTimeout = .seconds(-5) }, "keepaliveTimeout",
+            "\(Duration.seconds(-5))"
+        ),
+        (
+            "maxConnectionIdle under 1 s", { $0.maxConnectionIdle = .milliseconds(10) }, "maxConnectionIdle",
+            "\(Duration.milliseconds(10))"
+        ),
         ("zero health-check interval", { $0.healthCheck.interval = .zero }, "healthCheck.interval", "\(Duration.zero)"),
         ("zero health-check timeout", { $0.healthCheck.timeout = .zero }, "healthCheck.timeout", "\(Duration.zero)"),
         ("retry attempts 1", { $0.retryPolicy.maxAttempts = 1 }, "retryPolicy.maxAttempts", "1"),
         ("retry attempts 9", { $0.retryPolicy.maxAttempts = 9 }, "retryPolicy.maxAttempts", "9"),
-        ("retry backoff zero", { $0.retryPolicy.initialBackoff = .zero }, "retryPolicy.initialBackoff", "\(Duration.zero)"),
+        (
+            "retry backoff zero", { $0.retryPolicy.initialBackoff = .zero }, "retryPolicy.initialBackoff",
+            "\(Duration.zero)"
+        ),
         ("retry multiplier", { $0.retryPolicy.backoffMultiplier = -2 }, "retryPolicy.backoffMultiplier", "-2.0"),
         ("retry codes empty", { $0.retryPolicy.retryableStatusCodes = [] }, "retryPolicy.retryableStatusCodes", "[]"),
-        ("retry code unknown", { $0.retryPolicy.retryableStatusCodes = ["BROKEN"] }, "retryPolicy.retryableStatusCodes", "\"BROKEN\""),
+        (
+            "retry code unknown", { $0.retryPolicy.retryableStatusCodes = ["BROKEN"] },
+            "retryPolicy.retryableStatusCodes", "\"BROKEN\""
+        ),
         ("max send size", { $0.maxSendMessageSize = 0 }, "maxSendMessageSize", "0"),
         ("max receive size", { $0.maxReceiveMessageSize = -1 }, "maxReceiveMessageSize", "-1"),
         ("user agent", { $0.userAgent = "a\nb" }, "userAgent", "\"a\nb\""),
-        ("unreadable CA file", { $0.transportSecurity = .tls(.init(trustRoots: .file(path: "/nonexistent/ca.pem"))) },
-         "transportSecurity.trustRoots", "\"/nonexistent/ca.pem\""),
-        ("CA not PEM", { $0.transportSecurity = .tls(.init(trustRoots: .pem("hello"))) }, "transportSecurity.trustRoots", "\"hello…\""),
-        ("key without chain", {
-            $0.transportSecurity = .tls(.init(privateKey: .pem("-----BEGIN PRIVATE KEY-----\n")))
-        }, "transportSecurity.certificateChain", "nil"),
+        (
+            "unreadable CA file",
+            { $0.transportSecurity = .tls(.init(trustRoots: .file(path: "/nonexistent/ca.pem"))) },
+            "transportSecurity.trustRoots", "\"/nonexistent/ca.pem\""
+        ),
+        (
+            "CA not PEM", { $0.transportSecurity = .tls(.init(trustRoots: .pem("hello"))) },
+            "transportSecurity.trustRoots", "\"hello…\""
+        ),
+        (
+            "key without chain",
+            {
+                $0.transportSecurity = .tls(.init(privateKey: .pem("-----BEGIN PRIVATE KEY-----\n")))
+            }, "transportSecurity.certificateChain", "nil"
+        ),
     ]
 
     @Test("Every invalid field throws a ConfigurationError naming the field and value", arguments: invalid.indices)
@@ -99,7 +139,11 @@ struct ServiceConfigValidationTests {
     @Test("A readable PEM file is accepted")
     func readablePEM() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("grpcpool-ca-\(UUID()).pem").path
-        try "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".write(toFile: path, atomically: true, encoding: .utf8)
+        try "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".write(
+            toFile: path,
+            atomically: true,
+            encoding: .utf8
+        )
         defer { try? FileManager.default.removeItem(atPath: path) }
         var config = Config(host: "localhost", port: 443)
         config.transportSecurity = .tls(.init(trustRoots: .file(path: path)))

@@ -1,5 +1,5 @@
-public import GRPCCore
 internal import Foundation
+public import GRPCCore
 internal import SwiftProtobuf
 
 /// `demo.STT`: "transcribes" audio bytes (the transcript names the byte count, so a client can
@@ -9,7 +9,8 @@ public struct SpeechToTextService: STT.SimpleServiceProtocol {
 
     public func transcribe(request: TranscribeRequest, context: ServerContext) async throws -> TranscribeResponse {
         .with {
-            $0.text = "transcript of \(request.audio.count) bytes (\(request.language.isEmpty ? "en" : request.language))"
+            $0.text =
+                "transcript of \(request.audio.count) bytes (\(request.language.isEmpty ? "en" : request.language))"
             $0.confidence = 0.9
         }
     }
@@ -46,7 +47,9 @@ public struct SummaryService: Summary.SimpleServiceProtocol {
     public init() {}
 
     static func sentences(_ request: SummarizeRequest) -> [String] {
-        let all = request.text.split(separator: ".").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let all = request.text.split(separator: ".").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+            !$0.isEmpty
+        }
         let limit = request.maxSentences > 0 ? Int(request.maxSentences) : 1
         return all.prefix(limit).map { $0 + "." }
     }

@@ -55,7 +55,8 @@ public struct EchoService: RegistrableRPCService {
         ) { request, context in
             try await controls.prepare(request.metadata, context: context)
             let message = try await request.messages.first { _ in true } ?? []
-            let repeats = request.metadata[stringValues: "echo-repeat"].first(where: { _ in true }).flatMap { Int($0) } ?? 1
+            let repeats =
+                request.metadata[stringValues: "echo-repeat"].first(where: { _ in true }).flatMap { Int($0) } ?? 1
             return StreamingServerResponse(metadata: Self.echoed(request.metadata)) { writer in
                 for _ in 0..<repeats { try await writer.write(message) }
                 return Self.echoed(request.metadata)

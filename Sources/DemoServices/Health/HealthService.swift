@@ -1,6 +1,6 @@
 public import GRPCCore
-internal import SwiftProtobuf
 private import NIOConcurrencyHelpers
+internal import SwiftProtobuf
 
 /// `grpc.health.v1.Health` with a settable status per service name.
 ///

@@ -1,5 +1,5 @@
-public import GRPCCore
 internal import Foundation
+public import GRPCCore
 internal import SwiftProtobuf
 
 /// `grpc.testing.TestService`, the server side of gRPC's interoperability test cases
@@ -16,7 +16,11 @@ public struct TestService: Grpc_Testing_TestService.ServiceProtocol {
         request: ServerRequest<Grpc_Testing_Empty>,
         context: ServerContext
     ) async throws -> ServerResponse<Grpc_Testing_Empty> {
-        ServerResponse(message: Grpc_Testing_Empty(), metadata: Self.echoInitial(request.metadata), trailingMetadata: Self.echoTrailing(request.metadata))
+        ServerResponse(
+            message: Grpc_Testing_Empty(),
+            metadata: Self.echoInitial(request.metadata),
+            trailingMetadata: Self.echoTrailing(request.metadata)
+        )
     }
 
     public func unaryCall(

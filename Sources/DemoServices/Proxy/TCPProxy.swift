@@ -1,6 +1,6 @@
+private import NIOConcurrencyHelpers
 internal import NIOCore
 internal import NIOPosix
-private import NIOConcurrencyHelpers
 
 /// A TCP proxy on loopback that forwards to a target and can misbehave on command, for fault
 /// tests: it can stop forwarding while keeping every connection open (a black hole), and drop

@@ -1,7 +1,7 @@
 public import GRPCCore
 internal import GRPCNIOTransportHTTP2
-internal import NIOCore
 private import NIOConcurrencyHelpers
+internal import NIOCore
 
 /// A real gRPC server on grpc-swift-2's NIO HTTP/2 transport, bound to a loopback port, serving
 /// `bench.Echo` (``EchoService``), `grpc.health.v1.Health` (``HealthService``),
@@ -225,10 +225,12 @@ public final class DemoServer: Sendable {
     /// Stops at once: every open connection is dropped (TCP close, no GOAWAY first), then the
     /// listener closes. Calls in flight fail on the client with UNAVAILABLE.
     public func stop() async {
-        guard let running = self.state.withLockedValue({ state -> Running? in
-            defer { state.running = nil }
-            return state.running
-        }) else { return }
+        guard
+            let running = self.state.withLockedValue({ state -> Running? in
+                defer { state.running = nil }
+                return state.running
+            })
+        else { return }
         // Drop the connections first, so that clients see a crash rather than a GOAWAY; then stop
         // listening (the server task is not cancelled: NIO's stream writers must be finished, not
         // dropped), and drop whatever connected in between.
@@ -240,10 +242,12 @@ public final class DemoServer: Sendable {
 
     /// Stops gracefully: GOAWAY, in-flight calls finish, then the listener closes.
     public func shutdownGracefully() async {
-        guard let running = self.state.withLockedValue({ state -> Running? in
-            defer { state.running = nil }
-            return state.running
-        }) else { return }
+        guard
+            let running = self.state.withLockedValue({ state -> Running? in
+                defer { state.running = nil }
+                return state.running
+            })
+        else { return }
         running.server.beginGracefulShutdown()
         await Self.finish(running.task)
     }

@@ -18,12 +18,20 @@ extension PoolManager.ServiceConfig {
             let name = self.endpoints.count == 1 ? "" : "endpoints[\(index)]."
             if let target = endpoint.target {
                 guard !target.trimmingCharacters(in: .whitespaces).isEmpty else {
-                    throw ConfigurationError(field: "\(name)target", value: "\"\(target)\"", reason: "must not be empty")
+                    throw ConfigurationError(
+                        field: "\(name)target",
+                        value: "\"\(target)\"",
+                        reason: "must not be empty"
+                    )
                 }
                 continue
             }
             guard !endpoint.host.trimmingCharacters(in: .whitespaces).isEmpty else {
-                throw ConfigurationError(field: "\(name)host", value: "\"\(endpoint.host)\"", reason: "must not be empty")
+                throw ConfigurationError(
+                    field: "\(name)host",
+                    value: "\"\(endpoint.host)\"",
+                    reason: "must not be empty"
+                )
             }
             guard !endpoint.host.contains(where: { $0.isWhitespace || $0 == "/" }) else {
                 throw ConfigurationError(
@@ -33,7 +41,11 @@ extension PoolManager.ServiceConfig {
                 )
             }
             guard (1...65535).contains(endpoint.port) else {
-                throw ConfigurationError(field: "\(name)port", value: "\(endpoint.port)", reason: "must be between 1 and 65535")
+                throw ConfigurationError(
+                    field: "\(name)port",
+                    value: "\(endpoint.port)",
+                    reason: "must be between 1 and 65535"
+                )
             }
         }
         guard (1...Self.maxPoolSize).contains(self.poolSize) else {
@@ -75,7 +87,11 @@ extension PoolManager.ServiceConfig {
             )
         }
         guard self.maxQueuedCalls >= 0 else {
-            throw ConfigurationError(field: "maxQueuedCalls", value: "\(self.maxQueuedCalls)", reason: "must not be negative")
+            throw ConfigurationError(
+                field: "maxQueuedCalls",
+                value: "\(self.maxQueuedCalls)",
+                reason: "must not be negative"
+            )
         }
         guard self.maxRetries >= 0 else {
             throw ConfigurationError(field: "maxRetries", value: "\(self.maxRetries)", reason: "must not be negative")
@@ -139,7 +155,11 @@ extension PoolManager.ServiceConfig {
             )
         }
         guard !policy.retryableStatusCodes.isEmpty else {
-            throw ConfigurationError(field: "retryPolicy.retryableStatusCodes", value: "[]", reason: "must not be empty")
+            throw ConfigurationError(
+                field: "retryPolicy.retryableStatusCodes",
+                value: "[]",
+                reason: "must not be empty"
+            )
         }
         for code in policy.retryableStatusCodes where Status.Code(name: code) == nil {
             throw ConfigurationError(

@@ -310,7 +310,8 @@ extension PoolManager {
         /// The largest share of the pool ejected at once, in (0, 1]. Default 0.5.
         public var maxEjectedShare: Double
 
-        public init(consecutiveFailures: Int = 5, ejectionTime: Duration = .seconds(10), maxEjectedShare: Double = 0.5) {
+        public init(consecutiveFailures: Int = 5, ejectionTime: Duration = .seconds(10), maxEjectedShare: Double = 0.5)
+        {
             self.consecutiveFailures = consecutiveFailures
             self.ejectionTime = ejectionTime
             self.maxEjectedShare = maxEjectedShare

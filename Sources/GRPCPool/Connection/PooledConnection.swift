@@ -1,6 +1,6 @@
+internal import CoreMetrics
 package import GRPCCore
 package import GRPCPoolCoreBridge
-internal import CoreMetrics
 internal import Logging
 internal import Synchronization
 
@@ -104,7 +104,11 @@ public final class PooledConnection: Sendable {
         self.logger = logger
         self.instruments = ConnectionInstruments(service: serviceID, index: index, factory: metricsFactory)
         self.onChangeHandler = onChange
-        let channel = try CoreChannel(target: self.endpoint.description, credentials: credentials, options: self.options)
+        let channel = try CoreChannel(
+            target: self.endpoint.description,
+            credentials: credentials,
+            options: self.options
+        )
         self.storage = Locked(State(channel: channel))
         (self.checkRequestStream, self.checkRequests) = AsyncStream.makeStream(
             of: Void.self,
@@ -125,7 +129,8 @@ public final class PooledConnection: Sendable {
     /// (Sequentially consistent with ``reserve()`` and ``deactivate()``: a drain that reads 0
     /// here cannot miss a call the pool has just handed this connection to.)
     package var load: Int {
-        self.inFlightCalls.load(ordering: .sequentiallyConsistent) + self.activeLeases.load(ordering: .sequentiallyConsistent)
+        self.inFlightCalls.load(ordering: .sequentiallyConsistent)
+            + self.activeLeases.load(ordering: .sequentiallyConsistent)
     }
 
     /// Whether it carries fewer calls than `streamCapacity`.
@@ -168,7 +173,8 @@ public final class PooledConnection: Sendable {
     /// Takes it out of the working set: no new calls; the monitor closes its channel once the
     /// calls on it have finished.
     func deactivate() {
-        guard self.active.compareExchange(expected: true, desired: false, ordering: .sequentiallyConsistent).exchanged else {
+        guard self.active.compareExchange(expected: true, desired: false, ordering: .sequentiallyConsistent).exchanged
+        else {
             return
         }
         self.setHealthy(false)
@@ -228,7 +234,12 @@ public final class PooledConnection: Sendable {
         let options = options ?? CoreCallOptions(timeout: self.config.timeout)
         let call = self.beginCall(reserved: reserved)
         do {
-            let response = try await call.channel.unary(method: method, request: request, metadata: metadata, options: options)
+            let response = try await call.channel.unary(
+                method: method,
+                request: request,
+                metadata: metadata,
+                options: options
+            )
             self.endCall(call, error: nil)
             return response
         } catch {
@@ -248,7 +259,11 @@ public final class PooledConnection: Sendable {
         let options = options ?? CoreCallOptions(timeout: self.config.timeout)
         let started = self.beginCall(reserved: false)
         do {
-            let (result, status) = try await started.channel.withCall(method: method, metadata: metadata, options: options) {
+            let (result, status) = try await started.channel.withCall(
+                method: method,
+                metadata: metadata,
+                options: options
+            ) {
                 call in
                 let result = try await body(call)
                 return (result, call.finishedStatus)

@@ -1,8 +1,8 @@
-public import GRPCCore
 public import CoreMetrics
+public import GRPCCore
+internal import GRPCPoolCoreBridge
 public import Logging
 public import ServiceLifecycle
-internal import GRPCPoolCoreBridge
 
 /// Keeps one ``ConnectionPool`` per service and runs them.
 ///

@@ -20,8 +20,16 @@ final class ConnectionInstruments: Sendable {
 
     init(service: ServiceID, index: Int, factory: any MetricsFactory) {
         let dimensions = [("service", service.rawValue), ("connection", "\(index)")]
-        self.successes = Counter(label: "grpc_pool_rpcs_total", dimensions: dimensions + [("outcome", "success")], factory: factory)
-        self.failures = Counter(label: "grpc_pool_rpcs_total", dimensions: dimensions + [("outcome", "failure")], factory: factory)
+        self.successes = Counter(
+            label: "grpc_pool_rpcs_total",
+            dimensions: dimensions + [("outcome", "success")],
+            factory: factory
+        )
+        self.failures = Counter(
+            label: "grpc_pool_rpcs_total",
+            dimensions: dimensions + [("outcome", "failure")],
+            factory: factory
+        )
         self.latency = Timer(label: "grpc_pool_rpc_duration_seconds", dimensions: dimensions, factory: factory)
         self.reconnects = Counter(label: "grpc_pool_reconnects_total", dimensions: dimensions, factory: factory)
         self.healthy = Gauge(label: "grpc_pool_connection_healthy", dimensions: dimensions, factory: factory)

@@ -96,8 +96,16 @@ final class SubchannelMetrics: PoolObserver {
         for (index, endpoint) in endpoints {
             let labels = [("grpc.target", endpoint), ("service", service.rawValue), ("connection", "\(index)")]
             instruments[index] = Instruments(
-                succeeded: Counter(label: "grpc.subchannel.connection_attempts_succeeded", dimensions: labels, factory: factory),
-                failed: Counter(label: "grpc.subchannel.connection_attempts_failed", dimensions: labels, factory: factory),
+                succeeded: Counter(
+                    label: "grpc.subchannel.connection_attempts_succeeded",
+                    dimensions: labels,
+                    factory: factory
+                ),
+                failed: Counter(
+                    label: "grpc.subchannel.connection_attempts_failed",
+                    dimensions: labels,
+                    factory: factory
+                ),
                 disconnections: Counter(label: "grpc.subchannel.disconnections", dimensions: labels, factory: factory),
                 open: Gauge(label: "grpc.subchannel.open_connections", dimensions: labels, factory: factory)
             )

@@ -1,7 +1,7 @@
-package import GRPCCore
-package import GRPCPoolCoreBridge
 internal import CoreMetrics
 internal import Foundation
+package import GRPCCore
+package import GRPCPoolCoreBridge
 internal import Logging
 internal import Synchronization
 
@@ -58,7 +58,9 @@ public final class ConnectionPool: Sendable {
         let size = max(config.poolSize, config.maxConnections ?? 0)
         let subchannelMetrics = SubchannelMetrics(
             service: serviceID,
-            endpoints: Dictionary(uniqueKeysWithValues: (0..<size).map { ($0, config.endpoint(forConnection: $0).description) }),
+            endpoints: Dictionary(
+                uniqueKeysWithValues: (0..<size).map { ($0, config.endpoint(forConnection: $0).description) }
+            ),
             factory: metricsFactory
         )
         let events = PoolEventSink(
@@ -357,7 +359,13 @@ public final class ConnectionPool: Sendable {
         options: CoreCallOptions? = nil
     ) async throws(RPCError) -> UnaryResponse {
         let connection = try await self.connection(waitingAtMost: options?.timeout)
-        return try await connection.unary(method: method, request: request, metadata: metadata, options: options, reserved: true)
+        return try await connection.unary(
+            method: method,
+            request: request,
+            metadata: metadata,
+            options: options,
+            reserved: true
+        )
     }
 
     // MARK: - State
@@ -414,7 +422,9 @@ public final class ConnectionPool: Sendable {
     func run(metricsLogInterval: Duration? = nil) async {
         self.logger.info(
             "pool starting",
-            metadata: ["grpc.pool.size": "\(self.connections.count)", "grpc.pool.balancing": "\(self.config.balancing)"]
+            metadata: [
+                "grpc.pool.size": "\(self.connections.count)", "grpc.pool.balancing": "\(self.config.balancing)",
+            ]
         )
         var drained = false
         await withDiscardingTaskGroup { group in

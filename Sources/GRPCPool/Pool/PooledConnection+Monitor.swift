@@ -178,7 +178,8 @@ extension PooledConnection {
                         apply(.healthy)
                         continue
                     }
-                    let phase = attempt <= self.config.maxRetries
+                    let phase =
+                        attempt <= self.config.maxRetries
                         ? "\(attempt) of \(self.config.maxRetries)" : "\(attempt) (at the capped interval)"
                     switch state {
                     case .connecting, .transientFailure:
@@ -287,9 +288,10 @@ extension PooledConnection {
     /// monitor for a check.
     private func keepServerAnswering(requestingChecks sink: AsyncStream<Event>.Continuation) async {
         let interval = self.config.keepaliveTime * 2
-        let request: [UInt8] = (try? Grpc_Health_V1_HealthCheckRequest.with {
-            $0.service = self.config.healthCheck.serviceName ?? ""
-        }.serializedBytes()) ?? []
+        let request: [UInt8] =
+            (try? Grpc_Health_V1_HealthCheckRequest.with {
+                $0.service = self.config.healthCheck.serviceName ?? ""
+            }.serializedBytes()) ?? []
         while true {
             do { try await Task.sleep(for: interval) } catch { return }
             let channel = self.channel
@@ -300,7 +302,7 @@ extension PooledConnection {
                     request: request,
                     options: CoreCallOptions(timeout: self.config.keepaliveTimeout)
                 )
-            } catch where error.code == .deadlineExceeded || error.code == .unavailable {
+            } catch  where error.code == .deadlineExceeded || error.code == .unavailable {
                 self.logger.debug("keepalive RPC got no answer", metadata: ["grpc.pool.reason": "\(error)"])
                 sink.yield(.check)
             } catch {

@@ -57,7 +57,9 @@ extension PooledConnection {
                 try await Refusal.run(error, descriptor: descriptor, peer: self.peer, closure)
             }
             return try await self.lifecycle.stream(of: self.serviceID, refused: refuse) {
-                guard let connection = self.owner.value else { return try await refuse(Refusal.shuttingDown(self.serviceID)) }
+                guard let connection = self.owner.value else {
+                    return try await refuse(Refusal.shuttingDown(self.serviceID))
+                }
                 return try await connection.withStream(descriptor: descriptor, options: options, closure)
             }
         }
@@ -127,7 +129,12 @@ extension ConnectionPool {
                 guard let pool = self.owner.value else { return try await refuse(Refusal.shuttingDown(self.serviceID)) }
                 switch await pool.connectionResult(waitingAtMost: options.timeout) {
                 case .success(let connection):
-                    return try await connection.withStream(descriptor: descriptor, options: options, reserved: true, closure)
+                    return try await connection.withStream(
+                        descriptor: descriptor,
+                        options: options,
+                        reserved: true,
+                        closure
+                    )
                 case .failure(let error):
                     return try await refuse(error)
                 }

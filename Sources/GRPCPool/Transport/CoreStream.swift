@@ -67,7 +67,10 @@ final class CoreStream: Sendable {
             case .send:
                 self.startIfPending(closing: false)
                 if case .started = self.state.withLock({ $0 }) {
-                    _ = await self.call.send(message, compress: self.options.compression != ChannelOptions.Compression.none)
+                    _ = await self.call.send(
+                        message,
+                        compress: self.options.compression != ChannelOptions.Compression.none
+                    )
                 }
             }
         }
@@ -165,7 +168,9 @@ final class CoreStream: Sendable {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 enum Next { case resume, wait, start }
                 let next: Next = self.state.withLock { state in
-                    guard case .pending(let metadata, let message, let closed, var waiters) = state else { return .resume }
+                    guard case .pending(let metadata, let message, let closed, var waiters) = state else {
+                        return .resume
+                    }
                     // Checked under the same lock as the writer's: a message written just now
                     // either sees this waiter (and starts the call) or is seen here.
                     if metadata != nil && message != nil { return .start }
@@ -299,6 +304,8 @@ extension RPCError {
     /// How an RPC ends when its request stream fails: an `RPCError` from the request side
     /// (grpc-swift's own message size limit, say) is the RPC's outcome; any other error cancels it.
     init(requestStreamFailure error: any Error) {
-        self = (error as? RPCError) ?? RPCError(code: .cancelled, message: "the request stream failed: \(error)", cause: error)
+        self =
+            (error as? RPCError)
+            ?? RPCError(code: .cancelled, message: "the request stream failed: \(error)", cause: error)
     }
 }

@@ -7,7 +7,11 @@ extension PooledConnection {
         descriptor: MethodDescriptor,
         options: CallOptions,
         reserved: Bool = false,
-        _ closure: (RPCStream<RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable>, ClientContext) async throws -> Result
+        _ closure: (
+            RPCStream<
+                RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable
+            >, ClientContext
+        ) async throws -> Result
     ) async throws -> Result {
         let coreOptions = CoreCallOptions(
             timeout: options.timeout,
@@ -27,7 +31,10 @@ extension PooledConnection {
         }
         let context = ClientContext(descriptor: descriptor, remotePeer: self.peer, localPeer: "")
 
-        let stream: RPCStream<RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable>
+        let stream:
+            RPCStream<
+                RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable
+            >
         let abandon: @Sendable () -> Void
         if descriptor.type == .unary {
             let unary = UnaryCoreStream(
@@ -67,7 +74,10 @@ extension PooledConnection {
                 self.endCall(started, error: status.error)
             } else {
                 abandon()
-                self.endCall(started, error: RPCError(code: .cancelled, message: "the RPC ended before its status arrived"))
+                self.endCall(
+                    started,
+                    error: RPCError(code: .cancelled, message: "the RPC ended before its status arrived")
+                )
             }
             return result
         } catch {

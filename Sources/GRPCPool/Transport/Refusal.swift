@@ -26,7 +26,11 @@ enum Refusal {
         final: Bool = true,
         descriptor: MethodDescriptor,
         peer: String,
-        _ closure: (RPCStream<RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable>, ClientContext) async throws -> Result
+        _ closure: (
+            RPCStream<
+                RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable
+            >, ClientContext
+        ) async throws -> Result
     ) async throws -> Result {
         let error = final ? Self.final(error) : error
         let inbound = AsyncThrowingStream<RPCResponsePart<[UInt8]>, any Error> { $0.finish(throwing: error) }

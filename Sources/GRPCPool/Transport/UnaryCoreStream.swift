@@ -58,7 +58,8 @@ final class UnaryCoreStream: Sendable {
             // Never send a unary request without its message: the server would answer an empty one.
             // A request writer that was cancelled ends that way (GRPCCore's replay buffer ends the
             // sequence for a cancelled subscriber): that is a cancellation, not a protocol error.
-            let error = Task.isCancelled
+            let error =
+                Task.isCancelled
                 ? RPCError(code: .cancelled, message: "the unary request was cancelled before its message was written")
                 : RPCError(code: .internalError, message: "the unary request ended without a message")
             self.complete(.failure(error))
@@ -122,7 +123,8 @@ final class UnaryCoreStream: Sendable {
                         if let limit = self.stream.maxResponseBytes, response.message.count > limit {
                             let status = Status(
                                 code: .resourceExhausted,
-                                message: "response message of \(response.message.count) bytes exceeds the limit of \(limit) bytes"
+                                message:
+                                    "response message of \(response.message.count) bytes exceeds the limit of \(limit) bytes"
                             )
                             self.pending = [.status(status, [:])]
                         } else {
@@ -133,7 +135,9 @@ final class UnaryCoreStream: Sendable {
                             ]
                         }
                     case .failure(let error):
-                        self.pending = [.status(Status(code: Status.Code(error.code), message: error.message), error.metadata)]
+                        self.pending = [
+                            .status(Status(code: Status.Code(error.code), message: error.message), error.metadata)
+                        ]
                     }
                 }
                 guard !self.pending!.isEmpty else { return nil }

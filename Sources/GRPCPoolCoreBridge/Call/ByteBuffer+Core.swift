@@ -62,7 +62,10 @@ extension grpc_slice {
     var string: String {
         withUnsafePointer(to: self) { pointer in
             String(
-                decoding: UnsafeBufferPointer(start: CGRPCCore_slice_start(pointer), count: CGRPCCore_slice_length(pointer)),
+                decoding: UnsafeBufferPointer(
+                    start: CGRPCCore_slice_start(pointer),
+                    count: CGRPCCore_slice_length(pointer)
+                ),
                 as: UTF8.self
             )
         }

@@ -47,7 +47,11 @@ package final class CoreCall: Sendable {
     /// Creates the call; nothing goes on the wire until ``start(metadata:options:message:closeSend:)``.
     ///
     /// - Throws: `.unavailable` when the channel is closed.
-    package static func create(on channel: CoreChannel, method: String, options: CoreCallOptions) throws(RPCError) -> CoreCall {
+    package static func create(
+        on channel: CoreChannel,
+        method: String,
+        options: CoreCallOptions
+    ) throws(RPCError) -> CoreCall {
         guard
             let handle = channel.handle.createCall(
                 method: method,

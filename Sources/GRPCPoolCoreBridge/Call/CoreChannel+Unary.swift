@@ -21,12 +21,14 @@ extension CoreChannel {
         metadata: Metadata = [:],
         options: CoreCallOptions = CoreCallOptions()
     ) async throws(RPCError) -> UnaryResponse {
-        guard let call = self.handle.createCall(method: method, authority: options.authority, deadline: options.deadline)
+        guard
+            let call = self.handle.createCall(method: method, authority: options.authority, deadline: options.deadline)
         else {
             throw RPCError(code: .unavailable, message: "channel to \(self.target) is closed")
         }
         let result = await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Result<UnaryResponse, RPCError>, Never>) in
+            await withCheckedContinuation {
+                (continuation: CheckedContinuation<Result<UnaryResponse, RPCError>, Never>) in
                 UnaryBatch.start(on: call, request: request, metadata: metadata, options: options) {
                     continuation.resume(returning: $0)
                 }
@@ -113,7 +115,10 @@ struct UnaryBatch {
     }
 
     /// Copies the outcome out of the slots and frees them.
-    private static func finish(_ slots: UnsafeMutablePointer<UnaryBatch>, target: String) -> Result<UnaryResponse, RPCError> {
+    private static func finish(
+        _ slots: UnsafeMutablePointer<UnaryBatch>,
+        target: String
+    ) -> Result<UnaryResponse, RPCError> {
         let status = StatusSlots.take(slots.pointer(to: \.status)!, target: target)
         let initialMetadata = Metadata(copying: slots.pointee.initialMetadata)
         grpc_metadata_array_destroy(slots.pointer(to: \.initialMetadata)!)

@@ -12,7 +12,9 @@ final class ChannelCalls: Sendable {
     private let waiting = Atomic<Int>(0)
 
     var liveCount: Int { self.live.load(ordering: .sequentiallyConsistent) }
-    var total: Int { self.live.load(ordering: .sequentiallyConsistent) + self.reserved.load(ordering: .sequentiallyConsistent) }
+    var total: Int {
+        self.live.load(ordering: .sequentiallyConsistent) + self.reserved.load(ordering: .sequentiallyConsistent)
+    }
 
     func created() { self.live.add(1, ordering: .sequentiallyConsistent) }
     func reserve() { self.reserved.add(1, ordering: .sequentiallyConsistent) }

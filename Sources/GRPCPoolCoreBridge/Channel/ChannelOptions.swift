@@ -100,7 +100,9 @@ package struct ChannelOptions: Sendable, Hashable {
         }
         if let userAgent { args.append((GRPC_ARG_PRIMARY_USER_AGENT_STRING, .string(userAgent))) }
         if useLocalSubchannelPool { args.append((GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, .int(1))) }
-        if let sslTargetNameOverride { args.append((GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, .string(sslTargetNameOverride))) }
+        if let sslTargetNameOverride {
+            args.append((GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, .string(sslTargetNameOverride)))
+        }
         if let defaultAuthority { args.append((GRPC_ARG_DEFAULT_AUTHORITY, .string(defaultAuthority))) }
         for key in extra.keys.sorted() { args.append((key, extra[key]!)) }
         return args
@@ -125,8 +127,8 @@ package struct ChannelOptions: Sendable, Hashable {
         var keys: [UnsafeMutablePointer<CChar>] = []
         var values: [UnsafeMutablePointer<CChar>] = []
         defer {
-            keys.forEach { free($0) }
-            values.forEach { free($0) }
+            for key in keys { free(key) }
+            for value in values { free(value) }
         }
         var coreArgs = [grpc_arg]()
         coreArgs.reserveCapacity(args.count)

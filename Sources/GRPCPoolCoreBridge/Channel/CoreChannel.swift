@@ -260,7 +260,8 @@ final class ChannelHandle: @unchecked Sendable {
     /// Runs on the poller: read the new state, re-arm, then tell the subscribers; or, for a
     /// channel closed while connecting, destroy it once it no longer is.
     private func watchCompleted() {
-        let update: (ChannelConnectivity, [AsyncStream<ChannelConnectivity>.Continuation])? = self.lock.withLock { state in
+        let update: (ChannelConnectivity, [AsyncStream<ChannelConnectivity>.Continuation])? = self.lock.withLock {
+            state in
             guard !state.destroyed else { return nil }
             let now = ChannelConnectivity(grpc_channel_check_connectivity_state(self.pointer, 0))
             if state.closed {
@@ -292,16 +293,30 @@ final class ChannelHandle: @unchecked Sendable {
                 var hostSlice = grpc_slice_from_copied_string(authority)
                 defer { grpc_slice_unref(hostSlice) }
                 call = grpc_channel_create_call(
-                    self.pointer, nil, CGRPCCore_propagate_defaults, self.runtime.completionQueue.pointer,
-                    methodSlice, &hostSlice, deadline, nil
+                    self.pointer,
+                    nil,
+                    CGRPCCore_propagate_defaults,
+                    self.runtime.completionQueue.pointer,
+                    methodSlice,
+                    &hostSlice,
+                    deadline,
+                    nil
                 )
             } else {
                 call = grpc_channel_create_call(
-                    self.pointer, nil, CGRPCCore_propagate_defaults, self.runtime.completionQueue.pointer,
-                    methodSlice, nil, deadline, nil
+                    self.pointer,
+                    nil,
+                    CGRPCCore_propagate_defaults,
+                    self.runtime.completionQueue.pointer,
+                    methodSlice,
+                    nil,
+                    deadline,
+                    nil
                 )
             }
-            return call.map { CallHandle(pointer: $0, target: self.target, runtime: self.runtime, channelCalls: self.calls) }
+            return call.map {
+                CallHandle(pointer: $0, target: self.target, runtime: self.runtime, channelCalls: self.calls)
+            }
         }
     }
 }

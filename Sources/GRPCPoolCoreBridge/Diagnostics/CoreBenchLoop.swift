@@ -23,13 +23,19 @@ package enum CoreBenchLoop {
             @Sendable func next() {
                 let start = ContinuousClock.now
                 // Without a limit the chains take no extra lock: (e) stays what it measured before.
-                let admitted = limit == .max || state.withLock { value -> Bool in
-                    guard value.started < limit else { return false }
-                    value.started += 1
-                    return true
-                }
+                let admitted =
+                    limit == .max
+                    || state.withLock { value -> Bool in
+                        guard value.started < limit else { return false }
+                        value.started += 1
+                        return true
+                    }
                 guard admitted, start < deadline,
-                    let call = channel.handle.createCall(method: method, authority: nil, deadline: CoreCallOptions(timeout: .seconds(30)).deadline)
+                    let call = channel.handle.createCall(
+                        method: method,
+                        authority: nil,
+                        deadline: CoreCallOptions(timeout: .seconds(30)).deadline
+                    )
                 else {
                     let done = state.withLock { value -> ([Duration], Int)? in
                         value.running -= 1

@@ -1,7 +1,6 @@
 internal import CGRPCCore
-private import Synchronization
-
 private import Foundation
+private import Synchronization
 
 /// The process-wide gRPC core runtime: one `grpc_init`, one completion queue and the named
 /// poller thread that drains it.

@@ -2,6 +2,7 @@ import DemoServices
 import GRPCCore
 import GRPCPool
 import Logging
+import Testing
 
 /// A service config tuned for tests: fast backoff, short checks, small timeouts.
 func testConfig(
@@ -75,5 +76,3 @@ let quietLogger: Logger = {
     logger.logLevel = .warning
     return logger
 }()
-
-import Testing
