@@ -14,7 +14,9 @@ extension PooledConnection {
         case drained(generation: Int)
     }
 
-    /// Connects, then keeps the connection healthy until the task is cancelled.
+    /// Connects, then keeps the connection healthy until the task is cancelled: a runner over
+    /// one stream of events (connectivity, timers, checks asked for, the pool's commands) that
+    /// hands each to the ``StateMachine`` and carries out the actions it returns.
     ///
     /// - It follows the channel's connectivity: leaving `ready` takes the connection out of
     ///   rotation at once; a channel that went idle is asked to reconnect (pooled connections
@@ -86,58 +88,64 @@ extension PooledConnection {
                 _ = channel.state(tryToConnect: true)
             }
 
-            var episode = 0
-            /// Whether the current channel was ready when its state last changed: leaving ready is
-            /// a disconnection, failing before it a failed attempt.
-            var wasReady = false
-            var recovering = false
-            var ejection = 0
+            var machine = StateMachine(maxRetries: self.config.maxRetries, maxRetryDelay: self.config.maxRetryDelay)
+            var facts: StateMachine.Facts {
+                StateMachine.Facts(isActive: self.isActive, isHealthy: self.isHealthy, isEjected: self.isEjected)
+            }
 
             /// Puts a connected, checked channel in place of the current one; the old one's calls
             /// (they picked it already) finish, or reach the usual deadline, before it goes.
             func swapIn(_ replacement: CoreChannel, reason: String) {
                 let (generation, old) = self.replaceChannel(with: replacement)
-                wasReady = true
+                machine.swapped()
                 let drainLimit = self.config.timeout
-                Task { await old.drainAndClose(timeLimit: drainLimit) }
+                group.addTask { await old.drainAndClose(timeLimit: drainLimit) }
                 follow(replacement, generation: generation)
                 self.emit(.refreshed(reason: reason))
             }
 
-            func apply(_ probe: HealthProbe) {
-                switch probe {
-                case .pending:
-                    // Connecting: out of rotation until it is ready, but no recovery episode yet.
-                    self.setHealthy(false)
-                case .healthy:
-                    // An ejected connection comes back only when its ejection time is over.
-                    guard !self.isEjected else {
-                        recovering = false
-                        return
-                    }
-                    if recovering {
-                        self.logger.info("connection recovered")
-                    }
-                    recovering = false
-                    self.setHealthy(true)
-                case .unhealthy where !self.isActive:
-                    // Outside the working set: nothing to repair until it is activated.
-                    self.setHealthy(false)
-                case .unhealthy(let reason, _):
-                    let wasHealthy = self.isHealthy
-                    self.setHealthy(false)
-                    self.recordError(reason)
-                    if wasHealthy || !recovering {
-                        self.logger.info("health check failed", metadata: ["grpc.pool.reason": "\(reason)"])
-                    }
-                    if !recovering {
-                        recovering = true
-                        episode += 1
-                        let delay = schedule(episode: episode, attempt: 1)
+            /// Connects a replacement and swaps it in; whether that worked.
+            func replace(reason: String) async -> Bool {
+                guard let replacement = await self.connectReplacement() else { return false }
+                swapIn(replacement, reason: reason)
+                return true
+            }
+
+            func run(_ actions: [StateMachine.Action]) async {
+                for action in actions {
+                    switch action {
+                    case .setHealthy(let healthy):
+                        self.setHealthy(healthy)
+                    case .emit(let kind):
+                        self.emit(kind)
+                    case .recordError(let message):
+                        self.recordError(message)
+                    case .log(let message, let reason):
+                        self.logger.info("\(message)", metadata: reason.map { ["grpc.pool.reason": "\($0)"] })
+                    case .requestConnect:
+                        _ = self.channel.state(tryToConnect: true)
+                    case .probe:
+                        await run(machine.probed(await self.probe(), facts: facts))
+                    case .scheduleRetry(let episode, let attempt):
+                        let delay = backoff.delay(attempt: attempt)
+                        yield(.retry(episode: episode, attempt: attempt), after: delay)
                         self.logger.info(
-                            "reconnection attempt 1 scheduled",
+                            "reconnection attempt \(attempt) scheduled",
                             metadata: ["grpc.pool.delay_ms": "\(Int(delay.milliseconds))"]
                         )
+                    case .scheduleRestore(let ejection, let time):
+                        yield(.restore(ejection: ejection), after: time)
+                    case .replaceChannel(let reason):
+                        _ = await replace(reason: reason)
+                    case .waitUntilDrained:
+                        let generation = self.currentGeneration.0
+                        let limit = self.config.timeout
+                        group.addTask {
+                            await self.waitUntilUnloaded(timeLimit: limit)
+                            sink.yield(.drained(generation: generation))
+                        }
+                    case .closeChannel:
+                        self.closeChannel()
                     }
                 }
             }
@@ -147,128 +155,49 @@ extension PooledConnection {
                 case .connectivity(let state, let generation):
                     guard self.connectivityChanged(state, generation: generation) else { continue }
                     self.logger.debug("connectivity changed", metadata: ["grpc.pool.state": "\(state)"])
-                    if state != .ready, wasReady {
-                        self.emit(.disconnected(reason: "\(state)"))
-                    } else if state == .transientFailure {
-                        self.emit(.failed(reason: "connection attempt failed"))
-                    }
-                    wasReady = state == .ready
-                    switch state {
-                    case .ready:
-                        self.emit(.connected)
-                        apply(await self.probe())
-                    case .idle:
-                        // Lost (or idle-timed-out): out of rotation until it is ready again.
-                        self.setHealthy(false)
-                        if self.isActive { _ = self.channel.state(tryToConnect: true) }
-                    case .connecting:
-                        continue
-                    case .transientFailure, .shutdown:
-                        apply(.unhealthy(reason: "connection lost (\(state))", replace: true))
-                    }
+                    await run(machine.connectivityChanged(to: state, facts: facts))
 
                 case .check:
-                    apply(await self.probe())
+                    await run(machine.probed(await self.probe(), facts: facts))
 
-                case .retry(let attemptEpisode, let attempt):
-                    guard recovering, attemptEpisode == episode else { continue }
-                    // Recovered by itself (the core reconnects the channel on its own)?
+                case .retry(let episode, let attempt):
+                    guard machine.isCurrent(episode: episode) else { continue }
                     let state = self.channel.state()
-                    if state == .ready, await self.probe() == .healthy {
-                        apply(.healthy)
-                        continue
+                    let healthyNow = state == .ready ? await self.probe() == .healthy : false
+                    switch machine.retry(attempt: attempt, state: state, healthyNow: healthyNow, facts: facts) {
+                    case .actions(let actions):
+                        await run(actions)
+                    case .replace(let log, let reason):
+                        self.logger.info("\(log)")
+                        let connected = await replace(reason: reason)
+                        await run(machine.replacement(connected: connected, attempt: attempt, facts: facts))
                     }
-                    let phase =
-                        attempt <= self.config.maxRetries
-                        ? "\(attempt) of \(self.config.maxRetries)" : "\(attempt) (at the capped interval)"
-                    switch state {
-                    case .connecting, .transientFailure:
-                        // The core is reconnecting it, backing off from retryDelay to
-                        // maxRetryDelay; a second channel would only add connection attempts.
-                        self.logger.info("reconnection attempt \(phase): the channel is reconnecting (\(state))")
-                    case .idle:
-                        self.logger.info("reconnection attempt \(phase): asking the idle channel to connect")
-                        _ = self.channel.state(tryToConnect: true)
-                    case .ready, .shutdown:
-                        // Connected but failing its checks (unresponsive), or shut down under us.
-                        self.logger.info("reconnection attempt \(phase): connecting a new channel")
-                        if let replacement = await self.connectReplacement() {
-                            swapIn(replacement, reason: "unresponsive (reconnection attempt \(attempt))")
-                            apply(.healthy)
-                            continue
-                        }
-                    }
-                    if attempt == self.config.maxRetries {
-                        self.logger.info(
-                            "reconnection attempts exhausted; retrying every \(self.config.maxRetryDelay) until it recovers"
-                        )
-                    }
-                    let delay = schedule(episode: episode, attempt: attempt + 1)
-                    self.logger.info(
-                        "reconnection attempt \(attempt + 1) scheduled",
-                        metadata: ["grpc.pool.delay_ms": "\(Int(delay.milliseconds))"]
-                    )
 
                 case .command(.activate):
-                    // Into the working set: a fresh channel if the last one was closed, then the
-                    // usual path (ready, checked, in rotation).
+                    // A fresh channel if the last one was closed, then the usual path.
                     if self.channel.state() == .shutdown, let fresh = try? self.makeChannel() {
                         let (generation, _) = self.replaceChannel(with: fresh)
                         follow(fresh, generation: generation)
                     }
-                    self.logger.info("connection activated")
-                    self.emit(.connecting)
-                    _ = self.channel.state(tryToConnect: true)
-                    apply(await self.probe())
+                    await run(machine.activated())
 
                 case .command(.deactivate):
-                    // Out of the working set: no new calls (the pool no longer picks it); the
-                    // channel closes once the calls on it have finished, or at the usual deadline.
-                    self.setHealthy(false)
-                    recovering = false
-                    let generation = self.currentGeneration.0
-                    let limit = self.config.timeout
-                    group.addTask {
-                        await self.waitUntilUnloaded(timeLimit: limit)
-                        sink.yield(.drained(generation: generation))
-                    }
+                    await run(machine.deactivated())
 
                 case .drained(let generation):
-                    guard !self.isActive, generation == self.currentGeneration.0 else { continue }
-                    self.closeChannel()
-                    self.emit(.drained)
+                    await run(machine.drained(isActive: self.isActive, current: generation == self.currentGeneration.0))
 
                 case .command(.eject):
-                    // The outlier detector took it out of rotation (its calls kept failing while
-                    // others' succeeded): replace the channel now, and look again after the
-                    // ejection time.
-                    ejection += 1
-                    let time = self.config.outlierDetection?.ejectionTime ?? self.config.retryDelay
-                    yield(.restore(ejection: ejection), after: time)
-                    let failures = self.failuresInARow
-                    self.recordError("ejected after \(failures) failed calls in a row")
-                    self.emit(.ejected(failures: failures, ejectionTime: time))
-                    if let replacement = await self.connectReplacement() {
-                        swapIn(replacement, reason: "ejected")
-                    }
+                    await run(machine.ejected(failures: self.failuresInARow, ejectionTime: self.ejectionTime))
 
                 case .refresh:
-                    // Make before break: the new channel is connected and checked before it takes
-                    // the old one's place. An unhealthy or ejected connection is being repaired
-                    // already; an inactive one has no connection to refresh.
-                    guard self.isHealthy, self.isActive, !self.isEjected else { continue }
-                    if let replacement = await self.connectReplacement() {
-                        swapIn(replacement, reason: "maxConnectionAge")
-                    }
+                    guard machine.refreshes(facts: facts) else { continue }
+                    _ = await replace(reason: "maxConnectionAge")
 
-                case .restore(let restoring):
-                    guard restoring == ejection, self.isEjected else { continue }
+                case .restore(let ejection):
+                    guard machine.restores(ejection: ejection, facts: facts) else { continue }
                     self.endEjection()
-                    let probe = await self.probe()
-                    if probe == .healthy {
-                        self.emit(.restored)
-                    }
-                    apply(probe)
+                    await run(machine.restored(await self.probe(), facts: facts))
                 }
             }
             group.cancelAll()
@@ -310,6 +239,9 @@ extension PooledConnection {
             }
         }
     }
+
+    /// How long an ejection lasts.
+    private var ejectionTime: Duration { self.config.outlierDetection?.ejectionTime ?? self.config.retryDelay }
 
     /// A new channel that connected within `timeout` and passed a health check, or `nil`.
     private func connectReplacement() async -> CoreChannel? {
