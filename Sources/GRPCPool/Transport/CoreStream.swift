@@ -10,12 +10,12 @@ internal import GRPCPoolCoreBridge
 /// or the reader asking for the response first, starts the call with what has been written.
 final class CoreStream: Sendable {
     let call: CoreCall
-    private let options: CoreCallOptions
-    private let maxRequestBytes: Int?
-    private let maxResponseBytes: Int?
-    private let state: Locked<State>
+    let options: CoreCallOptions
+    let maxRequestBytes: Int?
+    let maxResponseBytes: Int?
+    let state: Locked<State>
 
-    private enum State {
+    enum State {
         /// Not on the wire yet: what was written so far, and readers waiting for the start.
         case pending(metadata: Metadata?, message: [UInt8]?, closed: Bool, waiters: [CheckedContinuation<Void, Never>])
         case started
@@ -150,131 +150,6 @@ final class CoreStream: Sendable {
             }
         }
         for waiter in waiters { waiter.resume() }
-    }
-
-    // MARK: - Response side
-
-    /// Waits until the call is on the wire (or failed). When the metadata and a message are
-    /// already written, the reader starts the call itself (a bidirectional call that waits for
-    /// its first response before it writes more).
-    func waitForStart() async -> RPCError? {
-        let ready: Bool = self.state.withLock { state in
-            if case .pending = state { return false }
-            return true
-        }
-        if !ready {
-            // Give the writer a moment to finish the request, so it can go out in one batch.
-            await Task.yield()
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                enum Next { case resume, wait, start }
-                let next: Next = self.state.withLock { state in
-                    guard case .pending(let metadata, let message, let closed, var waiters) = state else {
-                        return .resume
-                    }
-                    // Checked under the same lock as the writer's: a message written just now
-                    // either sees this waiter (and starts the call) or is seen here.
-                    if metadata != nil && message != nil { return .start }
-                    waiters.append(continuation)
-                    state = .pending(metadata: metadata, message: message, closed: closed, waiters: waiters)
-                    return .wait
-                }
-                switch next {
-                case .resume:
-                    continuation.resume()
-                case .start:
-                    self.startIfPending(closing: false)
-                    continuation.resume()
-                case .wait:
-                    break
-                }
-            }
-        }
-        return self.state.withLock { state in
-            if case .failed(let error) = state { return error }
-            return nil
-        }
-    }
-
-    /// The response parts, in order: metadata, messages, status.
-    var responseParts: ResponseParts { ResponseParts(stream: self) }
-
-    struct ResponseParts: AsyncSequence, Sendable {
-        typealias Element = RPCResponsePart<[UInt8]>
-        typealias Failure = any Error
-        let stream: CoreStream
-
-        func makeAsyncIterator() -> Iterator { Iterator(stream: self.stream) }
-
-        struct Iterator: AsyncIteratorProtocol {
-            let stream: CoreStream
-            private var phase = Phase.metadata
-
-            enum Phase {
-                case metadata
-                case firstMessage([UInt8])
-                case messages
-                case status
-                case done
-            }
-
-            init(stream: CoreStream) {
-                self.stream = stream
-            }
-
-            mutating func next() async throws -> RPCResponsePart<[UInt8]>? {
-                switch self.phase {
-                case .metadata:
-                    if let error = await self.stream.waitForStart() {
-                        self.phase = .done
-                        return .status(Status(code: Status.Code(error.code), message: error.message), error.metadata)
-                    }
-                    let first = await self.stream.call.receive()
-                    let metadata = await self.stream.call.initialMetadata()
-                    if let first {
-                        self.phase = .firstMessage(first)
-                        return .metadata(metadata)
-                    }
-                    // No message: a trailers-only error, or an empty response stream.
-                    let status = await self.stream.call.status()
-                    if status.code != .ok && metadata.isEmpty {
-                        self.phase = .done
-                        return .status(Status(code: status.code, message: status.message), status.trailingMetadata)
-                    }
-                    self.phase = .status
-                    return .metadata(metadata)
-                case .firstMessage(let message):
-                    self.phase = .messages
-                    return try self.checked(message)
-                case .messages:
-                    if let message = await self.stream.call.receive() {
-                        return try self.checked(message)
-                    }
-                    self.phase = .status
-                    return try await self.next()
-                case .status:
-                    self.phase = .done
-                    let status = await self.stream.call.status()
-                    return .status(Status(code: status.code, message: status.message), status.trailingMetadata)
-                case .done:
-                    return nil
-                }
-            }
-
-            private mutating func checked(_ message: [UInt8]) throws -> RPCResponsePart<[UInt8]> {
-                if let limit = self.stream.maxResponseBytes, message.count > limit {
-                    self.stream.call.cancel()
-                    self.phase = .done
-                    return .status(
-                        Status(
-                            code: .resourceExhausted,
-                            message: "response message of \(message.count) bytes exceeds the limit of \(limit) bytes"
-                        ),
-                        [:]
-                    )
-                }
-                return .message(message)
-            }
-        }
     }
 }
 

@@ -1,0 +1,177 @@
+internal import CoreMetrics
+package import GRPCCore
+package import GRPCPoolCoreBridge
+internal import Logging
+internal import Synchronization
+
+/// Calls on the connection: counted, reserved, recorded in its metrics.
+extension PooledConnection {
+    /// Makes a unary call on raw bytes and records it.
+    package func unary(
+        method: String,
+        request: [UInt8],
+        metadata: Metadata = [:],
+        options: CoreCallOptions? = nil,
+        reserved: Bool = false
+    ) async throws(RPCError) -> UnaryResponse {
+        let options = options ?? CoreCallOptions(timeout: self.config.timeout)
+        let call = self.beginCall(reserved: reserved)
+        do {
+            let response = try await call.channel.unary(
+                method: method,
+                request: request,
+                metadata: metadata,
+                options: options
+            )
+            self.endCall(call, error: nil)
+            return response
+        } catch {
+            self.endCall(call, error: error)
+            throw error
+        }
+    }
+
+    /// Runs a streaming call on raw bytes and records its outcome (the status, or the error
+    /// `body` threw).
+    package func withCall<Result>(
+        method: String,
+        metadata: Metadata = [:],
+        options: CoreCallOptions? = nil,
+        _ body: (CoreCall) async throws -> Result
+    ) async throws -> Result {
+        let options = options ?? CoreCallOptions(timeout: self.config.timeout)
+        let started = self.beginCall(reserved: false)
+        do {
+            let (result, status) = try await started.channel.withCall(
+                method: method,
+                metadata: metadata,
+                options: options
+            ) {
+                call in
+                let result = try await body(call)
+                return (result, call.finishedStatus)
+            }
+            self.endCall(started, error: status?.error)
+            return result
+        } catch {
+            self.endCall(started, error: error as? RPCError ?? RPCError(code: .unknown, message: "\(error)"))
+            throw error
+        }
+    }
+
+    /// A call between ``beginCall(reserved:)`` and ``endCall(_:error:)``: the channel it runs on
+    /// (which stays open for it even if the connection swaps channels meanwhile) and its start.
+    struct StartedCall {
+        let channel: CoreChannel
+        let start: ContinuousClock.Instant
+    }
+
+    /// Counts a call the pool is handing this connection, before the call starts, so that a
+    /// drain (the connection leaving the working set) waits for it like a running call.
+    ///
+    /// - Returns: `false`, counting nothing, when the connection has left the working set since
+    ///   it was picked; the pool then picks again.
+    func reserve() -> Bool {
+        self.inFlightCalls.add(1, ordering: .sequentiallyConsistent)
+        guard self.active.load(ordering: .sequentiallyConsistent) else {
+            self.inFlightCalls.subtract(1, ordering: .sequentiallyConsistent)
+            self.onChange()
+            return false
+        }
+        return true
+    }
+
+    /// Turns a reservation into a `withConnection` lease (the load stays the same throughout).
+    func leaseReserved() {
+        self.activeLeases.add(1, ordering: .sequentiallyConsistent)
+        self.inFlightCalls.subtract(1, ordering: .sequentiallyConsistent)
+    }
+
+    /// Starts counting a call; `reserved` when ``reserve()`` already counted it. The channel is
+    /// read and reserved in one step, so a channel swap cannot close it under the call.
+    func beginCall(reserved: Bool) -> StartedCall {
+        if !reserved { self.inFlightCalls.add(1, ordering: .relaxed) }
+        let channel = self.storage.withLock { state in
+            state.channel.reserveCall()
+            return state.channel
+        }
+        return StartedCall(channel: channel, start: .now)
+    }
+
+    /// Records a finished call. An UNAVAILABLE failure takes the connection out of rotation if
+    /// its channel is no longer ready, and asks the monitor for a check at once.
+    func endCall(_ call: StartedCall, error: RPCError?) {
+        let latency = ContinuousClock.now - call.start
+        call.channel.releaseCall()
+        self.inFlightCalls.subtract(1, ordering: .relaxed)
+        let (seconds, attoseconds) = latency.components
+        self.instruments.latency.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        (error == nil ? self.instruments.successes : self.instruments.failures).increment()
+        self.storage.withLock { state in
+            state.stats.latency.record(latency)
+            if let error {
+                state.stats.failures += 1
+                state.stats.lastFailure = (error, "\(error.code): \(error.message)", .now)
+            } else {
+                state.stats.successes += 1
+            }
+        }
+        let connectionFailure = error.map { Self.isConnectionFailure($0.code) } ?? false
+        if connectionFailure {
+            let streak = self.consecutiveFailures.add(1, ordering: .relaxed).newValue
+            if let detector = self.outlierDetector, streak >= detector.settings.consecutiveFailures, !self.isEjected {
+                detector.failureStreak(of: self)
+            }
+        } else {
+            self.consecutiveFailures.store(0, ordering: .relaxed)
+        }
+        if self.config.balancing == .leastBusy {
+            // A connection failure counts as a call of at least a second, so that a connection
+            // that fails fast looks slow, not idle.
+            let sample = connectionFailure ? max(latency, Self.failurePenalty) : latency
+            self.latency.withLock { $0.record(sample) }
+        }
+        if error?.code == .unavailable {
+            // A channel that is no longer ready leaves rotation now, not only once its
+            // connectivity watch has reached the monitor: fewer calls pick a dead connection.
+            if self.channel.state() != .ready { self.setHealthy(false) }
+            self.checkRequests.yield()
+        }
+        self.onChange()
+    }
+
+    /// Tells the pool, and a drain waiting here, that the health or the load changed.
+    func onChange() {
+        self.changes.signal()
+        self.onChangeHandler()
+    }
+
+    /// Returns once no call or lease is left on the connection, or after `timeLimit`.
+    func waitUntilUnloaded(timeLimit: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while true {
+                    let observed = self.changes.generation
+                    if self.load == 0 { return }
+                    do { try await self.changes.wait(after: observed) } catch { return }
+                }
+            }
+            group.addTask { try? await Task.sleep(for: timeLimit) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// The latency a connection failure counts as, for least-busy balancing.
+    static let failurePenalty = Duration.seconds(1)
+
+    /// Codes that say something about the connection rather than about the call.
+    static func isConnectionFailure(_ code: RPCError.Code) -> Bool {
+        code == .unavailable || code == .deadlineExceeded
+    }
+
+    func unlease() {
+        self.activeLeases.subtract(1, ordering: .relaxed)
+        self.onChange()
+    }
+}

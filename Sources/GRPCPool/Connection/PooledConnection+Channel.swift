@@ -1,0 +1,87 @@
+internal import CoreMetrics
+internal import GRPCCore
+internal import GRPCPoolCoreBridge
+internal import Logging
+internal import Synchronization
+
+/// The connection's channel and state, as the monitor changes them.
+extension PooledConnection {
+    /// Puts it in or out of rotation. It is never in rotation while inactive or ejected.
+    func setHealthy(_ healthy: Bool) {
+        let healthy = healthy && self.isActive && !self.isEjected
+        let old = self.healthy.exchange(healthy, ordering: .relaxed)
+        if old != healthy {
+            self.instruments.healthy.record(healthy ? 1 : 0)
+            self.onChange()
+        }
+    }
+
+    /// Records a connectivity change of the current channel (a `ready` after the first counts as
+    /// a reconnection); returns whether it was one.
+    func connectivityChanged(_ connectivity: ChannelConnectivity, generation: Int) -> Bool {
+        self.storage.withLock { state in
+            guard generation == state.generation, state.connectivity != connectivity else { return false }
+            state.connectivity = connectivity
+            if connectivity == .ready {
+                state.connectedSince = .now
+                if state.everConnected {
+                    state.stats.reconnects += 1
+                    self.instruments.reconnects.increment()
+                }
+                state.everConnected = true
+            } else {
+                state.connectedSince = nil
+            }
+            return true
+        }
+    }
+
+    /// Puts a new channel in place of the old one, which is closed (its calls run on).
+    func replaceChannel(with channel: CoreChannel) -> (generation: Int, old: CoreChannel) {
+        self.storage.withLock { state in
+            let old = state.channel
+            state.channel = channel
+            state.generation += 1
+            state.connectivity = channel.state()
+            state.connectedSince = state.connectivity == .ready ? .now : nil
+            state.stats.reconnects += 1
+            self.instruments.reconnects.increment()
+            state.everConnected = true
+            return (state.generation, old)
+        }
+    }
+
+    var currentGeneration: (Int, CoreChannel) { self.storage.withLock { ($0.generation, $0.channel) } }
+
+    func recordError(_ message: String) {
+        let error = GRPCPoolError(code: .connectionFailed, message: "\(self.endpoint): \(message)")
+        self.storage.withLock { $0.stats.lastFailure = (error, message, .now) }
+    }
+
+    func makeChannel() throws -> CoreChannel {
+        try CoreChannel(target: self.endpoint.description, credentials: self.credentials, options: self.options)
+    }
+
+    func requestCheck() {
+        self.checkRequests.yield()
+    }
+
+    /// Closes the current channel (when the connection leaves the working set, it stays, to be
+    /// activated again with a new channel; ``close()`` closes it for good).
+    func closeChannel() {
+        self.storage.withLock { state in
+            state.channel.close()
+            state.connectivity = .shutdown
+            state.connectedSince = nil
+        }
+    }
+
+    func close() {
+        self.clientStorage.withLock { $0?.transport.beginGracefulShutdown() }
+        self.setHealthy(false)
+        self.checkRequests.finish()
+        self.commands.finish()
+        self.closeChannel()
+        self.emit(.closed)
+    }
+}

@@ -1,0 +1,155 @@
+internal import CoreMetrics
+internal import Foundation
+internal import GRPCCore
+internal import GRPCPoolCoreBridge
+internal import Logging
+internal import Synchronization
+
+/// Running the pool: connect, watch, resize, and shut down.
+extension ConnectionPool {
+    /// Connects every connection, then watches them until ``beginGracefulShutdown()`` (which
+    /// drains the calls in flight, then closes the channels) or cancellation (which closes at once).
+    func run(metricsLogInterval: Duration? = nil) async {
+        self.logger.info(
+            "pool starting",
+            metadata: [
+                "grpc.pool.size": "\(self.connections.count)", "grpc.pool.balancing": "\(self.config.balancing)",
+            ]
+        )
+        var drained = false
+        await withDiscardingTaskGroup { group in
+            for connection in self.connections {
+                group.addTask { await connection.monitor() }
+            }
+            group.addTask { await self.sampleGauges() }
+            if let maximum = self.config.maxConnections, maximum > self.config.poolSize {
+                group.addTask { await self.resize(upTo: maximum) }
+            }
+            if let metricsLogInterval {
+                group.addTask { await self.logMetrics(every: metricsLogInterval) }
+            }
+            drained = await self.waitUntilDrained()
+            group.cancelAll()
+        }
+        // After a graceful drain, the calls have ended but the core objects of the last ones may
+        // still be on their way out (the poller lets go of a call just after resuming its caller):
+        // close each channel once they are gone, all at once. Cancelled: close at once.
+        let gracefully = drained
+        await withDiscardingTaskGroup { group in
+            for connection in self.connections {
+                group.addTask {
+                    if gracefully { await connection.channel.drainAndClose(timeLimit: self.config.timeout) }
+                    connection.close()
+                }
+            }
+        }
+        // The outlier detector refers to the connections: let go of them, so that the pool, its
+        // channels and the core can be released.
+        self.outlierDetector?.detach()
+        self.state.withLock { $0.lifecycle = .closed }
+        self.changes.signal()
+        self.logger.info("pool shut down")
+    }
+
+    /// Stops handing out connections; ``run()`` returns once the calls in flight have finished.
+    func beginGracefulShutdown() {
+        let started = self.state.withLock { state -> Bool in
+            guard state.lifecycle == .open else { return false }
+            state.lifecycle = .draining
+            return true
+        }
+        if started {
+            self.clientStorage.withLock { $0?.transport.beginGracefulShutdown() }
+            self.logger.info("pool draining", metadata: ["grpc.pool.in_flight": "\(self.totalLoad)"])
+            self.changes.signal()
+            self.lifecycleChanges.signal()
+        }
+    }
+
+    var totalLoad: Int { self.connections.reduce(0) { $0 + $1.load } }
+
+    /// One metrics line for this pool, every `interval`:
+    ///
+    /// ```
+    /// info grpc.pool: grpc.pool.service=stt requests=1520 success_rate=0.998 avg_ms=1.92 p50_ms=1.80
+    ///   p99_ms=5.10 in_flight=4 healthy=3/3 reconnects=1 [GRPCPool] pool metrics
+    /// ```
+    func logMetrics(every interval: Duration) async {
+        while true {
+            do { try await Task.sleep(for: interval) } catch { return }
+            let metrics = self.metrics()
+            self.logger.info(
+                "pool metrics",
+                metadata: [
+                    "requests": "\(metrics.totalRequests)",
+                    "success_rate": "\(String(format: "%.3f", metrics.successRate))",
+                    "avg_ms": "\(String(format: "%.2f", metrics.averageResponseTime.milliseconds))",
+                    "p50_ms": "\(String(format: "%.2f", metrics.p50ResponseTime.milliseconds))",
+                    "p99_ms": "\(String(format: "%.2f", metrics.p99ResponseTime.milliseconds))",
+                    "in_flight": "\(metrics.inFlight)",
+                    "healthy": "\(metrics.healthyConnections)/\(metrics.poolSize)",
+                    "reconnects": "\(metrics.reconnects)",
+                ]
+            )
+        }
+    }
+
+    /// Dynamic sizing (``PoolManager/Scaling``): every `scaling.interval`, one reading of the
+    /// demand goes to the ``Scaler``, and its decision is carried out.
+    func resize(upTo maximum: Int) async {
+        var scaler = Scaler(minimum: self.config.poolSize, maximum: maximum, scaling: self.config.scaling)
+        while true {
+            do { try await Task.sleep(for: self.config.scaling.interval) } catch { return }
+            let active = self.connections.filter(\.isActive)
+            let demand = active.reduce(0) { $0 + $1.load } + self.queued.load(ordering: .relaxed)
+            switch scaler.reading(demand: demand, active: active.count, at: .now) {
+            case .stay:
+                break
+            case .grow(let target):
+                let added = self.connections.filter { !$0.isActive }.prefix(target - active.count)
+                for connection in added { connection.activate() }
+                self.events.emit(.resized(from: active.count, to: active.count + added.count, demand: demand))
+            case .shrink(let target):
+                guard let last = active.last else { break }
+                last.deactivate()
+                self.events.emit(.resized(from: active.count, to: target, demand: demand))
+            }
+        }
+    }
+
+    /// Samples the in-flight gauges every second (cheaper than updating them on every call), and
+    /// reports the queue depth when it changed.
+    func sampleGauges() async {
+        var queueDepth = 0
+        while !Task.isCancelled {
+            for connection in self.connections { connection.instruments.inFlight.record(connection.inFlight) }
+            let queued = self.queued.load(ordering: .relaxed)
+            if queued != queueDepth {
+                queueDepth = queued
+                self.events.emit(.queueDepth(queued))
+            }
+            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+        }
+    }
+
+    /// Returns `true` once shutdown has begun and no call or lease is left, `false` when cancelled
+    /// (then the pool closes at once). While the pool is open it sleeps until shutdown begins;
+    /// after that, every call that ends signals `changes`, so it looks again exactly when the load
+    /// may have dropped. Neither wait has a deadline: a waiting task costs nothing until it is woken.
+    func waitUntilDrained() async -> Bool {
+        do {
+            while true {
+                let observed = self.lifecycleChanges.generation
+                if self.state.withLock({ $0.lifecycle != .open }) { break }
+                try await self.lifecycleChanges.wait(after: observed)
+            }
+            while true {
+                let observed = self.changes.generation
+                if self.totalLoad == 0 { return true }
+                try await self.changes.wait(after: observed)
+            }
+        } catch {
+            return false
+        }
+    }
+}
