@@ -1,7 +1,6 @@
 internal import CoreMetrics
 package import GRPCCore
 package import GRPCPoolCoreBridge
-internal import Logging
 internal import Synchronization
 
 /// Calls on the connection: counted, reserved, recorded in its metrics.

@@ -1,7 +1,5 @@
 internal import CoreMetrics
-internal import GRPCCore
 internal import GRPCPoolCoreBridge
-internal import Logging
 internal import Synchronization
 
 /// The connection's channel and state, as the monitor changes them.

@@ -1,6 +1,5 @@
 internal import CoreMetrics
 internal import Foundation
-internal import GRPCCore
 internal import GRPCPoolCoreBridge
 internal import Logging
 internal import Synchronization

@@ -1,8 +1,3 @@
-internal import CoreMetrics
-internal import Foundation
-internal import GRPCCore
-internal import GRPCPoolCoreBridge
-internal import Logging
 internal import Synchronization
 
 /// Picking: a healthy connection with room, under the balancing policy.

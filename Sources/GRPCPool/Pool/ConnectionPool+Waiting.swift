@@ -1,8 +1,5 @@
-internal import CoreMetrics
-internal import Foundation
 internal import GRPCCore
 internal import GRPCPoolCoreBridge
-internal import Logging
 internal import Synchronization
 
 /// A connection for a call or a lease: picked at once, or waited for, or refused.
