@@ -32,6 +32,9 @@ struct KeepaliveTests {
                     deserializer: RawBytesDeserializer(),
                     options: .defaults
                 ) { response in
+                    // However the stream ends, the request side ends with it (a failed stream must
+                    // fail the test, not leave the writer waiting).
+                    defer { send.finish() }
                     var received: [[UInt8]] = []
                     for try await message in response.messages {
                         received.append(message)
