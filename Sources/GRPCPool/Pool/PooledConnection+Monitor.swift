@@ -1,7 +1,6 @@
 internal import GRPCCore
 internal import GRPCPoolCoreBridge
 internal import Logging
-internal import SwiftProtobuf
 
 extension PooledConnection {
     private enum Event: Sendable {
@@ -217,25 +216,17 @@ extension PooledConnection {
     /// monitor for a check.
     private func keepServerAnswering(requestingChecks sink: AsyncStream<Event>.Continuation) async {
         let interval = self.config.keepaliveTime * 2
-        let request: [UInt8] =
-            (try? Grpc_Health_V1_HealthCheckRequest.with {
-                $0.service = self.config.healthCheck.serviceName ?? ""
-            }.serializedBytes()) ?? []
+        let serviceName = self.config.healthCheck.serviceName ?? ""
         while true {
             do { try await Task.sleep(for: interval) } catch { return }
             let channel = self.channel
             guard self.isActive, channel.state() == .ready else { continue }
-            do {
-                _ = try await channel.unary(
-                    method: "/grpc.health.v1.Health/Check",
-                    request: request,
-                    options: CoreCallOptions(timeout: self.config.keepaliveTimeout)
-                )
-            } catch  where error.code == .deadlineExceeded || error.code == .unavailable {
-                self.logger.debug("keepalive RPC got no answer", metadata: ["grpc.pool.reason": "\(error)"])
+            // Any answer is one (the server wrote to the connection); no answer, or none in time,
+            // is what the health check reports as worth replacing the channel for.
+            let probe = await Self.check(serviceName: serviceName, on: channel, timeout: self.config.keepaliveTimeout)
+            if case .unhealthy(let reason, replace: true) = probe {
+                self.logger.debug("keepalive RPC got no answer", metadata: ["grpc.pool.reason": "\(reason)"])
                 sink.yield(.check)
-            } catch {
-                // Answered: the server wrote to the connection.
             }
         }
     }
