@@ -28,6 +28,10 @@ extension ConnectionPool {
         try self.checkOpen()
         let found = self.pickHealthy()
         if case .connection(let connection) = found, connection.reserve() { return connection }
+        // The queue is full already: shed now, without starting the wait's tasks.
+        if case .allAtCapacity = found, self.queued.load(ordering: .relaxed) >= self.config.maxQueuedCalls {
+            throw self.saturated()
+        }
         if case .noneHealthy = found {
             switch self.config.whenNoneHealthy.value {
             case .failFast:
