@@ -230,12 +230,12 @@ struct Demo: AsyncParsableCommand {
 
     static func connectionTable(_ metrics: [ServiceID: PoolMetrics], order: [ServiceID]) -> String {
         var rows = [
-            ["service", "conn", "endpoint", "state", "healthy", "requests", "failed", "reconnects", "last error"]
+            ["service", "conn", "address", "state", "healthy", "requests", "failed", "reconnects", "last error"]
         ]
         for id in order {
             for c in metrics[id]!.connections {
                 rows.append([
-                    id.rawValue, "\(c.index)", c.endpoint, "\(c.state)", c.isHealthy ? "yes" : "no",
+                    id.rawValue, "\(c.index)", c.address, "\(c.state)", c.isHealthy ? "yes" : "no",
                     "\(c.totalRequests)", "\(c.failedRequests)", "\(c.reconnects)", c.lastError ?? "-",
                 ])
             }
@@ -282,7 +282,8 @@ struct Demo: AsyncParsableCommand {
                     "client_failures": failed,
                     "connections": m.connections.map { c in
                         [
-                            "index": c.index, "endpoint": c.endpoint, "state": "\(c.state)", "healthy": c.isHealthy,
+                            "index": c.index, "endpoint": c.endpoint, "address": c.address,
+                            "state": "\(c.state)", "healthy": c.isHealthy,
                             "requests": c.totalRequests, "successes": c.successfulRequests,
                             "failures": c.failedRequests,
                             "reconnects": c.reconnects,

@@ -123,11 +123,20 @@ struct Probe: AsyncParsableCommand {
             }
         }
 
-        for connection in pool.metrics().connections {
+        let metrics = pool.metrics()
+        print("  addresses: \(metrics.addresses.count)")
+        for address in metrics.addresses {
+            let on = metrics.connections.filter { $0.address == address }.map { "\($0.index)" }
+            print("    \(address)  connections: \(on.isEmpty ? "none" : on.joined(separator: ", "))")
+        }
+        if metrics.resolutionFailures > 0 {
+            print("  lookups failed: \(metrics.resolutionFailures)")
+        }
+        for connection in metrics.connections {
             let since =
                 connection.connectedSince.map { String(format: " for %.0f ms", (clock.now - $0).milliseconds) } ?? ""
             print(
-                "  connection \(connection.index)  \(connection.endpoint)  \(connection.state)"
+                "  connection \(connection.index)  \(connection.address)  \(connection.state)"
                     + "  \(connection.isHealthy ? "healthy" : "unhealthy")\(since)"
             )
         }

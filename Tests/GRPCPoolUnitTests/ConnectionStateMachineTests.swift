@@ -364,4 +364,37 @@ struct ConnectionStateMachineTests {
         let actions = machine.connectivityChanged(to: .transientFailure, facts: Self.inRotation)
         #expect(actions.first == .emit(.disconnected(reason: "transientFailure")))
     }
+
+    // MARK: - Moving to another address
+
+    @Test("Moved with make before break: the checked new channel is in rotation at once")
+    func movedConnected() {
+        var machine = Self.connected()
+        #expect(machine.moved(connected: true, facts: Self.inRotation) == [.setHealthy(true)])
+        #expect(machine.wasReady)
+        #expect(!machine.recovering)
+    }
+
+    @Test("Moved to a channel that has not connected yet: out of rotation, asked to connect, not a loss")
+    func movedUnconnected() {
+        var machine = Self.connected()
+        #expect(machine.moved(connected: false, facts: Self.inRotation) == [.setHealthy(false), .requestConnect])
+        #expect(!machine.wasReady)
+        // Its first attempt failing is a failed attempt, not a disconnection.
+        let actions = machine.connectivityChanged(to: .transientFailure, facts: Self.outOfRotation)
+        #expect(actions.first == .emit(.failed(reason: "connection attempt failed")))
+        // Once it is ready it is checked, then back in rotation.
+        #expect(machine.connectivityChanged(to: .ready, facts: Self.outOfRotation) == [.emit(.connected), .probe])
+    }
+
+    @Test("Moved while recovering: a connected move ends the episode")
+    func movedWhileRecovering() {
+        var machine = Self.recovering()
+        #expect(
+            machine.moved(connected: true, facts: Self.outOfRotation) == [
+                .log("connection recovered"), .setHealthy(true),
+            ]
+        )
+        #expect(!machine.recovering)
+    }
 }

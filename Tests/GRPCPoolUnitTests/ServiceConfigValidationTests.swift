@@ -41,6 +41,33 @@ struct ServiceConfigValidationTests {
         ),
         ("no endpoints", { $0.endpoints = [] }, "endpoints", "[]"),
         ("empty target", { $0.endpoints = [.init(target: " ")] }, "target", "\" \""),
+        ("dns target without a host", { $0.endpoints = [.init(target: "dns:///:443")] }, "target", "\"dns:///:443\""),
+        ("dns target port 0", { $0.endpoints = [.init(target: "dns:///svc:0")] }, "target", "\"dns:///svc:0\""),
+        (
+            "dns server not ip:port", { $0.endpoints = [.init(target: "dns://1.2.3.4:x/svc:1")] }, "target",
+            "\"dns://1.2.3.4:x/svc:1\""
+        ),
+        ("dns authority unterminated", { $0.endpoints = [.init(target: "dns://svc:1")] }, "target", "\"dns://svc:1\""),
+        (
+            "zero resolutionInterval", { $0.discovery.resolutionInterval = .zero }, "discovery.resolutionInterval",
+            "\(Duration.zero)"
+        ),
+        (
+            "zero minResolutionInterval", { $0.discovery.minResolutionInterval = .zero },
+            "discovery.minResolutionInterval", "\(Duration.zero)"
+        ),
+        (
+            "minResolutionInterval above the interval",
+            {
+                $0.discovery.resolutionInterval = .seconds(2)
+                $0.discovery.minResolutionInterval = .seconds(3)
+            }, "discovery.minResolutionInterval", "\(Duration.seconds(3))"
+        ),
+        (
+            "zero resolutionTimeout", { $0.discovery.resolutionTimeout = .zero }, "discovery.resolutionTimeout",
+            "\(Duration.zero)"
+        ),
+        ("empty clientID", { $0.discovery.clientID = "" }, "discovery.clientID", "\"\""),
         ("poolSize 0", { $0.poolSize = 0 }, "poolSize", "0"),
         ("poolSize absurd", { $0.poolSize = 100_000 }, "poolSize", "100000"),
         ("negative maxRetries", { $0.maxRetries = -1 }, "maxRetries", "-1"),

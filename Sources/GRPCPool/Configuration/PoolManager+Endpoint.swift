@@ -1,12 +1,12 @@
 extension PoolManager {
-    /// One address of a service.
+    /// Where a service runs: one `host:port`, or a target naming one or more addresses.
     public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
         /// The host name or IP address (empty for a raw target).
         public var host: String
         /// The port (0 for a raw target).
         public var port: Int
-        /// A core target string used as is (`dns:///svc:443`, `ipv4:10.0.0.1:50051,10.0.0.2:50051`,
-        /// `unix:/run/svc.sock`), or `nil` to use `host:port`.
+        /// A target naming the service's addresses (`dns:///svc:443`,
+        /// `ipv4:10.0.0.1:50051,10.0.0.2:50051`, `unix:/run/svc.sock`), or `nil` to use `host:port`.
         public var target: String?
 
         public init(host: String, port: Int) {
@@ -15,7 +15,9 @@ extension PoolManager {
             self.target = nil
         }
 
-        /// A raw core target; the core's resolvers spread the connection over what it names.
+        /// A target in gRPC's name syntax. The pool finds the addresses it names (looking `dns:`
+        /// names up itself, again and again) and spreads its connections over them
+        /// (``PoolManager/Discovery``); each connection connects to one address.
         public init(target: String) {
             self.host = ""
             self.port = 0
@@ -25,7 +27,8 @@ extension PoolManager {
         /// Parses `host:port`, `[v6]:port`, or a core target with a scheme (`dns:///…`, `ipv4:…`,
         /// `ipv6:…`, `unix:…`, used as is); `nil` when the text is none of these.
         public init?(parsing text: String) {
-            if text.contains("://") || text.hasPrefix("ipv4:") || text.hasPrefix("ipv6:") || text.hasPrefix("unix:") {
+            let schemes = ["dns:", "ipv4:", "ipv6:", "unix:"]
+            if text.contains("://") || schemes.contains(where: text.hasPrefix) {
                 self.init(target: text)
                 return
             }
@@ -37,7 +40,7 @@ extension PoolManager {
             self.init(host: host, port: port)
         }
 
-        /// The string handed to `grpc_channel_create`.
+        /// The endpoint as configured: its target, or `host:port`.
         public var description: String {
             if let target { return target }
             return self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"

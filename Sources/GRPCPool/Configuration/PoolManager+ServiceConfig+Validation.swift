@@ -11,6 +11,17 @@ extension PoolManager.ServiceConfig {
     ///
     /// - Throws: ``ConfigurationError`` for the first field that cannot work.
     public func validate() throws(ConfigurationError) {
+        try self.validateEndpoints()
+        try self.validateDiscovery()
+        try self.validateSizing()
+        try self.validateTimings()
+        try self.validateOutlierDetection()
+        try self.validateRetryPolicy()
+        try self.validateLimits()
+        _ = try self.credentials()
+    }
+
+    private func validateEndpoints() throws(ConfigurationError) {
         guard !self.endpoints.isEmpty else {
             throw ConfigurationError(field: "endpoints", value: "[]", reason: "must name at least one endpoint")
         }
@@ -22,6 +33,13 @@ extension PoolManager.ServiceConfig {
                         field: "\(name)target",
                         value: "\"\(target)\"",
                         reason: "must not be empty"
+                    )
+                }
+                guard ServiceTarget(endpoint) != nil else {
+                    throw ConfigurationError(
+                        field: "\(name)target",
+                        value: "\"\(target)\"",
+                        reason: "must be dns:[//server[:port]/]host[:port] with a port between 1 and 65535"
                     )
                 }
                 continue
@@ -48,6 +66,30 @@ extension PoolManager.ServiceConfig {
                 )
             }
         }
+    }
+
+    private func validateDiscovery() throws(ConfigurationError) {
+        let discovery = self.discovery
+        try Self.positive(discovery.resolutionInterval, "discovery.resolutionInterval")
+        try Self.positive(discovery.minResolutionInterval, "discovery.minResolutionInterval")
+        try Self.positive(discovery.resolutionTimeout, "discovery.resolutionTimeout")
+        guard discovery.minResolutionInterval <= discovery.resolutionInterval else {
+            throw ConfigurationError(
+                field: "discovery.minResolutionInterval",
+                value: "\(discovery.minResolutionInterval)",
+                reason: "must not be longer than discovery.resolutionInterval (\(discovery.resolutionInterval))"
+            )
+        }
+        if let id = discovery.clientID, id.isEmpty || id.contains(where: \.isNewline) {
+            throw ConfigurationError(
+                field: "discovery.clientID",
+                value: "\"\(id)\"",
+                reason: "must be one line of text, not empty"
+            )
+        }
+    }
+
+    private func validateSizing() throws(ConfigurationError) {
         guard (1...Self.maxPoolSize).contains(self.poolSize) else {
             throw ConfigurationError(
                 field: "poolSize",
@@ -93,6 +135,9 @@ extension PoolManager.ServiceConfig {
                 reason: "must not be negative"
             )
         }
+    }
+
+    private func validateTimings() throws(ConfigurationError) {
         guard self.maxRetries >= 0 else {
             throw ConfigurationError(field: "maxRetries", value: "\(self.maxRetries)", reason: "must not be negative")
         }
@@ -118,6 +163,11 @@ extension PoolManager.ServiceConfig {
         if let age = self.maxConnectionAge {
             try Self.positive(age, "maxConnectionAge")
         }
+        try Self.positive(self.healthCheck.interval, "healthCheck.interval")
+        try Self.positive(self.healthCheck.timeout, "healthCheck.timeout")
+    }
+
+    private func validateOutlierDetection() throws(ConfigurationError) {
         if let outlier = self.outlierDetection {
             guard outlier.consecutiveFailures >= 1 else {
                 throw ConfigurationError(
@@ -135,8 +185,9 @@ extension PoolManager.ServiceConfig {
                 )
             }
         }
-        try Self.positive(self.healthCheck.interval, "healthCheck.interval")
-        try Self.positive(self.healthCheck.timeout, "healthCheck.timeout")
+    }
+
+    private func validateRetryPolicy() throws(ConfigurationError) {
         let policy = self.retryPolicy
         guard (2...5).contains(policy.maxAttempts) else {
             throw ConfigurationError(
@@ -168,6 +219,9 @@ extension PoolManager.ServiceConfig {
                 reason: "must be a status code name such as UNAVAILABLE"
             )
         }
+    }
+
+    private func validateLimits() throws(ConfigurationError) {
         if let size = self.maxSendMessageSize, size < 1 {
             throw ConfigurationError(field: "maxSendMessageSize", value: "\(size)", reason: "must be positive")
         }
@@ -181,7 +235,6 @@ extension PoolManager.ServiceConfig {
         guard !self.userAgent.contains(where: { $0.isNewline }) else {
             throw ConfigurationError(field: "userAgent", value: "\"\(self.userAgent)\"", reason: "must be one line")
         }
-        _ = try self.credentials()
     }
 
     private static func positive(_ duration: Duration, _ field: String) throws(ConfigurationError) {
@@ -189,78 +242,4 @@ extension PoolManager.ServiceConfig {
             throw ConfigurationError(field: field, value: "\(duration)", reason: "must be positive")
         }
     }
-
-    /// The credentials for the core, with PEM files read.
-    func credentials() throws(ConfigurationError) -> ChannelCredentials {
-        switch self.transportSecurity.mode {
-        case .plaintext:
-            return .insecure
-        case .tls(let tls):
-            let roots = try Self.read(tls.trustRoots, field: "transportSecurity.trustRoots")
-            let chain = try Self.read(tls.certificateChain, field: "transportSecurity.certificateChain")
-            let key = try Self.read(tls.privateKey, field: "transportSecurity.privateKey")
-            guard (chain == nil) == (key == nil) else {
-                throw ConfigurationError(
-                    field: chain == nil ? "transportSecurity.certificateChain" : "transportSecurity.privateKey",
-                    value: "nil",
-                    reason: "mutual TLS needs both a certificate chain and a private key"
-                )
-            }
-            return .tls(rootCertificates: roots, certificateChain: chain, privateKey: key)
-        }
-    }
-
-    private static func read(
-        _ source: PoolManager.CertificateSource?,
-        field: String
-    ) throws(ConfigurationError) -> String? {
-        switch source {
-        case nil:
-            return nil
-        case .pem(let pem):
-            guard pem.contains("-----BEGIN") else {
-                throw ConfigurationError(field: field, value: "\"\(pem.prefix(40))…\"", reason: "is not PEM text")
-            }
-            return pem
-        case .file(let path):
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw ConfigurationError(field: field, value: "\"\(path)\"", reason: "file cannot be read")
-            }
-            let pem = String(decoding: data, as: UTF8.self)
-            guard pem.contains("-----BEGIN") else {
-                throw ConfigurationError(field: field, value: "\"\(path)\"", reason: "file is not PEM")
-            }
-            return pem
-        }
-    }
-
-    /// The channel options for connection `index`.
-    func channelOptions() -> ChannelOptions {
-        var options = ChannelOptions()
-        options.useLocalSubchannelPool = true
-        options.keepaliveTime = self.keepaliveTime
-        options.keepaliveTimeout = self.keepaliveTimeout
-        options.keepalivePermitWithoutCalls = true
-        options.maxPingsWithoutData = 0
-        options.idleTimeout = self.maxConnectionIdle
-        options.reconnectBackoff = .init(
-            initial: self.retryDelay,
-            maximum: self.maxRetryDelay,
-            minimumConnectTimeout: self.timeout
-        )
-        options.defaultCompression = self.compression ? .gzip : ChannelOptions.Compression.none
-        // Retries are grpc-swift's (each attempt picks a connection again), never the core's: a
-        // core retry stays on the failing connection, and the core in libgrpc 1.51 corrupts a
-        // retried message when compression is on (grpc/grpc#37742: the server received the gzip
-        // bytes as the message).
-        options.enableRetries = false
-        options.maxSendMessageSize = self.maxSendMessageSize
-        options.maxReceiveMessageSize = self.maxReceiveMessageSize
-        options.userAgent = self.userAgent
-        if case .tls(let tls) = self.transportSecurity.mode {
-            options.sslTargetNameOverride = tls.serverHostnameOverride
-        }
-        return options
-    }
-
 }

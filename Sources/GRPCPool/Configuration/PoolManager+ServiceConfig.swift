@@ -11,9 +11,11 @@ extension PoolManager {
     /// Values are checked when a ``PoolManager`` is created: a bad one throws
     /// ``ConfigurationError`` naming the field and the value.
     public struct ServiceConfig: Sendable, Hashable {
-        /// Where the service runs. Connections are spread over the endpoints in turn (connection
-        /// `i` goes to `endpoints[i % endpoints.count]`). Default: the one given to `init`.
+        /// Where the service runs. The connections are spread over the addresses the endpoints
+        /// name (``Discovery``). Default: the one given to `init`.
         public var endpoints: [Endpoint]
+        /// How `dns:` names are looked up again, and the client's id for subsetting.
+        public var discovery: Discovery
         /// Connections in the pool. Default `3` (2–5 is typical); at most 1024. With
         /// ``maxConnections`` set, the fewest the pool keeps.
         public var poolSize: Int
@@ -131,6 +133,7 @@ extension PoolManager {
             compression: Bool = true
         ) {
             self.endpoints = endpoints
+            self.discovery = .defaults
             self.poolSize = poolSize
             self.maxRetries = maxRetries
             self.retryDelay = retryDelay
@@ -157,9 +160,10 @@ extension PoolManager {
             self.userAgent = "grpc-pool-swift"
         }
 
-        /// Where connection `index` connects: the endpoints in turn.
-        func endpoint(forConnection index: Int) -> Endpoint {
-            self.endpoints[index % self.endpoints.count]
+        /// Whether the channels use TLS.
+        var usesTLS: Bool {
+            if case .tls = self.transportSecurity.mode { return true }
+            return false
         }
 
         /// The first endpoint's host.

@@ -52,12 +52,41 @@ extension PooledConnection {
     var currentGeneration: (Int, CoreChannel) { self.storage.withLock { ($0.generation, $0.channel) } }
 
     func recordError(_ message: String) {
-        let error = GRPCPoolError(code: .connectionFailed, message: "\(self.endpoint): \(message)")
+        let error = GRPCPoolError(code: .connectionFailed, message: "\(self.address): \(message)")
         self.storage.withLock { $0.stats.lastFailure = (error, message, .now) }
     }
 
+    /// A new channel to where the connection goes now.
     func makeChannel() throws -> CoreChannel {
-        try CoreChannel(target: self.endpoint.description, credentials: self.credentials, options: self.options)
+        let placement = self.placement
+        return try CoreChannel(
+            target: placement.address,
+            credentials: self.credentials,
+            options: placement.channelOptions(self.options, tls: self.config.usesTLS)
+        )
+    }
+
+    /// Sends the connection somewhere else from now on: the channels made after this go there.
+    func place(_ placement: Placement) {
+        self.storage.withLock { $0.placement = placement }
+    }
+
+    /// Puts a new, unconnected channel to where it goes now in place of the current one, which
+    /// is closed: for a connection with no calls (not started yet, or out of the working set).
+    /// Returns the new channel and its generation, or `nil` when no channel can be made.
+    @discardableResult
+    func retarget() -> (generation: Int, channel: CoreChannel)? {
+        guard let fresh = try? self.makeChannel() else { return nil }
+        let (generation, old) = self.storage.withLock { state in
+            let old = state.channel
+            state.channel = fresh
+            state.generation += 1
+            state.connectivity = .idle
+            state.connectedSince = nil
+            return (state.generation, old)
+        }
+        old.close()
+        return (generation, fresh)
     }
 
     func requestCheck() {

@@ -245,5 +245,15 @@ extension PooledConnection {
         mutating func swapped() {
             self.wasReady = true
         }
+
+        /// The pool moved the connection to another address. `connected`: the new channel
+        /// connected, passed its check and took the old one's place (make before break).
+        /// Otherwise a channel still trying to connect took it: out of rotation until it is
+        /// ready, the usual recovery after that.
+        mutating func moved(connected: Bool, facts: Facts) -> [Action] {
+            if connected { return self.probed(.healthy, facts: facts) }
+            self.wasReady = false
+            return [.setHealthy(false), .requestConnect]
+        }
     }
 }

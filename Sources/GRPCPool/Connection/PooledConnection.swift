@@ -14,12 +14,8 @@ public final class PooledConnection: Sendable {
     public let serviceID: ServiceID
     /// Its index in the pool.
     public let index: Int
-    /// Where it connects.
-    public let endpoint: PoolManager.Endpoint
 
     let config: PoolManager.ServiceConfig
-    /// The endpoint as text, made once: every RPC's `ClientContext` names it as the remote peer.
-    let peer: String
     let credentials: ChannelCredentials
     let options: ChannelOptions
     let logger: Logger
@@ -33,7 +29,7 @@ public final class PooledConnection: Sendable {
     /// Whether it belongs to the pool's working set (dynamic sizing); inactive connections have
     /// no TCP connection and are never picked.
     let active: Atomic<Bool>
-    /// What the pool tells the monitor to do: eject, activate, deactivate.
+    /// What the pool tells the monitor to do: eject, activate, deactivate, move.
     let commands: AsyncStream<Command>.Continuation
     let commandStream: AsyncStream<Command>
 
@@ -41,6 +37,8 @@ public final class PooledConnection: Sendable {
         case eject
         case activate
         case deactivate
+        /// It was placed on another address, away from `from`: connect there, make before break.
+        case move(from: String)
     }
     let outlierDetector: OutlierDetector?
     let events: PoolEventSink
@@ -54,11 +52,14 @@ public final class PooledConnection: Sendable {
     let clientStorage = Locked<CachedClient<Transport>?>(nil)
     /// Called whenever `isHealthy` or the load changes, so waiting callers can look again.
     let onChangeHandler: @Sendable () -> Void
+    /// Called when a connection attempt fails: the pool looks its names up again.
+    let onConnectFailure: @Sendable () -> Void
     /// Signalled with `onChangeHandler`: what a drain of this connection waits on.
     let changes = ChangeSignal()
 
     struct State {
         var channel: CoreChannel
+        var placement: Placement
         var generation = 0
         var connectivity = ChannelConnectivity.idle
         var stats = Stats()
@@ -79,13 +80,15 @@ public final class PooledConnection: Sendable {
         serviceID: ServiceID,
         index: Int,
         config: PoolManager.ServiceConfig,
+        placement: Placement,
         credentials: ChannelCredentials,
         logger: Logger,
         metricsFactory: any MetricsFactory,
         outlierDetector: OutlierDetector? = nil,
         active: Bool = true,
         events: PoolEventSink,
-        onChange: @escaping @Sendable () -> Void
+        onChange: @escaping @Sendable () -> Void,
+        onConnectFailure: @escaping @Sendable () -> Void = {}
     ) throws {
         self.events = events
         self.outlierDetector = outlierDetector
@@ -93,28 +96,39 @@ public final class PooledConnection: Sendable {
         (self.commandStream, self.commands) = AsyncStream.makeStream(of: Command.self)
         self.serviceID = serviceID
         self.index = index
-        self.endpoint = config.endpoint(forConnection: index)
-        self.peer = self.endpoint.description
         self.config = config
         self.credentials = credentials
         self.options = config.channelOptions()
         var logger = logger
         logger[metadataKey: "grpc.pool.connection"] = "\(index)"
-        logger[metadataKey: "grpc.pool.endpoint"] = "\(self.endpoint)"
+        logger[metadataKey: "grpc.pool.endpoint"] = "\(placement.endpoint)"
         self.logger = logger
         self.instruments = ConnectionInstruments(service: serviceID, index: index, factory: metricsFactory)
         self.onChangeHandler = onChange
+        self.onConnectFailure = onConnectFailure
         let channel = try CoreChannel(
-            target: self.endpoint.description,
+            target: placement.address,
             credentials: credentials,
-            options: self.options
+            options: placement.channelOptions(self.options, tls: config.usesTLS)
         )
-        self.storage = Locked(State(channel: channel))
+        self.storage = Locked(State(channel: channel, placement: placement))
         (self.checkRequestStream, self.checkRequests) = AsyncStream.makeStream(
             of: Void.self,
             bufferingPolicy: .bufferingNewest(1)
         )
     }
+
+    /// The endpoint it belongs to, as configured.
+    public var endpoint: PoolManager.Endpoint { self.placement.endpoint }
+
+    /// The address it connects to: one of those its endpoint names (``PoolManager/Discovery``).
+    public var address: String { self.placement.address }
+
+    /// Where it goes now.
+    var placement: Placement { self.storage.withLock { $0.placement } }
+
+    /// The remote peer every RPC's `ClientContext` names.
+    var peer: String { self.placement.address }
 
     /// Whether the pool hands this connection out.
     public var isHealthy: Bool { self.healthy.load(ordering: .relaxed) }
@@ -158,7 +172,13 @@ public final class PooledConnection: Sendable {
 
     /// Tells the pool's observers that `kind` happened to this connection.
     func emit(_ kind: PoolEvent.Kind) {
-        self.events.emit(kind, connection: self.index, endpoint: self.endpoint.description)
+        let placement = self.placement
+        self.events.emit(
+            kind,
+            connection: self.index,
+            endpoint: placement.endpoint.description,
+            address: placement.address
+        )
     }
 
     /// Whether it is in the pool's working set now.
@@ -192,10 +212,13 @@ public final class PooledConnection: Sendable {
 
     /// A snapshot of its counters.
     public func metrics() -> ConnectionMetrics {
-        let (state, stats, since) = self.storage.withLock { ($0.connectivity, $0.stats, $0.connectedSince) }
+        let (state, stats, since, placement) = self.storage.withLock {
+            ($0.connectivity, $0.stats, $0.connectedSince, $0.placement)
+        }
         return ConnectionMetrics(
             index: self.index,
-            endpoint: self.endpoint.description,
+            endpoint: placement.endpoint.description,
+            address: placement.address,
             state: ConnectionState(state),
             isHealthy: self.isHealthy,
             totalRequests: stats.successes + stats.failures,

@@ -2,8 +2,10 @@
 public struct ConnectionMetrics: Sendable, Hashable {
     /// The connection's index in its pool.
     public var index: Int
-    /// Where it connects.
+    /// The endpoint it belongs to, as configured.
     public var endpoint: String
+    /// The address it connects to (one of those the endpoint names).
+    public var address: String
     /// Its connectivity state now.
     public var state: ConnectionState
     /// Whether the pool hands it out.
@@ -60,6 +62,11 @@ public struct PoolMetrics: Sendable, Hashable {
     public var p99ResponseTime: Duration
     /// Per connection, by index.
     public var connections: [ConnectionMetrics]
+    /// The addresses the pool spreads its connections over now (``PoolManager/Discovery``).
+    public var addresses: [String]
+    /// Lookups of the endpoints' names that failed or found nothing (the pool kept the last
+    /// addresses).
+    public var resolutionFailures: Int
 
     /// successes ÷ requests; 1 when there were none.
     public var successRate: Double {

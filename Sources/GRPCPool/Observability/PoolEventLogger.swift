@@ -3,7 +3,8 @@ internal import Logging
 /// Writes a pool's events to its logger: one line per event, with the service, and for
 /// connection events the connection's index and endpoint, as metadata (`grpc.pool.*`).
 ///
-/// Levels: an ejection is a warning (calls failed until it happened); connecting and the queue
+/// Levels: an ejection and a failed lookup are warnings (calls failed until it happened; the
+/// addresses may be going stale); connecting and the queue
 /// depth are debug (they come often); everything else is info.
 final class PoolEventLogger: PoolObserver {
     private let logger: Logger
@@ -18,6 +19,7 @@ final class PoolEventLogger: PoolObserver {
         if let connection = event.connection {
             logger[metadataKey: "grpc.pool.connection"] = "\(connection)"
             logger[metadataKey: "grpc.pool.endpoint"] = "\(event.endpoint ?? "")"
+            logger[metadataKey: "grpc.pool.address"] = "\(event.address ?? "")"
         }
         switch event.kind {
         case .connecting:
@@ -55,6 +57,23 @@ final class PoolEventLogger: PoolObserver {
             )
         case .queueDepth(let depth):
             logger.debug("calls waiting for room", metadata: ["grpc.pool.queued": "\(depth)"])
+        case .resolved(let endpoint, let addresses):
+            logger.info(
+                "addresses resolved",
+                metadata: [
+                    "grpc.pool.endpoint": "\(endpoint)", "grpc.pool.addresses": "\(addresses.joined(separator: ","))",
+                ]
+            )
+        case .resolutionFailed(let endpoint, let reason):
+            logger.warning(
+                "address lookup failed; keeping the last addresses",
+                metadata: ["grpc.pool.endpoint": "\(endpoint)", "grpc.pool.reason": "\(reason)"]
+            )
+        case .moved(let from, let to):
+            logger.info(
+                "connection moved",
+                metadata: ["grpc.pool.previous_address": "\(from)", "grpc.pool.address": "\(to)"]
+            )
         }
     }
 }

@@ -21,8 +21,10 @@ public struct PoolEvent: Sendable, Hashable, CustomStringConvertible {
     public var service: ServiceID
     /// The connection's index, for connection events.
     public var connection: Int?
-    /// The connection's endpoint, for connection events.
+    /// The connection's endpoint (as configured), for connection events.
     public var endpoint: String?
+    /// The connection's address (one of those its endpoint names), for connection events.
+    public var address: String?
     public var kind: Kind
 
     public enum Kind: Sendable, Hashable {
@@ -52,10 +54,20 @@ public struct PoolEvent: Sendable, Hashable, CustomStringConvertible {
         /// Calls waiting for a connection with room, when that number changed (sampled each
         /// second).
         case queueDepth(Int)
+        /// A lookup of `endpoint`'s name found `addresses`: the first lookup, and every one that
+        /// found something else than the last.
+        case resolved(endpoint: String, addresses: [String])
+        /// A lookup of `endpoint`'s name failed or found nothing; the pool keeps the addresses
+        /// it had.
+        case resolutionFailed(endpoint: String, reason: String)
+        /// The connection moved to `address` from `from` (the addresses changed): a new channel
+        /// took the place of the old one, which finishes its calls.
+        case moved(from: String, to: String)
     }
 
     public var description: String {
-        let subject = self.connection.map { "\(self.service)[\($0)] \(self.endpoint ?? "")" } ?? "\(self.service)"
+        let subject =
+            self.connection.map { "\(self.service)[\($0)] \(self.address ?? self.endpoint ?? "")" } ?? "\(self.service)"
         return "\(subject): \(self.kind)"
     }
 }
@@ -66,8 +78,14 @@ struct PoolEventSink: Sendable {
     let service: ServiceID
     let observers: [any PoolObserver]
 
-    func emit(_ kind: PoolEvent.Kind, connection: Int? = nil, endpoint: String? = nil) {
-        let event = PoolEvent(service: self.service, connection: connection, endpoint: endpoint, kind: kind)
+    func emit(_ kind: PoolEvent.Kind, connection: Int? = nil, endpoint: String? = nil, address: String? = nil) {
+        let event = PoolEvent(
+            service: self.service,
+            connection: connection,
+            endpoint: endpoint,
+            address: address,
+            kind: kind
+        )
         for observer in self.observers { observer.handle(event) }
     }
 }
@@ -126,7 +144,7 @@ final class SubchannelMetrics: PoolObserver {
             instruments.open.record(0)
         case .drained, .closed:
             instruments.open.record(0)
-        case .connecting, .ejected, .restored, .resized, .queueDepth:
+        case .connecting, .ejected, .restored, .resized, .queueDepth, .resolved, .resolutionFailed, .moved:
             break
         }
     }

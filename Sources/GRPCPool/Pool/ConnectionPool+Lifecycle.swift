@@ -15,11 +15,14 @@ extension ConnectionPool {
                 "grpc.pool.size": "\(self.connections.count)", "grpc.pool.balancing": "\(self.config.balancing)",
             ]
         )
+        // The first lookup of the endpoints' names places the connections before they connect.
+        if self.addressBook.withLock({ $0.hasNames }) { await self.lookUpAddresses(beforeStart: true) }
         var drained = false
         await withDiscardingTaskGroup { group in
             for connection in self.connections {
                 group.addTask { await connection.monitor() }
             }
+            group.addTask { await self.discover() }
             group.addTask { await self.sampleGauges() }
             if let maximum = self.config.maxConnections, maximum > self.config.poolSize {
                 group.addTask { await self.resize(upTo: maximum) }
@@ -105,12 +108,14 @@ extension ConnectionPool {
             case .stay:
                 break
             case .grow(let target):
-                let added = self.connections.filter { !$0.isActive }.prefix(target - active.count)
+                let added = Array(self.connections.filter { !$0.isActive }.prefix(target - active.count))
+                self.rebalance(adding: added)
                 for connection in added { connection.activate() }
                 self.events.emit(.resized(from: active.count, to: active.count + added.count, demand: demand))
             case .shrink(let target):
                 guard let last = active.last else { break }
                 last.deactivate()
+                self.rebalance()
                 self.events.emit(.resized(from: active.count, to: target, demand: demand))
             }
         }

@@ -29,6 +29,11 @@ public final class ConnectionPool: Sendable {
     let outlierDetector: OutlierDetector?
     let events: PoolEventSink
     let clientStorage = Locked<CachedClient<Transport>?>(nil)
+    /// The addresses the endpoints name, as last found.
+    let addressBook: Locked<AddressBook>
+    /// Signalled when a connection attempt fails: the endpoints' names are looked up again.
+    let resolutionRequests = ChangeSignal()
+    let resolutionFailureCounter: Counter
 
     struct State {
         enum Lifecycle {
@@ -56,10 +61,18 @@ public final class ConnectionPool: Sendable {
         self.state = Locked(State())
         let credentials = try config.credentials()
         let size = max(config.poolSize, config.maxConnections ?? 0)
+        let book = AddressBook(endpoints: config.endpoints, clientID: config.discovery.clientID ?? Self.hostName)
+        self.addressBook = Locked(book)
+        self.resolutionFailureCounter = Counter(
+            label: "grpc_pool_resolution_failures_total",
+            dimensions: [("service", serviceID.rawValue)],
+            factory: metricsFactory
+        )
+        let placements = Self.initialPlacements(book, count: size)
         let subchannelMetrics = SubchannelMetrics(
             service: serviceID,
             endpoints: Dictionary(
-                uniqueKeysWithValues: (0..<size).map { ($0, config.endpoint(forConnection: $0).description) }
+                uniqueKeysWithValues: placements.enumerated().map { ($0, $1.endpoint.description) }
             ),
             factory: metricsFactory
         )
@@ -72,18 +85,21 @@ public final class ConnectionPool: Sendable {
         self.outlierDetector = detector
         // With dynamic sizing, the connections beyond `poolSize` exist from the start (their
         // metrics stay with them), inactive: no TCP connection until the pool grows.
+        let resolutionRequests = self.resolutionRequests
         self.connections = try (0..<size).map { index in
             try PooledConnection(
                 serviceID: serviceID,
                 index: index,
                 config: config,
+                placement: placements[index],
                 credentials: credentials,
                 logger: logger,
                 metricsFactory: metricsFactory,
                 outlierDetector: detector,
                 active: index < config.poolSize,
                 events: events,
-                onChange: { changes.signal() }
+                onChange: { changes.signal() },
+                onConnectFailure: { resolutionRequests.signal() }
             )
         }
         detector?.attach(self.connections)
@@ -138,7 +154,9 @@ public final class ConnectionPool: Sendable {
             averageResponseTime: latency.mean,
             p50ResponseTime: latency.percentile(0.5),
             p99ResponseTime: latency.percentile(0.99),
-            connections: connections
+            connections: connections,
+            addresses: self.addressBook.withLock { $0.addresses },
+            resolutionFailures: self.addressBook.withLock { $0.failures }
         )
     }
 

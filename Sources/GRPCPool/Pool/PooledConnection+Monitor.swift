@@ -110,6 +110,27 @@ extension PooledConnection {
                 return true
             }
 
+            /// The pool placed the connection on another address: outside the working set, a
+            /// new channel waits there unconnected; in it, a new channel connects there and is
+            /// checked before it takes the old one's place (whose calls finish), and one that
+            /// does not connect in time takes its place anyway and keeps trying.
+            func move(from: String) async {
+                let to = self.address
+                guard self.isActive else {
+                    if let (generation, fresh) = self.retarget() { follow(fresh, generation: generation) }
+                    return self.emit(.moved(from: from, to: to))
+                }
+                let connected = await replace(reason: "moved from \(from)")
+                if !connected, let fresh = try? self.makeChannel() {
+                    let (generation, old) = self.replaceChannel(with: fresh)
+                    let drainLimit = self.config.timeout
+                    group.addTask { await old.drainAndClose(timeLimit: drainLimit) }
+                    follow(fresh, generation: generation)
+                }
+                self.emit(.moved(from: from, to: to))
+                await run(machine.moved(connected: connected, facts: facts))
+            }
+
             func run(_ actions: [StateMachine.Action]) async {
                 for action in actions {
                     switch action {
@@ -153,6 +174,7 @@ extension PooledConnection {
                 switch event {
                 case .connectivity(let state, let generation):
                     guard self.connectivityChanged(state, generation: generation) else { continue }
+                    if state == .transientFailure { self.onConnectFailure() }
                     self.logger.debug("connectivity changed", metadata: ["grpc.pool.state": "\(state)"])
                     await run(machine.connectivityChanged(to: state, facts: facts))
 
@@ -182,6 +204,9 @@ extension PooledConnection {
 
                 case .command(.deactivate):
                     await run(machine.deactivated())
+
+                case .command(.move(let from)):
+                    await move(from: from)
 
                 case .drained(let generation):
                     await run(machine.drained(isActive: self.isActive, current: generation == self.currentGeneration.0))
