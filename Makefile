@@ -5,6 +5,7 @@
 
 SWIFT        ?= swift
 SYSTEM_PKGS  := libgrpc-dev libprotobuf-dev
+TEST_PKGS    := dnsmasq-base
 GEN_PKGS     := protobuf-compiler
 GEN_SCRATCH  := .build-generators
 PROTOC_GEN_SWIFT      = $(GEN_SCRATCH)/release/protoc-gen-swift
@@ -13,7 +14,7 @@ PROTOC_GEN_GRPC_SWIFT = $(GEN_SCRATCH)/release/protoc-gen-grpc-swift-2
 VENV         := .build-venv
 PY_PKGS      := grpcio>=1.60,<2
 
-.PHONY: all build test tsan asan demo bench profile generate deps deps-generate pydeps clean format
+.PHONY: all build test tsan asan demo bench profile generate deps testdeps deps-generate pydeps clean format
 
 all: build
 
@@ -24,6 +25,12 @@ deps:
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+# The tests' DNS server (dnsmasq on a loopback port, serving a hosts file the tests rewrite).
+testdeps:
+	@command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || { \
+		echo "installing: $(TEST_PKGS)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PKGS); }
 
 # The tests' second server stack: gRPC's C core as a server (grpcio from PyPI, with its default
 # settings), in a virtual environment of its own, installed when missing.
@@ -43,7 +50,7 @@ build: deps
 # slowed by them: the chaos run (64 callers on a whole CPU for 20 s), the load step, a latency
 # comparison, the faults whose tests bound a detection window (keepalive, backoff, ejection), and
 # GOAWAY every 0.4 s under load.
-test: deps pydeps
+test: deps testdeps pydeps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip IsolatedTests
 	$(SWIFT) test --skip-build --filter IsolatedTests
@@ -58,12 +65,12 @@ test: deps pydeps
 # A report fails the run (exit code 66), also in the grpc-pool processes the tests start.
 # ASan: memory errors only; LeakSanitizer is off because it fails every process at exit on the
 # singletons of Foundation, NIO and the C core (the README lists what it reported).
-tsan: deps pydeps
+tsan: deps testdeps pydeps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
 	TSAN_OPTIONS="suppressions=$(CURDIR)/.tsan-suppressions" GRPC_POOL_SANITIZER=thread \
 		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan --no-parallel
 
-asan: deps pydeps
+asan: deps testdeps pydeps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
 	ASAN_OPTIONS=detect_leaks=0 GRPC_POOL_SANITIZER=address \
 		$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --no-parallel
@@ -81,7 +88,7 @@ demo: deps
 BENCH_SCRATCH := $(if $(CMO),.build-cmo,.build)
 BENCH_FLAGS   := $(if $(CMO),-Xswiftc -cross-module-optimization,)
 BENCH_BUILD    = $(SWIFT) build -c release --product grpc-pool --scratch-path $(BENCH_SCRATCH) $(BENCH_FLAGS)
-bench: deps
+bench: deps testdeps
 	$(BENCH_BUILD)
 	$(BENCH_SCRATCH)/release/grpc-pool bench $(BENCH_ARGS)
 

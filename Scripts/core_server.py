@@ -80,6 +80,7 @@ def health_check(request, context):
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
 
@@ -102,9 +103,9 @@ def main():
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
     server.add_generic_rpc_handlers((echo, health))
-    port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    port = server.add_insecure_port(f"{args.host}:{args.port}")
     if port == 0:
-        print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr)
+        print(f"cannot listen on {args.host}:{args.port}", file=sys.stderr)
         sys.exit(1)
     server.start()
     print(f"PORT {port}", flush=True)

@@ -22,9 +22,7 @@ extension DemoServer: Backend {
     func halt() async { await self.stop() }
 }
 
-extension CoreServer: Backend {
-    func halt() async { self.stop() }
-}
+extension CoreServer: Backend {}
 
 /// Runs `body` with a started server of `stack`, stopped afterwards whatever happens.
 func withBackend<Result>(_ stack: Stack, _ body: (any Backend) async throws -> Result) async throws -> Result {
@@ -46,5 +44,38 @@ extension GRPCClient {
             deserializer: RawBytesDeserializer(),
             options: options
         ) { try $0.message }
+    }
+}
+
+/// Runs `body` with one started server of `stack` on each of `hosts` (loopback addresses), all
+/// on one port, as the replicas behind one name are; stopped afterwards whatever happens.
+func withBackends<Result>(
+    _ stack: Stack,
+    hosts: [String],
+    _ body: (_ servers: [any Backend], _ port: Int) async throws -> Result
+) async throws -> Result {
+    var servers: [any Backend] = []
+    var port = 0
+    do {
+        for host in hosts {
+            switch stack {
+            case .nio:
+                let server = DemoServer(host: host, port: port)
+                servers.append(server)
+                try await server.start()
+                port = server.port
+            case .core:
+                let server = CoreServer(host: host, port: port)
+                servers.append(server)
+                try await server.start()
+                port = server.port
+            }
+        }
+        let result = try await body(servers, port)
+        for server in servers { await server.halt() }
+        return result
+    } catch {
+        for server in servers { await server.halt() }
+        throw error
     }
 }

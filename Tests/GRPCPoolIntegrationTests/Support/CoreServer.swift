@@ -12,13 +12,17 @@ final class CoreServer: @unchecked Sendable {
     // Mutated only by start/stop, which a test calls from one task at a time.
     private var process: Process?
     private var input: Pipe?
+    /// The end of the last process started: a restart waits for it, to bind the same port.
+    private var end: ProcessEnd?
     private(set) var port: Int
+    let host: String
 
-    init(port: Int = 0) {
+    init(host: String = "127.0.0.1", port: Int = 0) {
+        self.host = host
         self.port = port
     }
 
-    var target: String { "127.0.0.1:\(self.port)" }
+    var target: String { "\(self.host):\(self.port)" }
     var isRunning: Bool { self.process?.isRunning ?? false }
 
     static let root = URL(fileURLWithPath: #filePath)
@@ -26,6 +30,7 @@ final class CoreServer: @unchecked Sendable {
 
     /// Starts the server (on its previous port after a ``stop()``) and waits until it listens.
     func start(timeLimit: Duration = .seconds(30)) async throws {
+        await self.end?.wait()
         let python = Self.root.appendingPathComponent(".build-venv/bin/python")
         try #require(
             FileManager.default.isExecutableFile(atPath: python.path),
@@ -33,14 +38,19 @@ final class CoreServer: @unchecked Sendable {
         )
         let process = Process()
         process.executableURL = python
-        process.arguments = [Self.root.appendingPathComponent("Scripts/core_server.py").path, "--port", "\(self.port)"]
+        process.arguments = [
+            Self.root.appendingPathComponent("Scripts/core_server.py").path, "--host", self.host, "--port",
+            "\(self.port)",
+        ]
         let output = Pipe()
         let input = Pipe()
         process.standardOutput = output
         process.standardInput = input
         process.standardError = FileHandle.nullDevice
+        let end = ProcessEnd(process)
         try process.run()
         self.process = process
+        self.end = end
         self.input = input
         let line = await Self.firstLine(of: output.fileHandleForReading, timeLimit: timeLimit)
         guard let line, line.hasPrefix("PORT "), let port = Int(line.dropFirst(5).prefix { $0.isNumber }) else {
@@ -83,14 +93,20 @@ final class CoreServer: @unchecked Sendable {
         }
     }
 
-    /// Kills the server at once (its connections are reset), and waits for the process to end.
+    /// Kills the server at once (its connections are reset); ``start()`` and ``halt()`` wait
+    /// for the process to end.
     func stop() {
         guard let process = self.process else { return }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        if self.end?.hasEnded == false { kill(process.processIdentifier, SIGKILL) }
         try? self.input?.fileHandleForWriting.close()
         self.process = nil
         self.input = nil
+    }
+
+    /// Kills the server at once and waits for the process to end.
+    func halt() async {
+        self.stop()
+        await self.end?.wait()
     }
 
     deinit {

@@ -30,9 +30,10 @@ func testConfig(
 func withPoolManager<Result: Sendable>(
     _ services: [ServiceID: PoolManager.ServiceConfig],
     waitForHealthy: Bool = true,
+    observers: [any PoolObserver] = [],
     _ body: (PoolManager) async throws -> Result
 ) async throws -> Result {
-    let manager = try PoolManager(services: services, logger: quietLogger)
+    let manager = try PoolManager(services: services, logger: quietLogger, observers: observers)
     return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await manager.run() }
         do {
