@@ -95,7 +95,7 @@ struct CommandLineTests {
         #expect(status == 0, "\(output)")
         #expect(output.contains("reconnected: summary 2/2 healthy"))
         #expect(output.contains("service  requests  success"))
-        #expect(output.contains("service  conn  endpoint"))
+        #expect(output.contains("service  conn  address"))
     }
 }
 
