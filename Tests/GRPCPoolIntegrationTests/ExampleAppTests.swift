@@ -20,8 +20,9 @@ struct ExampleAppTests {
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
+        let end = ProcessEnd(process)
         try process.run()
-        defer { if process.isRunning { process.terminate() } }
+        defer { if !end.hasEnded { process.terminate() } }
 
         // The app prints its port once it listens.
         let lines = LineReader(output.fileHandleForReading)
@@ -104,7 +105,7 @@ struct ExampleAppTests {
         process.terminate()  // SIGTERM
         var rest: [String] = []
         while let line = await lines.next() { rest.append(line) }
-        process.waitUntilExit()
+        #expect(await end.wait(), "the app did not end")
         #expect(clock.now - stoppedAt < .seconds(5))
         #expect(process.terminationStatus == 0)
         #expect(rest.contains("shut down cleanly"))
