@@ -20,9 +20,8 @@ struct ExampleAppTests {
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
-        let end = ProcessEnd(process)
         try process.run()
-        defer { if !end.hasEnded { process.terminate() } }
+        defer { if process.isRunning { process.terminate() } }
 
         // The app prints its port once it listens.
         let lines = LineReader(output.fileHandleForReading)
@@ -105,7 +104,7 @@ struct ExampleAppTests {
         process.terminate()  // SIGTERM
         var rest: [String] = []
         while let line = await lines.next() { rest.append(line) }
-        #expect(await end.wait(), "the app did not end")
+        process.waitUntilExit()
         #expect(clock.now - stoppedAt < .seconds(5))
         #expect(process.terminationStatus == 0)
         #expect(rest.contains("shut down cleanly"))
