@@ -431,7 +431,7 @@ final class BenchClients: Sendable {
         var options = ChannelOptions()
         options.maxReceiveMessageSize = 16 << 20
         self.core = try CoreChannel(target: endpoint.description, options: options)
-        try await self.pool.waitUntilHealthy(timeLimit: .seconds(10))
+        _ = await self.pool.waitUntilHealthy(timeLimit: .seconds(10))
     }
 
     func shutdown() {
