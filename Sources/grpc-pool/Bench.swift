@@ -45,6 +45,9 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Only the acquire + release and scaling rows.")
     var onlyPool = false
 
+    @Flag(help: "Only the outcome rows (faults, load step, added backends, queue bound).")
+    var onlyOutcomes = false
+
     @Flag(
         help:
             "Memory: resident size after a tenth of --memory-calls unary calls and after all of them (concurrency 64)."
@@ -94,7 +97,7 @@ struct Bench: AsyncParsableCommand {
             return
         }
 
-        let server = try ServerProcess.start()
+        let server = try await ServerProcess.start()
         defer { server.stop() }
         let endpoint = PoolManager.Endpoint(host: "127.0.0.1", port: server.port)
         let clients = try await BenchClients(endpoint: endpoint, connections: self.connections)
@@ -155,7 +158,7 @@ struct Bench: AsyncParsableCommand {
         say(Measure.Row.header)
         let small = [UInt8](repeating: 7, count: 32)
         var ratios: [String: Double] = [:]
-        for level in self.onlyPool ? [] : self.levels {
+        for level in self.onlyPool || self.onlyOutcomes ? [] : self.levels {
             // A B A B for the pair whose ratio is reported, so drift cancels.
             let a1 = try await measure("(a) pool stub", "unary 32 B", concurrency: level) {
                 try await clients.poolStub(small)
@@ -190,7 +193,7 @@ struct Bench: AsyncParsableCommand {
             ratios["pool_vs_core_cpu_c\(level)"] = (a1.cpuPerCall + a2.cpuPerCall) / 2 / e.cpuPerCall
             ratios["pool_own_call_vs_core_cpu_c\(level)"] = own.cpuPerCall / e.cpuPerCall
         }
-        if !self.onlyPool {
+        if !self.onlyPool && !self.onlyOutcomes {
             let large = [UInt8](repeating: 7, count: 64 << 10)
             _ = try await measure("(a) pool stub", "unary 64 KiB", concurrency: 16) {
                 try await clients.poolStub(large)
@@ -207,7 +210,7 @@ struct Bench: AsyncParsableCommand {
         }
 
         // Acquire + release of a pooled connection: median ns per operation, over batches of 1000.
-        for tasks in [1, 64] {
+        for tasks in self.onlyOutcomes ? [] : [1, 64] {
             let median = try await Measure.acquireRelease(
                 clients: clients,
                 tasks: tasks,
@@ -221,10 +224,10 @@ struct Bench: AsyncParsableCommand {
         // Scaling: a server that allows 16 concurrent streams per connection and takes 20 ms per
         // call, 128 calls at once: one connection can carry 16 / 20 ms = 800 calls/s, so the
         // stream limit, not the server's CPU, bounds each connection.
-        let limited = try ServerProcess.start(maxConcurrentStreams: 16)
+        let limited = try await ServerProcess.start(maxConcurrentStreams: 16)
         defer { limited.stop() }
         var scaling: [Int: Double] = [:]
-        for size in [1, 2, 4, 8] {
+        for size in self.onlyOutcomes ? [] : [1, 2, 4, 8] {
             let pool = try await BenchClients(
                 endpoint: .init(host: "127.0.0.1", port: limited.port),
                 connections: size,
@@ -241,16 +244,18 @@ struct Bench: AsyncParsableCommand {
             scaling[size] = row.qps
             pool.shutdown()
         }
-        ratios["scaling_pool8_vs_pool1_qps"] = (scaling[8] ?? 0) / max(scaling[1] ?? 1, 1)
+        if !scaling.isEmpty {
+            ratios["scaling_pool8_vs_pool1_qps"] = (scaling[8] ?? 0) / max(scaling[1] ?? 1, 1)
+        }
 
         // One slow endpoint of three: two servers answer at once, one 100 ms late; a pool of 3
         // (one connection each), 16 calls at once, round robin against least-busy, A B A B.
-        let fast = try (0..<2).map { _ in try ServerProcess.start() }
-        let slow = try ServerProcess.start(delayMs: 100)
+        let fast = [try await ServerProcess.start(), try await ServerProcess.start()]
+        let slow = try await ServerProcess.start(delayMs: 100)
         defer { for server in fast + [slow] { server.stop() } }
         let endpoints = (fast + [slow]).map { PoolManager.Endpoint(host: "127.0.0.1", port: $0.port) }
         var p99: [BalancingPolicy: [Double]] = [:]
-        for policy in [BalancingPolicy.roundRobin, .leastBusy, .roundRobin, .leastBusy] {
+        for policy in self.onlyOutcomes ? [] : [BalancingPolicy.roundRobin, .leastBusy, .roundRobin, .leastBusy] {
             let pool = try await BenchClients(endpoints: endpoints, connections: 3, nioClients: 0, balancing: policy)
             let row = try await measure("(a) pool, \(policy)", "1 of 3 slow", concurrency: 16, serverPID: slow.pid) {
                 try await pool.poolStub(small)
@@ -264,8 +269,10 @@ struct Bench: AsyncParsableCommand {
             p99[policy, default: []].append(row.p99)
             pool.shutdown()
         }
-        ratios["p2c_vs_rr_p99_slow_endpoint"] =
-            (p99[.roundRobin] ?? []).reduce(0, +) / max((p99[.leastBusy] ?? []).reduce(0, +), 1)
+        if !p99.isEmpty {
+            ratios["p2c_vs_rr_p99_slow_endpoint"] =
+                (p99[.roundRobin] ?? []).reduce(0, +) / max((p99[.leastBusy] ?? []).reduce(0, +), 1)
+        }
 
         // The adaptive pool's behaviour under faults and load: outcomes, not speeds.
         say("")
@@ -273,6 +280,7 @@ struct Bench: AsyncParsableCommand {
             try await AdaptiveBench.stalled(backends: fast, say: say),
             try await AdaptiveBench.loadStep(backend: fast[0], say: say),
             try await AdaptiveBench.newBackend(say: say),
+            try await AdaptiveBench.dnsBackendAdded(say: say),
             try await AdaptiveBench.queueBound(slow: slow, say: say),
         ] {
             rows.append(row.merging(["client": "(a) pool"]) { current, _ in current })
@@ -431,7 +439,7 @@ final class BenchClients: Sendable {
         var options = ChannelOptions()
         options.maxReceiveMessageSize = 16 << 20
         self.core = try CoreChannel(target: endpoint.description, options: options)
-        try await self.pool.waitUntilHealthy(timeLimit: .seconds(10))
+        _ = await self.pool.waitUntilHealthy(timeLimit: .seconds(10))
     }
 
     func shutdown() {
@@ -714,41 +722,38 @@ struct Usage {
 final class ServerProcess: Sendable {
     let pid: Int32
     let port: Int
-    private let process: Process
+    private let process: ChildProcess
 
-    private init(process: Process, port: Int) {
+    private init(process: ChildProcess, port: Int) {
         self.process = process
-        self.pid = process.processIdentifier
+        self.pid = process.pid
         self.port = port
     }
 
-    static func start(maxConcurrentStreams: Int? = nil, delayMs: Int = 0) throws -> ServerProcess {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        process.arguments =
+    static func start(maxConcurrentStreams: Int? = nil, delayMs: Int = 0) async throws -> ServerProcess {
+        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+        let process = try ChildProcess(
+            executable,
             ["serve", "--port", "0", "--delay-ms", "\(delayMs)"]
-            + (maxConcurrentStreams.map { ["--max-concurrent-streams", "\($0)"] } ?? [])
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
-        var buffer = Data()
-        while !buffer.contains(UInt8(ascii: "\n")) {
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            buffer.append(chunk)
+                + (maxConcurrentStreams.map { ["--max-concurrent-streams", "\($0)"] } ?? []),
+            output: .capture
+        )
+        var line = ""
+        for await first in process.lines() {
+            line = first
+            break
         }
-        let line = String(decoding: buffer, as: UTF8.self)
         guard let colon = line.lastIndex(of: ":"),
             let port = Int(line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines))
         else {
-            process.terminate()
+            await process.terminate()
             throw ValidationError("the server did not report its port: \(line)")
         }
         return ServerProcess(process: process, port: port)
     }
 
+    /// Asks the server to stop (SIGTERM) without waiting for it.
     func stop() {
-        self.process.terminate()
-        self.process.waitUntilExit()
+        self.process.send(SIGTERM)
     }
 }

@@ -21,7 +21,7 @@ enum AdaptiveBench {
         let pool = try manager.pool(for: "bench")
         let running = Task { try await manager.run() }
         do {
-            try await pool.waitUntilHealthy(timeLimit: .seconds(10))
+            _ = await pool.waitUntilHealthy(timeLimit: .seconds(10))
             let result = try await body(pool)
             manager.beginGracefulShutdown()
             _ = await running.result

@@ -101,9 +101,7 @@ struct Demo: AsyncParsableCommand {
                 try await summary.start()
                 let restartedAt = clock.now
                 events.add("summary server restarted on the same port", at: clock.now - started)
-                while pool.metrics().healthyConnections < 2 && clock.now - restartedAt < .seconds(30) {
-                    try await Task.sleep(for: .milliseconds(5))
-                }
+                _ = await pool.waitUntilHealthy(timeLimit: .seconds(30))
                 events.add(
                     "reconnected: summary \(pool.metrics().healthyConnections)/2 healthy, \(Self.ms(clock.now - restartedAt)) after the restart",
                     at: clock.now - started

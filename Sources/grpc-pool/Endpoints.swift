@@ -10,14 +10,3 @@ enum Endpoints {
         return endpoint
     }
 }
-
-extension ConnectionPool {
-    /// Waits until every connection of the pool is healthy, for at most `timeLimit`; returns
-    /// either way (the caller reports what it finds).
-    func waitUntilHealthy(timeLimit: Duration) async throws {
-        let deadline = ContinuousClock.now.advanced(by: timeLimit)
-        while self.metrics().healthyConnections < self.config.poolSize, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(10))
-        }
-    }
-}

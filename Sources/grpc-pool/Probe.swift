@@ -98,7 +98,7 @@ struct Probe: AsyncParsableCommand {
         print("probe \(self.target) (pool of \(config.poolSize), \(security))")
 
         // Wait for the connections, up to the timeout.
-        try await pool.waitUntilHealthy(timeLimit: config.timeout)
+        _ = await pool.waitUntilHealthy(timeLimit: config.timeout)
         let clock = ContinuousClock()
 
         // Time the health checks (they also tell why a server is unreachable).

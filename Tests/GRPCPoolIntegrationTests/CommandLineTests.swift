@@ -14,21 +14,16 @@ func runGRPCPool(
         executable = directory.deletingLastPathComponent().appendingPathComponent("grpc-pool")
     }
     try #require(FileManager.default.fileExists(atPath: executable.path), "grpc-pool not built at \(executable.path)")
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let watchdog = Task {
-        try await Task.sleep(for: timeLimit)
-        process.terminate()
+    let process = try ChildProcess(executable.path, arguments, output: .capture, errors: .capture)
+    guard let termination = await process.exit(timeLimit: timeLimit) else {
+        await process.terminate()
+        let output = await process.output(timeLimit: .seconds(5))
+        Issue.record("grpc-pool \(arguments) still ran after \(timeLimit): \(output)")
+        return (-1, output)
     }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    watchdog.cancel()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    let output = await process.output(timeLimit: .seconds(10))
+    guard case .exited(let status) = termination else { return (-1, output + "\n(ended by \(termination))") }
+    return (status, output)
 }
 
 @Suite("grpc-pool command line")

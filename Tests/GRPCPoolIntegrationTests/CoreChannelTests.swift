@@ -164,17 +164,25 @@ struct CoreChannelTests {
     func deadlineExceeded() async throws {
         try await withDemoServer { server in
             let channel = try CoreChannel(target: server.target)
+            // Connected and warm first, and a deadline of 2 s: on a loaded machine a shorter one
+            // passed while the channel connected, or before the server's busy event loop read
+            // the call (it then read the RST_STREAM with it, and never ran the handler).
+            #expect(await channel.connect(timeout: .seconds(10)) == .ready)
+            _ = try await channel.unary(method: unary, request: [0], options: CoreCallOptions(timeout: .seconds(10)))
             let error = await #expect(throws: RPCError.self) {
                 try await channel.unary(
                     method: unary,
                     request: [1],
-                    metadata: ["echo-delay-ms": "3000"],
-                    options: CoreCallOptions(timeout: .milliseconds(200))
+                    metadata: ["echo-delay-ms": "10000"],
+                    options: CoreCallOptions(timeout: .seconds(2))
                 )
             }
             #expect(error?.code == .deadlineExceeded)
             // The server saw the call end before it answered (RST_STREAM at the deadline).
-            #expect(await poll { server.cancelledRPCs == 1 })
+            #expect(
+                await poll { server.cancelledRPCs == 1 },
+                "\(server.requestCount) calls reached the handler, \(server.cancelledRPCs) seen cancelled"
+            )
         }
     }
 

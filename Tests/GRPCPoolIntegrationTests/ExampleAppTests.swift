@@ -1,3 +1,4 @@
+import DemoServices
 import Foundation
 import Testing
 
@@ -14,17 +15,19 @@ struct ExampleAppTests {
         if !FileManager.default.fileExists(atPath: executable.path) {
             executable = directory.deletingLastPathComponent().appendingPathComponent("example-app")
         }
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = ["--port", "0"]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        defer { if process.isRunning { process.terminate() } }
+        let process = try ChildProcess(executable.path, ["--port", "0"], output: .capture)
+        // Whatever happens to the test, the app does not outlive it (nor hang it).
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(120))
+            process.send(SIGKILL)
+        }
+        defer {
+            watchdog.cancel()
+            process.send(SIGKILL)
+        }
 
         // The app prints its port once it listens.
-        let lines = LineReader(output.fileHandleForReading)
+        var lines = process.lines().makeAsyncIterator()
         var port: Int?
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: .seconds(30))
@@ -101,41 +104,12 @@ struct ExampleAppTests {
 
         // SIGTERM: graceful shutdown of the HTTP server and the pools, within a few seconds.
         let stoppedAt = clock.now
-        process.terminate()  // SIGTERM
+        process.send(SIGTERM)
+        let termination = await process.exit(timeLimit: .seconds(10))
         var rest: [String] = []
         while let line = await lines.next() { rest.append(line) }
-        process.waitUntilExit()
         #expect(clock.now - stoppedAt < .seconds(5))
-        #expect(process.terminationStatus == 0)
+        #expect(termination == .exited(0))
         #expect(rest.contains("shut down cleanly"))
-    }
-}
-
-/// Reads lines from a pipe without blocking the cooperative pool (one dedicated thread).
-final class LineReader: @unchecked Sendable {
-    private let stream: AsyncStream<String>
-    private var iterator: AsyncStream<String>.Iterator
-
-    init(_ handle: FileHandle) {
-        let (stream, continuation) = AsyncStream.makeStream(of: String.self)
-        self.stream = stream
-        self.iterator = stream.makeAsyncIterator()
-        Thread {
-            var buffer = Data()
-            while true {
-                let chunk = handle.availableData
-                if chunk.isEmpty { break }
-                buffer.append(chunk)
-                while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                    continuation.yield(String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self))
-                    buffer.removeSubrange(buffer.startIndex...newline)
-                }
-            }
-            continuation.finish()
-        }.start()
-    }
-
-    func next() async -> String? {
-        await self.iterator.next()
     }
 }

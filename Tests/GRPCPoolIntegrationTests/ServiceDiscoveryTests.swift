@@ -159,6 +159,23 @@ struct ServiceDiscoveryTests {
         }
     }
 
+    @Test(
+        "A name with more A records than 512 bytes hold (EDNS) or than 4096 bytes hold (TCP) yields all of them",
+        arguments: [40, 400]
+    )
+    func manyRecords(count: Int) async throws {
+        let name = "many.pool.test"
+        let addresses = (0..<count).map { "127.1.\($0 / 200).\($0 % 200 + 1)" }
+        try await withDNSServer([name: addresses]) { dns in
+            let config = testConfig([dns.target(name, port: 9)], poolSize: 2)
+            try await withPoolManager(["many": config], waitForHealthy: false) { manager in
+                let pool = try manager.pool(for: "many")
+                #expect(await poll { pool.metrics().addresses.count == count }, "\(pool.metrics().addresses.count)")
+                #expect(Set(pool.metrics().addresses) == Set(addresses.map { "ipv4:\($0):9" }))
+            }
+        }
+    }
+
     @Test("Subsetting: 3 clients of 2 connections over 6 backends put exactly one connection on each")
     func subsetsAcrossClients() async throws {
         let hosts = (1...6).map { "127.0.0.\($0)" }

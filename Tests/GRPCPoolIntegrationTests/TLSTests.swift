@@ -18,7 +18,7 @@ struct TestPKI {
     /// The server's key with a certificate from the CA that expired in 2020.
     var expiredServerChain: String { directory + "/expired.pem" }
 
-    static func make() throws -> TestPKI {
+    static func make() async throws -> TestPKI {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("grpcpool-pki-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let script = """
@@ -37,12 +37,11 @@ struct TestPKI {
             openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in server.csr -out expired.pem -notext \
                 -startdate 20200101000000Z -enddate 20200102000000Z -extfile server.ext 2>/dev/null
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", script]
-        try process.run()
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "openssl failed")
+        let process = try ChildProcess("/bin/sh", ["-c", script], errors: .capture)
+        let termination = await process.exit(timeLimit: .seconds(60))
+        let output = termination == .exited(0) ? "" : await process.output(timeLimit: .seconds(1))
+        let ended = termination?.description ?? "still running"
+        try #require(termination == .exited(0), "openssl failed (\(ended)): \(output)")
         return TestPKI(directory: directory)
     }
 
@@ -72,7 +71,7 @@ struct TLSTests {
 
     @Test("With the test CA the pool connects over TLS; with the wrong CA it fails and never falls back to plaintext")
     func serverTLS() async throws {
-        let pki = try TestPKI.make()
+        let pki = try await TestPKI.make()
         defer { pki.remove() }
         let server = DemoServer(tls: .init(certificateChainPath: pki.serverChain, privateKeyPath: pki.serverKey))
         try await server.start()
@@ -120,7 +119,7 @@ struct TLSTests {
 
     @Test("An expired server certificate fails verification, the error says so, and nothing reaches the server")
     func expiredCertificate() async throws {
-        let pki = try TestPKI.make()
+        let pki = try await TestPKI.make()
         defer { pki.remove() }
         let server = DemoServer(tls: .init(certificateChainPath: pki.expiredServerChain, privateKeyPath: pki.serverKey))
         try await server.start()
@@ -145,7 +144,7 @@ struct TLSTests {
 
     @Test("Mutual TLS: a client certificate from the CA is accepted; without one the server refuses")
     func mutualTLS() async throws {
-        let pki = try TestPKI.make()
+        let pki = try await TestPKI.make()
         defer { pki.remove() }
         let server = DemoServer(
             tls: .init(certificateChainPath: pki.serverChain, privateKeyPath: pki.serverKey, clientCAPath: pki.ca)

@@ -49,13 +49,26 @@ struct DiscoveryTests {
 
     // MARK: - DNS messages
 
-    @Test("A query names the host in labels, asks for recursion and one question")
+    @Test("A query names the host in labels, asks for recursion, one question, and 4096-byte UDP answers")
     func query() throws {
         let bytes = try DNSMessage.query(id: 0x1234, name: "svc.test", type: .a)
         #expect(
-            bytes == [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 3] + Array("svc".utf8) + [4] + Array("test".utf8)
-                + [0, 0, 1, 0, 1]
+            bytes == [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1, 3] + Array("svc".utf8) + [4] + Array("test".utf8)
+                + [0, 0, 1, 0, 1] + [0, 0, 41, 0x10, 0x00, 0, 0, 0, 0, 0, 0]
         )
+    }
+
+    @Test("A truncated answer to our query is seen as one; others are not")
+    func truncated() {
+        var answer = Self.answer(id: 5, records: [(1, [10, 0, 0, 1])])
+        #expect(!DNSMessage.isTruncated(answer, id: 5))
+        answer[2] |= 0x02
+        #expect(DNSMessage.isTruncated(answer, id: 5))
+        #expect(!DNSMessage.isTruncated(answer, id: 6), "another query's answer")
+        var query = try! DNSMessage.query(id: 5, name: "svc.test", type: .a)
+        query[2] |= 0x02
+        #expect(!DNSMessage.isTruncated(query, id: 5), "a query, not an answer")
+        #expect(!DNSMessage.isTruncated([0, 5], id: 5), "too short")
     }
 
     /// An answer as a server writes it: the question, then records whose names point back at it.

@@ -364,18 +364,17 @@ extension DemoServer {
             }
             if delay > .zero {
                 let delay = delay
-                // The wait ends early when the client cancels (RST_STREAM, deadline).
-                let cancelled = try await withThrowingTaskGroup(of: Bool.self) { group in
+                // The wait ends early when the client cancels (RST_STREAM, deadline): seen
+                // either by the RPC's cancellation handle or as the handler task's cancellation,
+                // whichever comes first.
+                let cancelled = await withTaskGroup(of: Bool.self) { group in
+                    group.addTask { (try? await Task.sleep(for: delay)) == nil }
                     group.addTask {
-                        try await Task.sleep(for: delay)
-                        return false
-                    }
-                    group.addTask {
-                        try await context.cancellation.cancelled
+                        _ = try? await context.cancellation.cancelled
                         return true
                     }
                     defer { group.cancelAll() }
-                    return try await group.next() ?? false
+                    return await group.next() ?? true
                 }
                 if cancelled {
                     self.state.withLockedValue { $0.cancelledRPCs += 1 }

@@ -10,10 +10,15 @@ enum DNSMessage {
         var description: String
     }
 
-    /// A query with id `id` for `name`'s records of `type`, recursion desired.
+    /// The UDP answer size the pool's queries allow (EDNS(0), RFC 6891): room for about 250 A
+    /// records, where 512 bytes hold about 30.
+    static let udpPayloadSize: UInt16 = 4096
+
+    /// A query with id `id` for `name`'s records of `type`, recursion desired, with an EDNS(0)
+    /// record allowing answers of ``udpPayloadSize`` bytes over UDP.
     static func query(id: UInt16, name: String, type: RecordType) throws(Failure) -> [UInt8] {
         var bytes: [UInt8] = []
-        bytes.append(contentsOf: [UInt8(id >> 8), UInt8(id & 0xff), 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0])
+        bytes.append(contentsOf: [UInt8(id >> 8), UInt8(id & 0xff), 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1])
         for label in name.split(separator: ".") {
             let utf8 = Array(label.utf8)
             guard (1...63).contains(utf8.count) else { throw Failure(description: "bad DNS name \"\(name)\"") }
@@ -22,7 +27,17 @@ enum DNSMessage {
         }
         bytes.append(0)
         bytes.append(contentsOf: [UInt8(type.rawValue >> 8), UInt8(type.rawValue & 0xff), 0, 1])
+        // OPT: the root name, type 41, the payload size as its class, no extended flags, no data.
+        let size = Self.udpPayloadSize
+        bytes.append(contentsOf: [0, 0, 41, UInt8(size >> 8), UInt8(size & 0xff), 0, 0, 0, 0, 0, 0])
         return bytes
+    }
+
+    /// Whether `bytes` answers query `id` with its truncation bit set: the answer did not fit
+    /// in a UDP message, and the query must be asked again over TCP.
+    static func isTruncated(_ bytes: [UInt8], id: UInt16) -> Bool {
+        guard bytes.count >= 4, UInt16(bytes[0]) << 8 | UInt16(bytes[1]) == id else { return false }
+        return bytes[2] & 0x80 != 0 && bytes[2] & 0x02 != 0
     }
 
     /// The answer to query `id`: the IP addresses (as text) of its records of `type`, or `nil`

@@ -71,6 +71,8 @@ enum DNSResolver {
         return found
     }
 
+    /// One query for `host`'s records of `type`: over UDP, and again over TCP when the answer
+    /// did not fit (RFC 7766); both within `timeout`.
     private static func exchange(
         _ host: String,
         type: DNSMessage.RecordType,
@@ -82,65 +84,146 @@ enum DNSResolver {
         do { query = try DNSMessage.query(id: id, name: host, type: type) } catch {
             throw Failure(description: error.description)
         }
+        let address = try Self.socketAddress(of: server)
+        let deadline = ContinuousClock.now + timeout
+        var answer = try Self.udpExchange(query, id: id, with: address, until: deadline, timeout: timeout)
+        if DNSMessage.isTruncated(answer, id: id) {
+            answer = try Self.tcpExchange(query, with: address, until: deadline, timeout: timeout)
+        }
+        let addresses: [String]?
+        do { addresses = try DNSMessage.addresses(in: answer, id: id, type: type) } catch {
+            throw Failure(description: error.description)
+        }
+        guard let addresses else { throw Failure(description: "the DNS answer over TCP answered another query") }
+        return addresses
+    }
+
+    private struct SocketAddress {
         var storage = sockaddr_storage()
         var length: socklen_t
-        let family: Int32
+        var family: Int32
+
+        func withPointer<Result>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> Result) -> Result {
+            withUnsafePointer(to: self.storage) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, self.length) }
+            }
+        }
+    }
+
+    private static func socketAddress(of server: ServiceTarget.DNSServer) throws(Failure) -> SocketAddress {
+        var storage = sockaddr_storage()
         if let v4 = Self.ipv4(server.host) {
-            family = AF_INET
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_port = in_port_t(UInt16(server.port).bigEndian)
             address.sin_addr = v4
             withUnsafeBytes(of: &address) { bytes in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: bytes) }
             }
-            length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        } else if let v6 = Self.ipv6(server.host) {
-            family = AF_INET6
+            return SocketAddress(storage: storage, length: socklen_t(MemoryLayout<sockaddr_in>.size), family: AF_INET)
+        }
+        if let v6 = Self.ipv6(server.host) {
             var address = sockaddr_in6()
             address.sin6_family = sa_family_t(AF_INET6)
             address.sin6_port = in_port_t(UInt16(server.port).bigEndian)
             address.sin6_addr = v6
             withUnsafeBytes(of: &address) { bytes in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: bytes) }
             }
-            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        } else {
-            throw Failure(description: "DNS server \(server) is not an IP address")
+            return SocketAddress(storage: storage, length: socklen_t(MemoryLayout<sockaddr_in6>.size), family: AF_INET6)
         }
+        throw Failure(description: "DNS server \(server) is not an IP address")
+    }
+
+    /// Bounds the socket's next blocking calls by what is left until `deadline`.
+    private static func bound(
+        _ fd: Int32,
+        until deadline: ContinuousClock.Instant,
+        timeout: Duration
+    ) throws(Failure) {
+        let left = deadline - .now
+        guard left > .zero else { throw Failure(description: "no answer within \(timeout)") }
+        var wait = timeval(
+            tv_sec: Int(left.components.seconds),
+            tv_usec: Int(left.components.attoseconds / 1_000_000_000_000) + 1
+        )
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    private static func udpExchange(
+        _ query: [UInt8],
+        id: UInt16,
+        with address: SocketAddress,
+        until deadline: ContinuousClock.Instant,
+        timeout: Duration
+    ) throws(Failure) -> [UInt8] {
         #if canImport(Glibc)
         let socketType = Int32(SOCK_DGRAM.rawValue)
         #else
         let socketType = SOCK_DGRAM
         #endif
-        let fd = socket(family, socketType, 0)
+        let fd = socket(address.family, socketType, 0)
         guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        let deadline = ContinuousClock.now + timeout
-        let sent = withUnsafePointer(to: &storage) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, query, query.count, 0, $0, length) }
-        }
+        let sent = address.withPointer { sendto(fd, query, query.count, 0, $0, $1) }
         guard sent == query.count else { throw Failure(description: "sendto: \(String(cString: strerror(errno)))") }
-        var buffer = [UInt8](repeating: 0, count: 4096)
+        var buffer = [UInt8](repeating: 0, count: Int(DNSMessage.udpPayloadSize))
         while true {
-            let left = deadline - .now
-            guard left > .zero else { throw Failure(description: "no answer within \(timeout)") }
-            var wait = timeval(
-                tv_sec: Int(left.components.seconds),
-                tv_usec: Int(left.components.attoseconds / 1_000_000_000_000) + 1
-            )
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+            try Self.bound(fd, until: deadline, timeout: timeout)
             let received = recv(fd, &buffer, buffer.count, 0)
             if received < 0 {
                 if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { continue }
                 throw Failure(description: "recv: \(String(cString: strerror(errno)))")
             }
-            do {
-                if let addresses = try DNSMessage.addresses(in: Array(buffer[..<received]), id: id, type: type) {
-                    return addresses
-                }
-            } catch {
-                throw Failure(description: error.description)
-            }
+            let answer = Array(buffer[..<received])
+            // Another query's answer (a late one to an earlier attempt) is not ours: wait on.
+            if answer.count >= 2, UInt16(answer[0]) << 8 | UInt16(answer[1]) == id { return answer }
         }
+    }
+
+    /// The query over TCP: each message after its length in two bytes.
+    private static func tcpExchange(
+        _ query: [UInt8],
+        with address: SocketAddress,
+        until deadline: ContinuousClock.Instant,
+        timeout: Duration
+    ) throws(Failure) -> [UInt8] {
+        #if canImport(Glibc)
+        let socketType = Int32(SOCK_STREAM.rawValue)
+        #else
+        let socketType = SOCK_STREAM
+        #endif
+        let fd = socket(address.family, socketType, 0)
+        guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        try Self.bound(fd, until: deadline, timeout: timeout)
+        guard address.withPointer({ connect(fd, $0, $1) }) == 0 else {
+            throw Failure(description: "DNS over TCP: connect: \(String(cString: strerror(errno)))")
+        }
+        let message = [UInt8(query.count >> 8), UInt8(query.count & 0xff)] + query
+        var written = 0
+        while written < message.count {
+            try Self.bound(fd, until: deadline, timeout: timeout)
+            let count = message[written...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            if count < 0, errno == EINTR || errno == EAGAIN { continue }
+            guard count > 0 else {
+                throw Failure(description: "DNS over TCP: send: \(String(cString: strerror(errno)))")
+            }
+            written += count
+        }
+        func read(_ wanted: Int) throws(Failure) -> [UInt8] {
+            var bytes = [UInt8](repeating: 0, count: wanted)
+            var filled = 0
+            while filled < wanted {
+                try Self.bound(fd, until: deadline, timeout: timeout)
+                let count = bytes[filled...].withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if count < 0, errno == EINTR || errno == EAGAIN { continue }
+                guard count > 0 else { throw Failure(description: "DNS over TCP: the answer was cut short") }
+                filled += count
+            }
+            return bytes
+        }
+        let length = try read(2)
+        return try read(Int(length[0]) << 8 | Int(length[1]))
     }
 
     private static func ipv4(_ text: String) -> in_addr? {

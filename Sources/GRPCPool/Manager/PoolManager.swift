@@ -152,6 +152,18 @@ public final class PoolManager: Service, Sendable {
         }
     }
 
+    /// Waits until every connection of every pool's working set is healthy, for at most
+    /// `timeLimit` (``ConnectionPool/waitUntilHealthy(connections:timeLimit:)`` for each);
+    /// whether they all were in time.
+    public func waitUntilHealthy(timeLimit: Duration) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            for pool in self.pools.values {
+                group.addTask { await pool.waitUntilHealthy(timeLimit: timeLimit) }
+            }
+            return await group.reduce(true) { $0 && $1 }
+        }
+    }
+
     /// Connects every pool and keeps them healthy until graceful shutdown (ServiceLifecycle's,
     /// or ``beginGracefulShutdown()``), which drains the calls in flight and closes every
     /// channel. Cancelling the task closes at once.

@@ -2,16 +2,16 @@ internal import GRPCCore
 internal import GRPCPoolCoreBridge
 
 extension PooledConnection {
+    typealias TransportStream = RPCStream<
+        RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable
+    >
+
     /// Runs one RPC of a `ClientTransport` on this connection, and records it in the metrics.
     func withStream<Result: Sendable>(
         descriptor: MethodDescriptor,
         options: CallOptions,
         reserved: Bool = false,
-        _ closure: (
-            RPCStream<
-                RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable
-            >, ClientContext
-        ) async throws -> Result
+        _ closure: (TransportStream, ClientContext) async throws -> Result
     ) async throws -> Result {
         let coreOptions = CoreCallOptions(
             timeout: options.timeout,
@@ -31,38 +31,13 @@ extension PooledConnection {
         }
         let context = ClientContext(descriptor: descriptor, remotePeer: self.peer, localPeer: "")
 
-        let stream:
-            RPCStream<
-                RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable
-            >
-        let abandon: @Sendable () -> Void
-        if descriptor.type == .unary {
-            let unary = UnaryCoreStream(
-                call: call,
-                options: coreOptions,
-                maxRequestBytes: maxRequest,
-                maxResponseBytes: maxResponse
-            )
-            stream = RPCStream(
-                descriptor: descriptor,
-                inbound: RPCAsyncSequence(wrapping: unary.responseParts),
-                outbound: RPCWriter.Closable(wrapping: UnaryCoreStreamWriter(stream: unary))
-            )
-            abandon = { unary.fail(RPCError(code: .cancelled, message: "the RPC was cancelled")) }
-        } else {
-            let streaming = CoreStream(
-                call: call,
-                options: coreOptions,
-                maxRequestBytes: maxRequest,
-                maxResponseBytes: maxResponse
-            )
-            stream = RPCStream(
-                descriptor: descriptor,
-                inbound: RPCAsyncSequence(wrapping: streaming.responseParts),
-                outbound: RPCWriter.Closable(wrapping: CoreStreamWriter(stream: streaming))
-            )
-            abandon = { streaming.fail(RPCError(code: .cancelled, message: "the RPC was cancelled")) }
-        }
+        let (stream, abandon) = Self.stream(
+            for: call,
+            descriptor: descriptor,
+            options: coreOptions,
+            maxRequestBytes: maxRequest,
+            maxResponseBytes: maxResponse
+        )
 
         do {
             let result = try await withTaskCancellationHandler {
@@ -86,6 +61,44 @@ extension PooledConnection {
             self.endCall(started, error: status.map { $0.error ?? Self.rpcError(error) } ?? Self.rpcError(error))
             throw error
         }
+    }
+
+    /// The stream a `ClientTransport` hands its caller for `call`, and how to end it early:
+    /// unary calls take the one-batch path, the other kinds the streaming one.
+    private static func stream(
+        for call: CoreCall,
+        descriptor: MethodDescriptor,
+        options: CoreCallOptions,
+        maxRequestBytes: Int?,
+        maxResponseBytes: Int?
+    ) -> (TransportStream, abandon: @Sendable () -> Void) {
+        let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
+        if descriptor.type == .unary {
+            let unary = UnaryCoreStream(
+                call: call,
+                options: options,
+                maxRequestBytes: maxRequestBytes,
+                maxResponseBytes: maxResponseBytes
+            )
+            let stream = TransportStream(
+                descriptor: descriptor,
+                inbound: RPCAsyncSequence(wrapping: unary.responseParts),
+                outbound: RPCWriter.Closable(wrapping: UnaryCoreStreamWriter(stream: unary))
+            )
+            return (stream, { unary.fail(cancelled) })
+        }
+        let streaming = CoreStream(
+            call: call,
+            options: options,
+            maxRequestBytes: maxRequestBytes,
+            maxResponseBytes: maxResponseBytes
+        )
+        let stream = TransportStream(
+            descriptor: descriptor,
+            inbound: RPCAsyncSequence(wrapping: streaming.responseParts),
+            outbound: RPCWriter.Closable(wrapping: CoreStreamWriter(stream: streaming))
+        )
+        return (stream, { streaming.fail(cancelled) })
     }
 
     static func rpcError(_ error: any Error) -> RPCError {

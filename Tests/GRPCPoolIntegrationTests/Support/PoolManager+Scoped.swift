@@ -38,9 +38,7 @@ func withPoolManager<Result: Sendable>(
         group.addTask { try await manager.run() }
         do {
             if waitForHealthy {
-                let healthy = await poll(timeLimit: .seconds(10)) {
-                    manager.metrics().values.allSatisfy { $0.healthyConnections == $0.poolSize }
-                }
+                let healthy = await manager.waitUntilHealthy(timeLimit: .seconds(10))
                 try #require(healthy, "pools did not become healthy: \(manager.metrics())")
             }
             let result = try await body(manager)

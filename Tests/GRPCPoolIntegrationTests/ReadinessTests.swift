@@ -1,0 +1,54 @@
+import DemoServices
+import GRPCPool
+import Testing
+
+@Suite("Readiness: waiting until the connections are healthy")
+struct ReadinessTests {
+    @Test("waitUntilHealthy returns true once every connection is healthy", arguments: Stack.allCases)
+    func becomesHealthy(stack: Stack) async throws {
+        try await withBackend(stack) { server in
+            try await withPoolManager(["echo": testConfig([server.target])], waitForHealthy: false) { manager in
+                let pool = try manager.pool(for: "echo")
+                #expect(await pool.waitUntilHealthy(timeLimit: .seconds(20)))
+                #expect(pool.metrics().healthyConnections == 3)
+                #expect(await manager.waitUntilHealthy(timeLimit: .seconds(1)))
+            }
+        }
+    }
+
+    @Test("With the server down it returns false at its time limit; once the server is back, true")
+    func serverDownThenBack() async throws {
+        let server = CoreServer()
+        try await server.start()
+        await server.halt()
+        defer { server.stop() }
+        let config = testConfig([server.target], poolSize: 2)
+        try await withPoolManager(["echo": config], waitForHealthy: false) { manager in
+            let pool = try manager.pool(for: "echo")
+            let clock = ContinuousClock()
+            let started = clock.now
+            #expect(await pool.waitUntilHealthy(connections: 1, timeLimit: .milliseconds(500)) == false)
+            let waited = clock.now - started
+            #expect(waited >= .milliseconds(500) && waited < .seconds(5), "returned after \(waited)")
+            #expect(await manager.waitUntilHealthy(timeLimit: .milliseconds(100)) == false)
+
+            try await server.start()
+            #expect(await pool.waitUntilHealthy(timeLimit: .seconds(20)))
+            #expect(pool.metrics().healthyConnections == 2)
+        }
+    }
+
+    @Test("A cancelled wait returns false at once")
+    func cancelled() async throws {
+        try await withPoolManager(["echo": testConfig(["127.0.0.1:1"], poolSize: 1)], waitForHealthy: false) {
+            manager in
+            let pool = try manager.pool(for: "echo")
+            let clock = ContinuousClock()
+            let started = clock.now
+            let wait = Task { await pool.waitUntilHealthy(timeLimit: .seconds(60)) }
+            wait.cancel()
+            #expect(await wait.value == false)
+            #expect(clock.now - started < .seconds(10))
+        }
+    }
+}
