@@ -40,10 +40,11 @@ struct ConnectivityTests {
                 }
                 return states
             }
+            defer { seen.cancel() }
             #expect(await channel.connect(timeout: .seconds(5)) == .ready)
 
             await server.stop()
-            #expect(await poll(timeLimit: .seconds(10)) { channel.state(tryToConnect: true) == .transientFailure })
+            try #require(await poll(timeLimit: .seconds(10)) { channel.state(tryToConnect: true) == .transientFailure })
             let error = await #expect(throws: RPCError.self) {
                 try await channel.unary(method: "/bench.Echo/Unary", request: [1])
             }
@@ -54,7 +55,7 @@ struct ConnectivityTests {
             let response = try await channel.unary(method: "/bench.Echo/Unary", request: [9])
             #expect(response.message == [9])
 
-            let states = await seen.value
+            let states = await value(of: seen, timeLimit: .seconds(10))
             #expect(states.first == .idle)
             #expect(states.contains(.transientFailure))
             #expect(states.last == .ready)

@@ -22,6 +22,17 @@ func poll(
     return try await condition()
 }
 
+/// The value of `task`, which must end when cancelled: if it has not ended within `timeLimit`,
+/// it is cancelled, so that a test whose condition never came fails instead of hanging.
+func value<Success: Sendable>(of task: Task<Success, Never>, timeLimit: Duration) async -> Success {
+    let timer = Task {
+        try await Task.sleep(for: timeLimit)
+        task.cancel()
+    }
+    defer { timer.cancel() }
+    return await task.value
+}
+
 /// The number of threads in this process (Linux: entries of /proc/self/task).
 func processThreadCount() -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
