@@ -166,11 +166,25 @@ public final class DemoServer: Sendable {
         self.controls.corruptNext(count)
     }
 
-    /// Starts listening (on the remembered port, if there is one).
+    /// Starts listening on the remembered port, if there is one, else on a free port of
+    /// ``ServerPorts``, which it keeps for restarts.
     ///
     /// - Throws: when the port cannot be bound.
     public func start() async throws {
-        let port = self.state.withLockedValue { $0.port }
+        let remembered = self.state.withLockedValue { $0.port }
+        if remembered != 0 { return try await self.listen(on: remembered) }
+        for attempt in 1... {
+            do {
+                return try await self.listen(on: ServerPorts.next())
+            } catch {
+                // Another process's server, or a port outside the tests' reach: the next one.
+                guard ServerPorts.isAddressInUse(error), attempt < 64 else { throw error }
+            }
+        }
+        fatalError("unreachable")
+    }
+
+    private func listen(on port: Int) async throws {
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.compression.enabledAlgorithms = .all
         config.rpc.maxRequestPayloadSize = 16 << 20
@@ -212,8 +226,10 @@ public final class DemoServer: Sendable {
         do {
             address = try await transport.listeningAddress
         } catch {
+            // The serve task's error says why (a port in use, say); the address's only says that
+            // there is none.
             task.cancel()
-            _ = await task.result
+            if case .failure(let cause) = await task.result { throw cause }
             throw error
         }
         self.state.withLockedValue { state in
