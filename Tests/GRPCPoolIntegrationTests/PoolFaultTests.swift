@@ -79,8 +79,10 @@ struct PoolFaultTests {
                     let successesAtStop = counter.successes
                     #expect(await poll { onB.allSatisfy { !$0.isHealthy } })
                     #expect(await poll { counter.successes > successesAtStop + 500 }, "calls keep succeeding on A")
-                    // At most the calls in flight when B went away fail, each with UNAVAILABLE.
-                    #expect(counter.failures.count <= callers, "failures: \(counter.failures)")
+                    // Only calls around B's fall fail, each with UNAVAILABLE: the one each caller
+                    // had in flight there, and at most one more per caller, picked in the moment
+                    // before the core reported the channel's change (it may still say ready).
+                    #expect(counter.failures.count <= 2 * callers, "failures: \(counter.failures)")
                     #expect(counter.failures.allSatisfy { $0 == .unavailable })
                     #expect(onB.allSatisfy { $0.state != .ready })
                     #expect(pool.metrics().healthyConnections == 2)
