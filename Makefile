@@ -50,10 +50,17 @@ build: deps
 # slowed by them: the chaos run (64 callers on a whole CPU for 20 s), the load step, a latency
 # comparison, the faults whose tests bound a detection window (keepalive, backoff, ejection), and
 # GOAWAY every 0.4 s under load.
+# Each phase has a time limit far above its usual time (about 1.5 and 3 minutes here), so that a
+# wait without a bound fails the run and says so, instead of hanging it.
 test: deps testdeps pydeps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --skip IsolatedTests
-	$(SWIFT) test --skip-build --filter IsolatedTests
+	$(call time_limited,15m,$(SWIFT) test --skip-build --skip IsolatedTests)
+	$(call time_limited,15m,$(SWIFT) test --skip-build --filter IsolatedTests)
+
+# $(call time_limited,LIMIT,COMMAND): COMMAND, stopped (with its children) after LIMIT.
+time_limited = timeout --kill-after=30s $(1) $(2) || { status=$$?; \
+	if [ $$status -eq 124 ] || [ $$status -eq 137 ]; then echo "make test: '$(2)' did not end within $(1)" >&2; fi; \
+	exit $$status; }
 
 # The test suite under Thread Sanitizer / Address Sanitizer, each in its own build folder, one
 # test at a time (a sanitizer slows everything several times over; run in parallel on two cores,
