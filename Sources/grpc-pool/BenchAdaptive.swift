@@ -72,15 +72,6 @@ enum AdaptiveBench {
         let shed = SharedCounter()
     }
 
-    static func poll(timeLimit: Duration, _ condition: () -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now.advanced(by: timeLimit)
-        while !condition() {
-            guard ContinuousClock.now < deadline else { return false }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        return true
-    }
-
     /// One connection of two stalls (a black-hole proxy): how long until it is ejected, and how
     /// many calls fail before and after.
     static func stalled(backends: [ServerProcess], say: (String) -> Void) async throws -> [String: Any] {
@@ -102,7 +93,7 @@ enum AdaptiveBench {
             try await Task.sleep(for: .seconds(1))
             let stalledAt = ContinuousClock.now
             proxy.mode = .blackHole
-            let ejected = try await poll(timeLimit: .seconds(10)) { pool.metrics().connections[0].isEjected }
+            let ejected = await pool.waitUntil(timeLimit: .seconds(10)) { $0.connections[0].isEjected }
             let ejectTime = (ContinuousClock.now - stalledAt).seconds
             // The calls already on the stalled connection end at their 1 s deadline.
             try await Task.sleep(for: .milliseconds(1200))
@@ -148,7 +139,7 @@ enum AdaptiveBench {
             let sizeAt16 = pool.metrics().poolSize
             let burstStart = ContinuousClock.now
             async let burstLoad: Void = load(pool, callers: 496, tally: tally, stop: burst)
-            let grew = try await poll(timeLimit: .seconds(10)) { pool.metrics().poolSize == 8 }
+            let grew = await pool.waitUntil(timeLimit: .seconds(10)) { $0.metrics().poolSize == 8 }
             let growTime = (ContinuousClock.now - burstStart).seconds
             try await Task.sleep(for: .seconds(2))
             burst.set()
@@ -156,7 +147,7 @@ enum AdaptiveBench {
             await burstLoad
             await stepLoad
             let dropStart = ContinuousClock.now
-            let shrank = try await poll(timeLimit: .seconds(15)) { pool.metrics().poolSize == 2 }
+            let shrank = await pool.waitUntil(timeLimit: .seconds(15)) { $0.metrics().poolSize == 2 }
             let shrinkTime = (ContinuousClock.now - dropStart).seconds
             base.set()
             await baseLoad

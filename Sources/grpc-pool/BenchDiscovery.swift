@@ -31,8 +31,9 @@ extension AdaptiveBench {
                 let before = SocketTable.established(to: hosts, port: port)
                 let added = ContinuousClock.now
                 try dns.setRecords([name: hosts])
-                let connected = try await poll(timeLimit: interval * 3) {
-                    SocketTable.established(to: hosts[3], port: port) > 0
+                let newAddress = "\(hosts[3]):\(port)"
+                let connected = await pool.waitUntil(timeLimit: interval * 3) { pool in
+                    pool.connections.contains { $0.isHealthy && $0.address == newAddress }
                 }
                 let firstConnection = (ContinuousClock.now - added).seconds
                 // The rest of the interval, then the calls of the next two seconds.

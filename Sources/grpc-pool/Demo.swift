@@ -90,8 +90,8 @@ struct Demo: AsyncParsableCommand {
                 )
                 let stoppedAt = clock.now
                 await summary.stop()
-                while pool.metrics().healthyConnections > 0 && clock.now - stoppedAt < .seconds(5) {
-                    try await Task.sleep(for: .milliseconds(5))
+                _ = await pool.waitUntil(timeLimit: .seconds(5)) { pool in
+                    pool.connections.allSatisfy { !$0.isHealthy }
                 }
                 events.add(
                     "pool noticed: summary 0/2 healthy, \(Self.ms(clock.now - stoppedAt)) after the stop",

@@ -38,6 +38,33 @@ struct ReadinessTests {
         }
     }
 
+    @Test(
+        "waitUntil wakes at the change it waits for: a stopped server, then the calls that follow",
+        arguments: Stack.allCases
+    )
+    func waitUntilCondition(stack: Stack) async throws {
+        try await withBackend(stack) { server in
+            try await withPoolManager(["echo": testConfig([server.target], poolSize: 2)]) { manager in
+                let pool = try manager.pool(for: "echo")
+                let before = pool.metrics().successfulRequests
+                let calls = Task {
+                    for index in 0..<5 { _ = try await pool.unary(method: echoUnary, request: [UInt8(index)]) }
+                }
+                #expect(await pool.waitUntil(timeLimit: .seconds(20)) { $0.metrics().successfulRequests >= before + 5 })
+                try await calls.value
+
+                await server.halt()
+                #expect(await pool.waitUntil(timeLimit: .seconds(20)) { $0.connections.allSatisfy { !$0.isHealthy } })
+                #expect(pool.metrics().healthyConnections == 0)
+                // A condition that never holds: false at the time limit, not before.
+                let clock = ContinuousClock()
+                let started = clock.now
+                #expect(await pool.waitUntil(timeLimit: .milliseconds(300)) { $0.connections.count > 2 } == false)
+                #expect(clock.now - started >= .milliseconds(300))
+            }
+        }
+    }
+
     @Test("A cancelled wait returns false at once")
     func cancelled() async throws {
         try await withPoolManager(["echo": testConfig(["127.0.0.1:1"], poolSize: 1)], waitForHealthy: false) {

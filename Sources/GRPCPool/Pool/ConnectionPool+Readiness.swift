@@ -3,27 +3,39 @@ extension ConnectionPool {
     /// working set), for at most `timeLimit`: a readiness gate for startup, before the first
     /// calls or before reporting ready to an orchestrator.
     ///
-    /// Woken by each change of a connection's health, not polled. The pool must be running
-    /// (``PoolManager/run()``).
+    /// The pool must be running (``PoolManager/run()``).
     ///
     /// - Returns: whether enough connections were healthy in time; `false` also when the task
     ///   is cancelled.
     public func waitUntilHealthy(connections minimum: Int? = nil, timeLimit: Duration) async -> Bool {
-        let deadline = ContinuousClock.now.advanced(by: timeLimit)
-        let enough: @Sendable () -> Bool = { [connections] in
-            let needed = minimum ?? max(connections.filter(\.isActive).count, 1)
-            return connections.filter(\.isHealthy).count >= needed
+        await self.waitUntil(timeLimit: timeLimit) { pool in
+            let needed = minimum ?? max(pool.connections.filter(\.isActive).count, 1)
+            return pool.connections.filter(\.isHealthy).count >= needed
         }
+    }
+
+    /// Waits until `condition` holds for the pool, for at most `timeLimit`: for example
+    /// `pool.waitUntil(timeLimit: .seconds(5)) { $0.metrics().healthyConnections == 0 }`.
+    ///
+    /// `condition` is checked now and then at each change of a connection's health or load
+    /// (a call's end is one), not on a timer: keep it cheap.
+    ///
+    /// - Returns: whether the condition held in time; `false` also when the task is cancelled.
+    public func waitUntil(
+        timeLimit: Duration,
+        _ condition: @escaping @Sendable (ConnectionPool) -> Bool
+    ) async -> Bool {
+        let deadline = ContinuousClock.now.advanced(by: timeLimit)
         return await withTaskGroup(of: Bool.self) { group in
             group.addTask {
                 try? await Task.sleep(until: deadline, clock: .continuous)
-                return enough()
+                return condition(self)
             }
             group.addTask {
                 while true {
                     let observed = self.changes.generation
-                    if enough() { return true }
-                    do { try await self.changes.wait(after: observed) } catch { return enough() }
+                    if condition(self) { return true }
+                    do { try await self.changes.wait(after: observed) } catch { return condition(self) }
                 }
             }
             let first = await group.next() ?? false

@@ -43,9 +43,38 @@ package enum LiveObjects {
 /// One atomic count of live objects.
 package final class LiveCounter: Sendable {
     private let count = Atomic<Int>(0)
+    /// Tasks in ``waitUntilZero()``, and how many; the count lets a decrement skip the lock.
+    private let waiters = Mutex<[CheckedContinuation<Void, Never>]>([])
+    private let waiting = Atomic<Int>(0)
 
     package var value: Int { self.count.load(ordering: .relaxed) }
 
     func increment() { self.count.add(1, ordering: .relaxed) }
-    func decrement() { self.count.subtract(1, ordering: .relaxed) }
+
+    func decrement() {
+        // Sequentially consistent, with the waiter's own two steps: either the decrement sees
+        // the waiter, or the waiter sees the zero.
+        guard self.count.subtract(1, ordering: .sequentiallyConsistent).newValue == 0,
+            self.waiting.load(ordering: .sequentiallyConsistent) > 0
+        else { return }
+        self.wakeWaiters()
+    }
+
+    /// Returns once the count is zero (now, or at a later decrement), woken by the decrement.
+    package func waitUntilZero() async {
+        await withCheckedContinuation { continuation in
+            self.waiters.withLock { $0.append(continuation) }
+            self.waiting.add(1, ordering: .sequentiallyConsistent)
+            if self.count.load(ordering: .sequentiallyConsistent) == 0 { self.wakeWaiters() }
+        }
+    }
+
+    private func wakeWaiters() {
+        let woken = self.waiters.withLock { waiters in
+            defer { waiters = [] }
+            return waiters
+        }
+        self.waiting.subtract(woken.count, ordering: .sequentiallyConsistent)
+        for continuation in woken { continuation.resume() }
+    }
 }
