@@ -31,7 +31,7 @@ extension AdaptiveBench {
                 let before = SocketTable.established(to: hosts, port: port)
                 let added = ContinuousClock.now
                 try dns.setRecords([name: hosts])
-                let newAddress = "\(hosts[3]):\(port)"
+                let newAddress = "ipv4:\(hosts[3]):\(port)"
                 let connected = await pool.waitUntil(timeLimit: interval * 3) { pool in
                     pool.connections.contains { $0.isHealthy && $0.address == newAddress }
                 }

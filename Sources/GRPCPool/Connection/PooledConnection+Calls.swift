@@ -139,7 +139,8 @@ extension PooledConnection {
         self.onChange()
     }
 
-    /// Tells the pool, and a drain waiting here, that the health or the load changed.
+    /// Tells the pool, and a drain waiting here, that the health, the load or the channel
+    /// changed.
     func onChange() {
         self.changes.signal()
         self.onChangeHandler()

@@ -36,7 +36,8 @@ extension PooledConnection {
 
     /// Puts a new channel in place of the old one, which is closed (its calls run on).
     func replaceChannel(with channel: CoreChannel) -> (generation: Int, old: CoreChannel) {
-        self.storage.withLock { state in
+        defer { self.onChange() }  // it may now go somewhere else
+        return self.storage.withLock { state in
             let old = state.channel
             state.channel = channel
             state.generation += 1
@@ -86,6 +87,7 @@ extension PooledConnection {
             return (state.generation, old)
         }
         old.close()
+        self.onChange()
         return (generation, fresh)
     }
 

@@ -17,7 +17,7 @@ extension ConnectionPool {
     /// Waits until `condition` holds for the pool, for at most `timeLimit`: for example
     /// `pool.waitUntil(timeLimit: .seconds(5)) { $0.metrics().healthyConnections == 0 }`.
     ///
-    /// `condition` is checked now and then at each change of a connection's health or load
+    /// `condition` is checked now and then at each change of a connection's health, load or channel
     /// (a call's end is one), not on a timer: keep it cheap.
     ///
     /// - Returns: whether the condition held in time; `false` also when the task is cancelled.
