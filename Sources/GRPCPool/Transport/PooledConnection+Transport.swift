@@ -72,33 +72,15 @@ extension PooledConnection {
         maxRequestBytes: Int?,
         maxResponseBytes: Int?
     ) -> (TransportStream, abandon: @Sendable () -> Void) {
-        let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
-        if descriptor.type == .unary {
-            let unary = UnaryCoreStream(
-                call: call,
-                options: options,
-                maxRequestBytes: maxRequestBytes,
-                maxResponseBytes: maxResponseBytes
-            )
-            let stream = TransportStream(
-                descriptor: descriptor,
-                inbound: RPCAsyncSequence(wrapping: unary.responseParts),
-                outbound: RPCWriter.Closable(wrapping: UnaryCoreStreamWriter(stream: unary))
-            )
-            return (stream, { unary.fail(cancelled) })
-        }
-        let streaming = CoreStream(
+        let kind: any TransportCoreStream.Type = descriptor.type == .unary ? UnaryCoreStream.self : CoreStream.self
+        let stream = kind.init(
             call: call,
             options: options,
             maxRequestBytes: maxRequestBytes,
             maxResponseBytes: maxResponseBytes
         )
-        let stream = TransportStream(
-            descriptor: descriptor,
-            inbound: RPCAsyncSequence(wrapping: streaming.responseParts),
-            outbound: RPCWriter.Closable(wrapping: CoreStreamWriter(stream: streaming))
-        )
-        return (stream, { streaming.fail(cancelled) })
+        let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
+        return (stream.transportStream(descriptor: descriptor), { stream.fail(cancelled) })
     }
 
     static func rpcError(_ error: any Error) -> RPCError {
