@@ -172,7 +172,19 @@ public final class DemoServer: Sendable {
     /// - Throws: when the port cannot be bound.
     public func start() async throws {
         let remembered = self.state.withLockedValue { $0.port }
-        if remembered != 0 { return try await self.listen(on: remembered) }
+        if remembered != 0 {
+            // After a stop whose server task had to be cancelled, its listener may close a
+            // moment later: the port is tried again for up to 10 s.
+            let deadline = ContinuousClock.now.advanced(by: .seconds(10))
+            while true {
+                do {
+                    return try await self.listen(on: remembered)
+                } catch {
+                    guard ServerPorts.isAddressInUse(error), ContinuousClock.now < deadline else { throw error }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            }
+        }
         for attempt in 1... {
             do {
                 return try await self.listen(on: ServerPorts.next())
@@ -272,6 +284,7 @@ public final class DemoServer: Sendable {
     private static func finish(_ task: Task<Void, any Error>) async {
         let watchdog = Task {
             try await Task.sleep(for: .seconds(5))
+            print("DemoServer: the server had not stopped 5 s after its shutdown began; cancelling it")
             task.cancel()
         }
         _ = await task.result
