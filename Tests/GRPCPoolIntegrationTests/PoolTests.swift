@@ -34,13 +34,14 @@ struct PoolTests {
             let config = testConfig([server.target], poolSize: 2) { $0.balancing = .leastInFlight }
             try await withPoolManager(["echo": config]) { manager in
                 let pool = try manager.pool(for: "echo")
-                // A slow call occupies one connection; quick calls must all go to the other.
+                // A slow call occupies one connection; quick calls must all go to the other. It
+                // is cancelled at the end; its delay only has to outlast the test on busy cores.
                 let slow = Task {
                     try await pool.unary(
                         method: echoUnary,
                         request: [1],
-                        metadata: ["echo-delay-ms": "20000"],
-                        options: CoreCallOptions(timeout: .seconds(30))
+                        metadata: ["echo-delay-ms": "120000"],
+                        options: CoreCallOptions(timeout: .seconds(150))
                     )
                 }
                 #expect(await poll { pool.metrics().inFlight == 1 })
