@@ -224,7 +224,13 @@ struct PoolFaultTests {
 
             let inFlight = (0..<4).map { index in
                 Task {
-                    try await pool.unary(method: echoUnary, request: [UInt8(index)], metadata: ["echo-delay-ms": "500"])
+                    // A deadline well past the delay: on busy cores the 5 s default ran out once.
+                    try await pool.unary(
+                        method: echoUnary,
+                        request: [UInt8(index)],
+                        metadata: ["echo-delay-ms": "500"],
+                        options: CoreCallOptions(timeout: .seconds(30))
+                    )
                 }
             }
             #expect(await poll { pool.metrics().inFlight == 4 })
