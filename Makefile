@@ -47,9 +47,9 @@ build: deps
 
 # Builds and runs every test (unit and integration, against real servers on loopback).
 # The isolated tests go last, one at a time, so that they neither slow the other tests nor are
-# slowed by them: the chaos run (64 callers on a whole CPU for 20 s), the load step, a latency
-# comparison, the faults whose tests bound a detection window (keepalive, backoff, ejection), and
-# GOAWAY every 0.4 s under load.
+# slowed by them: the chaos run (64 callers on a whole CPU for 20 s), GOAWAY every 0.4 s under
+# load, a latency comparison, refusals timed to 100 ms, windows of the C core's own timers
+# (keepalive, reconnection backoff), and the leak tests' process-wide counts.
 # Each phase has a time limit far above its usual time (about 1.5 and 3 minutes here), so that a
 # wait without a bound fails the run and says so, instead of hanging it.
 test: deps testdeps pydeps

@@ -226,73 +226,85 @@ extension IsolatedTests {
     }
 }
 
-extension IsolatedTests {
-    /// 512 calls at once load both cores, so it runs alone.
-    @Suite("Dynamic sizing under a load step")
-    struct LoadStepTests {
-        @Test(
-            "Under a load step from 16 to 512 calls the pool grows to maxConnections, and shrinks back when the load drops, failing no call"
-        )
-        func dynamicSizing() async throws {
-            try await withDemoServer { server in
-                let config = testConfig([server.target], poolSize: 2) {
-                    $0.maxConnections = 8
-                    $0.scaling = .init(
-                        targetInFlight: 4...16,
-                        interval: .milliseconds(200),
-                        scaleUpCooldown: .milliseconds(400),
-                        scaleDownReadings: 3
-                    )
+extension AdaptivePoolTests {
+    /// Dynamic sizing against a real server, with the pool's timers on a ``ManualClock``: each
+    /// reading happens when the test moves the clock one interval on, so the decisions can be
+    /// checked one by one, with no load beyond the calls that make the demand (calls the server
+    /// holds, which cost no CPU) and no wait on the real clock.
+    @Test(
+        "Dynamic sizing on a manual clock: grows to the demand, waits out the cooldown, shrinks one connection per scaleDownReadings low readings, fails no call"
+    )
+    func dynamicSizing() async throws {
+        let interval = Duration.seconds(7)
+        try await withDemoServer { server in
+            let config = testConfig([server.target], poolSize: 2) {
+                $0.maxConnections = 8
+                $0.scaling = .init(
+                    targetInFlight: 4...16,
+                    interval: interval,
+                    scaleUpCooldown: .seconds(10),
+                    scaleDownReadings: 3
+                )
+            }
+            let clock = ManualClock()
+            try await withPoolManager(["echo": config], clock: clock) { manager in
+                let pool = try manager.pool(for: "echo")
+                // One reading: the clock moves to the sizing timer's deadline, and the reading is over
+                // once the timer is set again.
+                let reading = { () async -> Bool in
+                    guard await clock.advanceToSleep(in: interval) else { return false }
+                    return await clock.waitForSleep(until: clock.now.advanced(by: interval))
                 }
-                try await withPoolManager(["echo": config]) { manager in
-                    let pool = try manager.pool(for: "echo")
-                    #expect(pool.metrics().poolSize == 2)
-                    let counter = LoadCounter()
-                    let base = StopFlag()
-                    let step = StopFlag()
-                    let burst = StopFlag()
-                    async let baseLoad: Void = steadyLoad(pool: pool, callers: 4, counter: counter, stop: base)
-                    async let stepLoad: Void = steadyLoad(pool: pool, callers: 12, counter: counter, stop: step)
-                    // 16 calls at once: within the band (8 per connection), the pool stays at 2.
-                    #expect(await poll { counter.successes > 300 })
-                    #expect(pool.metrics().poolSize == 2)
+                #expect(pool.metrics().poolSize == 2)
 
-                    // Under a sanitizer (several times slower) the step goes to 128 calls: still 16 per
-                    // connection at 8, but within what the calls' deadlines allow there.
-                    async let burstLoad: Void = steadyLoad(
-                        pool: pool,
-                        callers: underSanitizer ? 112 : 496,
-                        counter: counter,
-                        stop: burst
-                    )
-                    let grew = await poll(timeLimit: .seconds(10)) { pool.metrics().poolSize == 8 }
-                    #expect(grew, "pool size under 512 calls: \(pool.metrics().poolSize)")
-                    #expect(await poll { pool.metrics().healthyConnections == 8 })
-                    let atPeak = counter.successes
-                    #expect(
-                        await poll(timeLimit: .seconds(20)) {
-                            counter.successes > atPeak + (underSanitizer ? 300 : 2000)
-                        }
-                    )
-                    #expect(server.peers.count >= 8, "each added connection is its own TCP connection")
+                // Calls the server holds make the demand: 64 over 2 connections is 32 each, over the
+                // band's 16, and the first reading grows the pool to the 4 that bring it back into it.
+                let held = HeldCalls(pool: pool)
+                defer { held.cancel() }
+                held.start(64)
+                try #require(await poll { pool.metrics().inFlight == 64 })
+                try #require(await reading())
+                #expect(pool.metrics().poolSize == 4)
 
-                    // The load drops to 4 calls at once: the pool drains connections back to 2.
-                    burst.set()
-                    step.set()
-                    await burstLoad
-                    await stepLoad
-                    let shrank = await poll(timeLimit: .seconds(15)) { pool.metrics().poolSize == 2 }
-                    #expect(shrank, "pool size after the load dropped: \(pool.metrics().poolSize)")
-                    let afterShrink = counter.successes
-                    #expect(await poll { counter.successes > afterShrink + 100 })
-                    base.set()
-                    await baseLoad
-                    #expect(counter.failures.isEmpty, "\(counter.failures.count) failed: \(Set(counter.failures))")
-                    let metrics = pool.metrics()
-                    #expect(metrics.connections.filter(\.isActive).map(\.index) == [0, 1])
-                    #expect(metrics.healthyConnections == 2)
-                    #expect(metrics.totalRequests == counter.successes)
+                // 128 over 4: the next reading falls within the 10 s cooldown and stays; the one after
+                // grows to 8 (the maximum, which 128 / 16 also asks for).
+                held.start(64)
+                try #require(await poll { pool.metrics().inFlight == 128 })
+                try #require(await reading())
+                #expect(pool.metrics().poolSize == 4, "a growth within the cooldown")
+                try #require(await reading())
+                #expect(pool.metrics().poolSize == 8)
+                #expect(await pool.waitUntilHealthy(connections: 8, timeLimit: .seconds(30)))
+                try #require(await reading())
+                #expect(pool.metrics().poolSize == 8, "at maxConnections it stays")
+                #expect(server.peers.count >= 8, "each added connection is its own TCP connection")
+
+                // The demand drops to the 2 calls of a light load: each third low reading in a row takes
+                // one connection out (its calls finish first), down to poolSize.
+                let ended = await held.cancelAll()
+                #expect(ended.allSatisfy { $0 == .cancelled }, "\(ended)")
+                try #require(await poll { pool.metrics().inFlight == 0 })
+                let counter = LoadCounter()
+                let stop = StopFlag()
+                async let load: Void = steadyLoad(pool: pool, callers: 2, counter: counter, stop: stop)
+                for size in (2..<8).reversed() {
+                    for _ in 0..<2 {
+                        try #require(await reading())
+                        #expect(pool.metrics().poolSize == size + 1, "two low readings do not shrink")
+                    }
+                    try #require(await reading())
+                    #expect(pool.metrics().poolSize == size)
                 }
+                try #require(await reading())
+                #expect(pool.metrics().poolSize == 2, "at poolSize it stays")
+                let before = counter.successes
+                #expect(await poll { counter.successes > before + 100 })
+                stop.set()
+                await load
+                #expect(counter.failures.isEmpty, "\(counter.failures.count) failed: \(Set(counter.failures))")
+                let metrics = pool.metrics()
+                #expect(metrics.connections.filter(\.isActive).map(\.index) == [0, 1])
+                #expect(metrics.healthyConnections == 2)
             }
         }
     }

@@ -92,6 +92,22 @@ struct CommandLineTests {
         #expect(output.contains("service  requests  success"))
         #expect(output.contains("service  conn  address"))
     }
+
+    @Test("A wrong echo fails the chaos run")
+    func wrongEchoFails() async throws {
+        let (status, output) = try await runGRPCPool(
+            [
+                "chaos", "--duration", "2", "--callers", "8", "--endpoints", "1", "--min-faults", "1",
+                "--corrupt-replies", "1", "--json",
+            ],
+            timeLimit: .seconds(60)
+        )
+        #expect(status == 1, "\(output)")
+        let line = try #require(output.split(separator: "\n").last(where: { $0.hasPrefix("{") }), "\(output)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        let violations = try #require(report["violations"] as? [String])
+        #expect(violations.contains { $0.contains("wrong echo") }, "\(violations)")
+    }
 }
 
 extension IsolatedTests {
@@ -140,22 +156,6 @@ extension IsolatedTests {
             let failures = report["failures"] as? [String: Int] ?? [:]
             #expect(pool["successful"] as? Int == succeeded)
             #expect(Set(failures.keys).isSubset(of: ["unavailable", "deadlineExceeded"]), "\(failures)")
-        }
-
-        @Test("A wrong echo fails the chaos run")
-        func wrongEchoFails() async throws {
-            let (status, output) = try await runGRPCPool(
-                [
-                    "chaos", "--duration", "2", "--callers", "8", "--endpoints", "1", "--min-faults", "1",
-                    "--corrupt-replies", "1", "--json",
-                ],
-                timeLimit: .seconds(60)
-            )
-            #expect(status == 1, "\(output)")
-            let line = try #require(output.split(separator: "\n").last(where: { $0.hasPrefix("{") }), "\(output)")
-            let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
-            let violations = try #require(report["violations"] as? [String])
-            #expect(violations.contains { $0.contains("wrong echo") }, "\(violations)")
         }
     }
 }

@@ -5,8 +5,9 @@ import GRPCPoolCoreBridge
 import Testing
 
 extension IsolatedTests {
-    /// Faults whose tests bound how long the pool takes to notice or react. They run alone: in
-    /// the parallel phase, two cores shared by some 80 tests stretch every timer and turn a
+    /// Faults whose tests bound how long it takes to notice or react, where the timers are the C
+    /// core's (keepalive pings, reconnection backoff) and so run on real time. They run alone: in
+    /// the parallel phase, two cores shared by some 150 tests stretch every timer and turn a
     /// window into a coin toss.
     @Suite("Detection windows")
     struct DetectionWindowTests {
@@ -91,60 +92,84 @@ extension IsolatedTests {
                 await proxy.stop()
             }
         }
+    }
+}
 
-        @Test(
-            "A connection whose server stops answering is ejected after its failure streak; the calls that follow do not fail"
-        )
-        func stalledConnectionEjected() async throws {
-            try await withDemoServers(2) { servers in
-                let proxy = TCPProxy(targetPort: servers[0].port)
-                try await proxy.start()
-                let config = testConfig([proxy.target, servers[1].target], poolSize: 2) {
-                    $0.enableRetries = false
-                    // Keepalive would find the stall too, but only after 60 + 20 s: here the failed
-                    // calls must.
-                    $0.keepaliveTime = .seconds(60)
-                    $0.keepaliveTimeout = .seconds(20)
-                    $0.outlierDetection = .init(consecutiveFailures: 3, ejectionTime: .seconds(30))
-                }
-                defer { Task { await proxy.stop() } }
-                try await withPoolManager(["echo": config]) { manager in
-                    let pool = try manager.pool(for: "echo")
-                    let counter = LoadCounter()
-                    let stop = StopFlag()
-                    async let load: Void = runLoad(callers: 4, counter: counter, stop: stop) { _ in
-                        let response = try await pool.unary(
-                            method: echoUnary,
-                            request: [3],
-                            options: CoreCallOptions(timeout: .seconds(2))
-                        )
-                        return response.message == [3]
-                    }
-                    #expect(await poll { counter.successes > 100 })
-                    let stalledAt = ContinuousClock.now
-                    proxy.mode = .blackHole
-
-                    // Three calls time out on the stalled connection (2 s each, in parallel): it is
-                    // ejected within the window of a few deadlines.
-                    let ejected = await poll(timeLimit: .seconds(10)) { pool.metrics().connections[0].isEjected }
-                    #expect(ejected, "not ejected: \(pool.metrics().connections[0])")
-                    #expect(ContinuousClock.now - stalledAt < .seconds(7))
-                    // The calls that were already on it end at their deadline; after that, none fails.
-                    #expect(await poll(timeLimit: .seconds(10)) { pool.connections[0].inFlight == 0 })
-                    let failuresBefore = counter.failures.count
-                    let successesBefore = counter.successes
-                    #expect(await poll { counter.successes > successesBefore + 300 })
-                    stop.set()
-                    await load
-                    #expect(
-                        counter.failures.count == failuresBefore,
-                        "failed after the ejection: \(counter.failures.dropFirst(failuresBefore))"
+/// Outlier ejection against a real server, with the pool's timers on a ``ManualClock``: the
+/// ejection comes from the calls' failures (their deadlines are real), and it ends when the test
+/// moves the clock past `ejectionTime`, not before, whatever the channel does meanwhile.
+@Suite("Outlier ejection on a manual clock")
+struct EjectionTests {
+    @Test(
+        "A connection whose server stops answering is ejected after its failure streak, the calls that follow do not fail, and it returns after ejectionTime"
+    )
+    func stalledConnectionEjected() async throws {
+        try await withDemoServers(2) { servers in
+            let proxy = TCPProxy(targetPort: servers[0].port)
+            try await proxy.start()
+            defer { Task { await proxy.stop() } }
+            let ejectionTime = Duration.seconds(30)
+            let config = testConfig([proxy.target, servers[1].target], poolSize: 2) {
+                $0.enableRetries = false
+                // Keepalive would find the stall too, but only after 60 + 20 s: here the failed
+                // calls must.
+                $0.keepaliveTime = .seconds(60)
+                $0.keepaliveTimeout = .seconds(20)
+                $0.outlierDetection = .init(consecutiveFailures: 3, ejectionTime: ejectionTime)
+            }
+            let clock = ManualClock()
+            try await withPoolManager(["echo": config], clock: clock) { manager in
+                let pool = try manager.pool(for: "echo")
+                let counter = LoadCounter()
+                let stop = StopFlag()
+                async let load: Void = runLoad(callers: 4, counter: counter, stop: stop) { _ in
+                    let response = try await pool.unary(
+                        method: echoUnary,
+                        request: [3],
+                        options: CoreCallOptions(timeout: .seconds(2))
                     )
-                    #expect(counter.failures.allSatisfy { $0 == .deadlineExceeded }, "\(Set(counter.failures))")
-                    let metrics = pool.metrics().connections
-                    #expect(metrics[0].ejections == 1)
-                    #expect(metrics[1].isHealthy && !metrics[1].isEjected, "the other connection stays in")
+                    return response.message == [3]
                 }
+                #expect(await poll { counter.successes > 100 })
+                proxy.mode = .blackHole
+
+                // Three calls time out on the stalled connection (2 s each): it is ejected.
+                let ejected = await pool.waitUntil(timeLimit: .seconds(30)) { $0.connections[0].isEjected }
+                try #require(ejected, "not ejected: \(pool.metrics().connections[0])")
+                // The calls that were already on it end at their deadline; after that, none fails.
+                #expect(await poll { pool.connections[0].inFlight == 0 })
+                let failuresBefore = counter.failures.count
+                let successesBefore = counter.successes
+                #expect(await poll { counter.successes > successesBefore + 300 })
+                #expect(
+                    counter.failures.count == failuresBefore,
+                    "failed after the ejection: \(counter.failures.dropFirst(failuresBefore))"
+                )
+
+                // The server answers again and the channel reconnects, but the ejection lasts its time.
+                proxy.mode = .forward
+                await proxy.dropConnections()
+                #expect(await poll { pool.connections[0].state == .ready })
+                let requestsWhileEjected = pool.metrics().connections[0].totalRequests
+                let more = counter.successes
+                #expect(await poll { counter.successes > more + 100 })
+                #expect(pool.metrics().connections[0].isEjected, "ejected until ejectionTime has passed")
+                #expect(pool.metrics().connections[0].totalRequests == requestsWhileEjected)
+
+                // ejectionTime on the pool's clock: it is back in rotation and takes calls again.
+                try #require(await clock.advanceToSleep(in: ejectionTime))
+                #expect(
+                    await pool.waitUntil(timeLimit: .seconds(30)) {
+                        $0.connections[0].isHealthy && !$0.connections[0].isEjected
+                    }
+                )
+                #expect(await poll { pool.metrics().connections[0].totalRequests > requestsWhileEjected + 20 })
+                stop.set()
+                await load
+                #expect(counter.failures.allSatisfy { $0 == .deadlineExceeded }, "\(Set(counter.failures))")
+                let metrics = pool.metrics().connections
+                #expect(metrics[0].ejections == 1)
+                #expect(metrics[1].isHealthy && !metrics[1].isEjected, "the other connection stays in")
             }
         }
     }

@@ -42,6 +42,8 @@ public final class PooledConnection: Sendable {
     }
     let outlierDetector: OutlierDetector?
     let events: PoolEventSink
+    /// What the monitor's timers run on (``PoolClock``).
+    let clock: any PoolClock
     /// Recent latency for least-busy balancing (kept only under that policy).
     let latency = Locked(PeakEWMA())
     let storage: Locked<State>
@@ -87,10 +89,12 @@ public final class PooledConnection: Sendable {
         outlierDetector: OutlierDetector? = nil,
         active: Bool = true,
         events: PoolEventSink,
+        clock: any PoolClock = .continuous,
         onChange: @escaping @Sendable () -> Void,
         onConnectFailure: @escaping @Sendable () -> Void = {}
     ) throws {
         self.events = events
+        self.clock = clock
         self.outlierDetector = outlierDetector
         self.active = Atomic(active)
         (self.commandStream, self.commands) = AsyncStream.makeStream(of: Command.self)

@@ -50,12 +50,32 @@ public final class PoolManager: Service, Sendable {
     ///     (at info level).
     ///   - observers: receive every pool event (``PoolEvent``) as it happens.
     /// - Throws: ``ConfigurationError`` naming the first invalid field (prefixed with the service id).
-    public init(
+    public convenience init(
         services: [ServiceID: ServiceConfig],
         logger: Logger = Logger(label: "grpc.pool"),
         metricsFactory: (any MetricsFactory)? = nil,
         metricsLogInterval: Duration? = nil,
         observers: [any PoolObserver] = []
+    ) throws(ConfigurationError) {
+        try self.init(
+            services: services,
+            logger: logger,
+            metricsFactory: metricsFactory,
+            metricsLogInterval: metricsLogInterval,
+            observers: observers,
+            clock: .continuous
+        )
+    }
+
+    /// The same, with the pools' timers on `clock` (``PoolClock``): tests move a clock of their
+    /// own to fire them.
+    package init(
+        services: [ServiceID: ServiceConfig],
+        logger: Logger = Logger(label: "grpc.pool"),
+        metricsFactory: (any MetricsFactory)? = nil,
+        metricsLogInterval: Duration? = nil,
+        observers: [any PoolObserver] = [],
+        clock: any PoolClock
     ) throws(ConfigurationError) {
         guard !services.isEmpty else {
             throw ConfigurationError(field: "services", value: "[:]", reason: "must configure at least one service")
@@ -76,7 +96,8 @@ public final class PoolManager: Service, Sendable {
                     config: config,
                     logger: logger,
                     metricsFactory: metricsFactory ?? MetricsSystem.factory,
-                    observers: observers
+                    observers: observers,
+                    clock: clock
                 )
             } catch let error as ConfigurationError {
                 throw ConfigurationError(field: "\(id).\(error.field)", value: error.value, reason: error.reason)

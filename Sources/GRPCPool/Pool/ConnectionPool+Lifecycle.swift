@@ -78,7 +78,7 @@ extension ConnectionPool {
     /// ```
     func logMetrics(every interval: Duration) async {
         while true {
-            do { try await Task.sleep(for: interval) } catch { return }
+            do { try await self.clock.sleep(for: interval) } catch { return }
             let metrics = self.metrics()
             self.logger.info(
                 "pool metrics",
@@ -100,11 +100,16 @@ extension ConnectionPool {
     /// demand goes to the ``Scaler``, and its decision is carried out.
     func resize(upTo maximum: Int) async {
         var scaler = Scaler(minimum: self.config.poolSize, maximum: maximum, scaling: self.config.scaling)
+        var next = self.clock.now.advanced(by: self.config.scaling.interval)
         while true {
-            do { try await Task.sleep(for: self.config.scaling.interval) } catch { return }
+            do { try await self.clock.sleep(until: next) } catch { return }
+            let now = self.clock.now
+            // The next reading's time is fixed before this one acts: a reading starts one
+            // interval after the last began, however long its decision took to carry out.
+            next = now.advanced(by: self.config.scaling.interval)
             let active = self.connections.filter(\.isActive)
             let demand = active.reduce(0) { $0 + $1.load } + self.queued.load(ordering: .relaxed)
-            switch scaler.reading(demand: demand, active: active.count, at: .now) {
+            switch scaler.reading(demand: demand, active: active.count, at: now) {
             case .stay:
                 break
             case .grow(let target):
@@ -132,7 +137,7 @@ extension ConnectionPool {
                 queueDepth = queued
                 self.events.emit(.queueDepth(queued))
             }
-            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+            do { try await self.clock.sleep(for: .seconds(1)) } catch { return }
         }
     }
 

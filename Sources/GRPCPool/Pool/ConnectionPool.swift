@@ -34,6 +34,8 @@ public final class ConnectionPool: Sendable {
     /// Signalled when a connection attempt fails: the endpoints' names are looked up again.
     let resolutionRequests = ChangeSignal()
     let resolutionFailureCounter: Counter
+    /// What the pool's timers run on (``PoolClock``).
+    let clock: any PoolClock
 
     struct State {
         enum Lifecycle {
@@ -49,9 +51,11 @@ public final class ConnectionPool: Sendable {
         config: PoolManager.ServiceConfig,
         logger: Logger,
         metricsFactory: any MetricsFactory,
-        observers: [any PoolObserver] = []
+        observers: [any PoolObserver] = [],
+        clock: any PoolClock = .continuous
     ) throws {
         self.serviceID = serviceID
+        self.clock = clock
         self.config = config
         var logger = logger
         logger[metadataKey: "grpc.pool.service"] = "\(serviceID)"
@@ -98,6 +102,7 @@ public final class ConnectionPool: Sendable {
                 outlierDetector: detector,
                 active: index < config.poolSize,
                 events: events,
+                clock: clock,
                 onChange: { changes.signal() },
                 onConnectFailure: { resolutionRequests.signal() }
             )

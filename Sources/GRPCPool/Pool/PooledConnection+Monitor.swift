@@ -6,6 +6,7 @@ extension PooledConnection {
     enum MonitorEvent: Sendable {
         case connectivity(ChannelConnectivity, generation: Int)
         case check
+        case keepalive
         case retry(episode: Int, attempt: Int)
         case command(PooledConnection.Command)
         case restore(ejection: Int)
@@ -47,29 +48,36 @@ extension PooledConnection {
         let interval = self.config.healthCheck.interval
         group.addTask {
             while !Task.isCancelled {
-                do { try await Task.sleep(for: interval) } catch { return }
+                do { try await self.clock.sleep(for: interval) } catch { return }
                 sink.yield(.check)
             }
         }
         group.addTask {
             for await _ in self.checkRequestStream { sink.yield(.check) }
         }
-        group.addTask { await self.keepServerAnswering(requestingChecks: sink) }
+        let keepaliveInterval = self.config.keepaliveTime * 2
+        group.addTask {
+            while true {
+                do { try await self.clock.sleep(for: keepaliveInterval) } catch { return }
+                sink.yield(.keepalive)
+            }
+        }
         group.addTask {
             for await command in self.commandStream { sink.yield(.command(command)) }
         }
         if let age = self.config.maxConnectionAge {
             group.addTask {
                 while true {
-                    do { try await Task.sleep(for: age * Double.random(in: 0.9...1.1)) } catch { return }
+                    do { try await self.clock.sleep(for: age * Double.random(in: 0.9...1.1)) } catch { return }
                     sink.yield(.refresh)
                 }
             }
         }
     }
 
-    /// Sends one small RPC on the connection every 2 × `keepaliveTime`, whatever else it
-    /// carries, so that the server writes to it at least that often.
+    /// The keepalive RPC: one small RPC that the monitor sends on the connection every
+    /// 2 × `keepaliveTime`, whatever else it carries, so that the server writes to it at least
+    /// that often. Whether it got an answer; a connection out of rotation or not ready sends none.
     ///
     /// A server forgives keepalive pings whenever it sends headers or data (gRFC A8), and a
     /// server with default settings allows a ping without data only every 5 minutes, with two
@@ -78,22 +86,19 @@ extension PooledConnection {
     /// streams fail. With an answered RPC between every two pings, no ping is ever a third strike.
     /// The RPC is `grpc.health.v1.Health/Check` (for the configured service name, or ""): any
     /// answer, UNIMPLEMENTED included, counts; no answer within `keepaliveTimeout` asks the
-    /// monitor for a check.
-    private func keepServerAnswering(requestingChecks sink: AsyncStream<MonitorEvent>.Continuation) async {
-        let interval = self.config.keepaliveTime * 2
+    /// monitor for a check. The monitor sends it between its other events, so that the pool's
+    /// own RPCs on a connection never run two at a time: together with the calls they fit in
+    /// `streamCapacity`.
+    func keepaliveRPC() async -> Bool {
+        let channel = self.channel
+        guard self.isActive, channel.state() == .ready else { return true }
         let serviceName = self.config.healthCheck.serviceName ?? ""
-        while true {
-            do { try await Task.sleep(for: interval) } catch { return }
-            let channel = self.channel
-            guard self.isActive, channel.state() == .ready else { continue }
-            // Any answer is one (the server wrote to the connection); no answer, or none in time,
-            // is what the health check reports as worth replacing the channel for.
-            let probe = await Self.check(serviceName: serviceName, on: channel, timeout: self.config.keepaliveTimeout)
-            if case .unhealthy(let reason, replace: true) = probe {
-                self.logger.debug("keepalive RPC got no answer", metadata: ["grpc.pool.reason": "\(reason)"])
-                sink.yield(.check)
-            }
-        }
+        // Any answer is one (the server wrote to the connection); no answer, or none in time,
+        // is what the health check reports as worth replacing the channel for.
+        let probe = await Self.check(serviceName: serviceName, on: channel, timeout: self.config.keepaliveTimeout)
+        guard case .unhealthy(let reason, replace: true) = probe else { return true }
+        self.logger.debug("keepalive RPC got no answer", metadata: ["grpc.pool.reason": "\(reason)"])
+        return false
     }
 
     /// How long an ejection lasts.

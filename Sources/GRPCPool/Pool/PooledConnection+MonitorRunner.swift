@@ -58,6 +58,10 @@ extension PooledConnection {
             case .check:
                 await self.run(self.machine.probed(await connection.probe(), facts: self.facts), in: &group)
 
+            case .keepalive:
+                guard await connection.keepaliveRPC() == false else { return }
+                await self.run(self.machine.probed(await connection.probe(), facts: self.facts), in: &group)
+
             case .retry(let episode, let attempt):
                 guard self.machine.isCurrent(episode: episode) else { return }
                 await self.retry(attempt: attempt, in: &group)
@@ -204,11 +208,14 @@ extension PooledConnection {
             }
         }
 
+        /// Yields `event` after `delay` on the connection's clock, counted from now (not from when
+        /// the timer's task starts).
         private func yield(_ event: MonitorEvent, after delay: Duration, in group: inout DiscardingTaskGroup) {
-            let sink = self.sink
+            let (sink, clock) = (self.sink, self.connection.clock)
+            let deadline = clock.now.advanced(by: delay)
             group.addTask {
                 do {
-                    try await Task.sleep(for: delay)
+                    try await clock.sleep(until: deadline)
                     sink.yield(event)
                 } catch {}
             }

@@ -31,9 +31,10 @@ func withPoolManager<Result: Sendable>(
     _ services: [ServiceID: PoolManager.ServiceConfig],
     waitForHealthy: Bool = true,
     observers: [any PoolObserver] = [],
+    clock: any PoolClock = ContinuousPoolClock(),
     _ body: (PoolManager) async throws -> Result
 ) async throws -> Result {
-    let manager = try PoolManager(services: services, logger: quietLogger, observers: observers)
+    let manager = try PoolManager(services: services, logger: quietLogger, observers: observers, clock: clock)
     return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await manager.run() }
         do {

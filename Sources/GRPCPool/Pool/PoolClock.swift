@@ -1,0 +1,39 @@
+/// The clock the pool's own timers run on: dynamic sizing's readings, the periodic health check,
+/// the keepalive RPC, recovery attempts, the end of an ejection, a connection's maximum age, and
+/// the gauges. RPC deadlines and the C core's own timers (keepalive pings, its reconnection
+/// backoff, connect timeouts) run on real time whatever the pool's clock is.
+///
+/// Pools run on ``ContinuousPoolClock``; a test can pass a clock it moves itself (through
+/// `PoolManager`'s package initializer), so that those timers fire when it says.
+package protocol PoolClock: Sendable {
+    /// The current instant.
+    var now: ContinuousClock.Instant { get }
+
+    /// Returns at `deadline` (at once if it has passed).
+    ///
+    /// - Throws: `CancellationError` when the task is cancelled first.
+    func sleep(until deadline: ContinuousClock.Instant) async throws
+}
+
+extension PoolClock {
+    /// Returns after `duration` on this clock.
+    func sleep(for duration: Duration) async throws {
+        try await self.sleep(until: self.now.advanced(by: duration))
+    }
+}
+
+/// The real clock: `ContinuousClock`, which keeps counting while the machine sleeps.
+package struct ContinuousPoolClock: PoolClock {
+    package init() {}
+
+    package var now: ContinuousClock.Instant { .now }
+
+    package func sleep(until deadline: ContinuousClock.Instant) async throws {
+        try await Task.sleep(until: deadline, clock: .continuous)
+    }
+}
+
+extension PoolClock where Self == ContinuousPoolClock {
+    /// The real clock.
+    package static var continuous: ContinuousPoolClock { ContinuousPoolClock() }
+}
