@@ -217,7 +217,7 @@ enum AdaptiveBench {
     static func queueBound(slow: ServerProcess, say: (String) -> Void) async throws -> [String: Any] {
         var config = PoolManager.ServiceConfig(endpoints: [.init(host: "127.0.0.1", port: slow.port)], poolSize: 1)
         config.enableRetries = false
-        config.streamCapacity = 8
+        config.streamCapacity = 9  // room for 8 calls
         config.maxQueuedCalls = 16
         return try await withPool(config) { pool in
             let tally = Tally()

@@ -91,7 +91,7 @@ struct AdaptivePoolTests {
     func boundedQueue() async throws {
         try await withDemoServer { server in
             let config = testConfig([server.target], poolSize: 1) {
-                $0.streamCapacity = 2
+                $0.streamCapacity = 3  // room for 2 calls
                 $0.maxQueuedCalls = 2
                 $0.timeout = .seconds(30)  // the calls' deadline, past the server's delay below
             }
@@ -132,7 +132,7 @@ struct AdaptivePoolTests {
     @Test("A queued call that reaches its deadline fails with DEADLINE_EXCEEDED naming the saturation")
     func queuedCallDeadline() async throws {
         try await withDemoServer { server in
-            let config = testConfig([server.target], poolSize: 1) { $0.streamCapacity = 1 }
+            let config = testConfig([server.target], poolSize: 1) { $0.streamCapacity = 2 }  // room for 1 call
             try await withPoolManager(["echo": config]) { manager in
                 let pool = try manager.pool(for: "echo")
                 server.behaviour = .init(delay: .seconds(2))

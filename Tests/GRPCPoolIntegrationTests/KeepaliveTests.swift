@@ -52,4 +52,36 @@ struct KeepaliveTests {
             }
         }
     }
+
+    /// A grpc-swift (NIO) server with its default configuration enforces 100 streams per
+    /// connection without announcing a limit, and closes the connection with PROTOCOL_ERROR when
+    /// a 101st arrives, failing every call on it. The pool keeps one stream of `streamCapacity`
+    /// (default 100) for its own RPC, so 99 calls plus the keepalive RPC fit; the 100th call
+    /// waits for room. The pool's timers are on a ``ManualClock``: the keepalive RPC goes out when
+    /// the test moves it, while the calls are all open.
+    @Test("A connection full of calls to a default grpc-swift server survives the pool's keepalive RPC")
+    func fullConnectionKeepalive() async throws {
+        try await withDemoServer { server in
+            let config = testConfig([server.target], poolSize: 1) { $0.timeout = .seconds(150) }
+            #expect(config.streamCapacity == 100)
+            let clock = ManualClock()
+            try await withPoolManager(["echo": config], clock: clock) { manager in
+                let pool = try manager.pool(for: "echo")
+                let held = HeldCalls(pool: pool)
+                defer { held.cancel() }
+                held.start(100)
+                try #require(await poll { pool.metrics().inFlight == 99 && pool.waitingCalls == 1 })
+
+                let checksBefore = server.health.checks
+                try #require(await clock.advanceToSleep(in: config.keepaliveTime * 2))
+                #expect(await poll { server.health.checks > checksBefore }, "the keepalive RPC was answered")
+                let metrics = pool.metrics()
+                #expect(metrics.inFlight == 99, "the calls are still open")
+                #expect(metrics.reconnects == 0 && metrics.healthyConnections == 1, "\(metrics)")
+
+                let ended = await held.cancelAll()
+                #expect(ended.allSatisfy { $0 == .cancelled }, "\(ended)")
+            }
+        }
+    }
 }

@@ -94,7 +94,7 @@ extension IsolatedTests {
         func shed(_ stack: Stack) async throws {
             try await withBackend(stack) { server in
                 let config = testConfig([server.target], poolSize: 1) { config in
-                    config.streamCapacity = 1
+                    config.streamCapacity = 2  // room for 1 call
                     config.maxQueuedCalls = 0
                 }
                 try await withPoolManager(["echo": config]) { manager in

@@ -72,6 +72,7 @@ struct ServiceConfigValidationTests {
         ("poolSize absurd", { $0.poolSize = 100_000 }, "poolSize", "100000"),
         ("negative maxRetries", { $0.maxRetries = -1 }, "maxRetries", "-1"),
         ("zero streamCapacity", { $0.streamCapacity = 0 }, "streamCapacity", "0"),
+        ("no stream beside the pool's own", { $0.streamCapacity = 1 }, "streamCapacity", "1"),
         ("negative maxQueuedCalls", { $0.maxQueuedCalls = -1 }, "maxQueuedCalls", "-1"),
         ("maxConnections below poolSize", { $0.maxConnections = 2 }, "maxConnections", "2"),
         (

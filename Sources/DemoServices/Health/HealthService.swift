@@ -15,6 +15,7 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
         var statuses: [String: ServingStatus] = ["": .serving]
         var watchers: [Int: (service: String, continuation: AsyncStream<ServingStatus>.Continuation)] = [:]
         var nextWatcher = 0
+        var checks = 0
     }
 
     public init() {}
@@ -33,11 +34,18 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
         self.state.withLockedValue { $0.statuses[service] }
     }
 
+    /// `Check` calls received.
+    public var checks: Int { self.state.withLockedValue { $0.checks } }
+
     public func check(
         request: Grpc_Health_V1_HealthCheckRequest,
         context: ServerContext
     ) async throws -> Grpc_Health_V1_HealthCheckResponse {
-        guard let status = self.status(forService: request.service) else {
+        let status = self.state.withLockedValue { state in
+            state.checks += 1
+            return state.statuses[request.service]
+        }
+        guard let status else {
             throw RPCError(code: .notFound, message: "unknown service '\(request.service)'")
         }
         return .with { $0.status = status }

@@ -121,11 +121,11 @@ extension PoolManager.ServiceConfig {
                 )
             }
         }
-        guard self.streamCapacity >= 1 else {
+        guard self.streamCapacity >= 2 else {
             throw ConfigurationError(
                 field: "streamCapacity",
                 value: "\(self.streamCapacity)",
-                reason: "must be at least 1"
+                reason: "must be at least 2 (one stream is kept for the pool's own health and keepalive RPC)"
             )
         }
         guard self.maxQueuedCalls >= 0 else {

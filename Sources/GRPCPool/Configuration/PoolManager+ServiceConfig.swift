@@ -60,13 +60,15 @@ extension PoolManager {
         /// How a call picks its connection. Default ``BalancingPolicy/roundRobin`` ;
         /// ``BalancingPolicy/leastBusy`` routes around slow and failing connections.
         public var balancing: BalancingPolicy
-        /// Calls (and `withConnection` leases) one connection carries at most; a connection at
-        /// capacity is not picked. Default `100`, the common server limit on concurrent streams
-        /// per HTTP/2 connection. Keep it at or below the server's limit: past it, calls queue
-        /// inside the core rather than in the pool, and a grpc-swift (NIO) server resets the
-        /// connection outright when one channel opens far more streams than it allows (measured:
-        /// 256 calls at once on one channel to a 100-stream server all fail UNAVAILABLE,
-        /// "Connection reset by peer", again after every reconnection).
+        /// Streams one connection opens at most: its calls and `withConnection` leases, plus one
+        /// kept for the pool's own health-check and keepalive RPC (so calls get
+        /// `streamCapacity - 1`); a connection with no room is not picked. Default `100`, the
+        /// common server limit on concurrent streams per HTTP/2 connection; at least 2.
+        ///
+        /// Keep it at or below the server's limit. Past it, calls queue inside the core rather
+        /// than in the pool, and a grpc-swift (NIO) server closes the connection with
+        /// PROTOCOL_ERROR, failing every call on it, when a client opens more than 100 streams:
+        /// with its default configuration it enforces 100 without announcing any limit.
         public var streamCapacity: Int
         /// Calls that may wait for a connection with room when every healthy connection is at
         /// ``streamCapacity``. They wait up to their deadline; past this bound a call fails at
@@ -159,6 +161,10 @@ extension PoolManager {
             self.maxReceiveMessageSize = 4 << 20
             self.userAgent = "grpc-pool-swift"
         }
+
+        /// Calls and leases one connection carries at most: ``streamCapacity`` less the stream
+        /// kept for the pool's own RPC.
+        var callCapacity: Int { self.streamCapacity - 1 }
 
         /// Whether the channels use TLS.
         var usesTLS: Bool {

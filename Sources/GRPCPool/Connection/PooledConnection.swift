@@ -151,8 +151,8 @@ public final class PooledConnection: Sendable {
             + self.activeLeases.load(ordering: .sequentiallyConsistent)
     }
 
-    /// Whether it carries fewer calls than `streamCapacity`.
-    var hasRoom: Bool { self.load < self.config.streamCapacity }
+    /// Whether it has room for one more call (``PoolManager/ServiceConfig/callCapacity``).
+    var hasRoom: Bool { self.load < self.config.callCapacity }
 
     /// Recent latency in milliseconds for least-busy balancing; `nil` before its first call ends.
     func latencyEstimate(at now: ContinuousClock.Instant) -> Double? {

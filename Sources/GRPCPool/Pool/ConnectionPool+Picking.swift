@@ -34,7 +34,7 @@ extension ConnectionPool {
                 guard connection.isHealthy else { continue }
                 sawHealthy = true
                 let load = connection.load
-                if load < bestLoad && load < self.config.streamCapacity {
+                if load < bestLoad && load < self.config.callCapacity {
                     best = connection
                     bestLoad = load
                 }

@@ -6,7 +6,7 @@ internal import Synchronization
 extension ConnectionPool {
     /// A connection for one call or lease, under the policy for when none is healthy.
     ///
-    /// When every healthy connection is at `streamCapacity`, the call waits for room (up to
+    /// When every healthy connection is full (`streamCapacity`), the call waits for room (up to
     /// `timeout`) among at most `maxQueuedCalls` others; past that bound it fails at once.
     ///
     /// The connection comes reserved for the caller (``PooledConnection/reserve()``): start the
@@ -114,7 +114,7 @@ extension ConnectionPool {
             return RPCError(
                 code: .deadlineExceeded,
                 message: "no connection to '\(self.serviceID)' had room before the deadline"
-                    + " (\(self.connections.count) × streamCapacity \(self.config.streamCapacity))",
+                    + " (\(self.connections.count) × \(self.config.callCapacity) calls, streamCapacity \(self.config.streamCapacity))",
                 cause: self.saturation
             )
         }
@@ -144,7 +144,7 @@ extension ConnectionPool {
         RPCError(
             code: .resourceExhausted,
             message: "the pool for '\(self.serviceID)' is saturated: every connection carries"
-                + " streamCapacity (\(self.config.streamCapacity)) calls and maxQueuedCalls"
+                + " \(self.config.callCapacity) calls (streamCapacity \(self.config.streamCapacity)) and maxQueuedCalls"
                 + " (\(self.config.maxQueuedCalls)) calls are waiting",
             cause: self.saturation
         )
