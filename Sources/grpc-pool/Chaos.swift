@@ -37,8 +37,8 @@ struct Chaos: AsyncParsableCommand {
     @Option(help: "Kill/restart cycles the run must contain; it goes on past --duration until it has them.")
     var minFaults: Int = 10
 
-    @Option(help: "Seed of the fault schedule (random when not given; printed either way).")
-    var seed: UInt64?
+    @Option(help: "Number of the fault schedule, to replay one (random when not given; printed either way).")
+    var schedule: UInt64?
 
     @Option(
         help: ArgumentHelp(
@@ -62,7 +62,7 @@ struct Chaos: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let seed = self.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
+        let schedule = self.schedule ?? UInt64.random(in: 0...UInt64(UInt32.max))
         let say: @Sendable (String) -> Void = { [json] line in if !json { writeLine(line) } }
         let servers = (0..<self.endpoints).map { _ in DemoServer() }
         for server in servers { try await server.start() }
@@ -77,7 +77,7 @@ struct Chaos: AsyncParsableCommand {
         let threadNamesBefore = Resources.threadNames()
         let fdTargetsBefore = Resources.fileDescriptorTargets()
 
-        let outcome = try await self.load(servers: servers, seed: seed, say: say)
+        let outcome = try await self.load(servers: servers, schedule: schedule, say: say)
         var violations = outcome.violations
         let (counts, poolMetrics, kills, restarts, elapsed) = (
             outcome.counts, outcome.pool, outcome.kills, outcome.restarts, outcome.elapsed
@@ -111,7 +111,7 @@ struct Chaos: AsyncParsableCommand {
         let failures = counts.failuresByCode.sorted { $0.key < $1.key }
         if self.json {
             let object: [String: Any] = [
-                "passed": passed, "seed": seed, "duration_s": elapsed.seconds, "callers": self.callers,
+                "passed": passed, "schedule": schedule, "duration_s": elapsed.seconds, "callers": self.callers,
                 "endpoints": self.endpoints, "kills": kills, "restarts": restarts,
                 "issued": counts.issued, "succeeded": counts.succeeded, "failed": counts.failed,
                 "failures": Dictionary(uniqueKeysWithValues: failures),
@@ -130,7 +130,7 @@ struct Chaos: AsyncParsableCommand {
             writeLine(
                 String(format: "chaos %@: %.1f s, ", passed ? "PASS" : "FAIL", elapsed.seconds)
                     + "\(self.callers) callers, \(self.endpoints) endpoints, \(kills) kills / \(restarts) restarts, "
-                    + "seed \(seed): issued \(counts.issued) = \(counts.succeeded) ok + \(counts.failed) failed"
+                    + "schedule \(schedule): issued \(counts.issued) = \(counts.succeeded) ok + \(counts.failed) failed"
                     + (byCode.isEmpty ? "" : " (\(byCode))")
                     + "; pool: \(poolMetrics.successfulRequests) ok, \(poolMetrics.failedRequests) failed attempts, "
                     + "\(poolMetrics.rejectedRequests) rejected, \(poolMetrics.reconnects) reconnects; "
@@ -164,7 +164,7 @@ struct Chaos: AsyncParsableCommand {
     /// The manager, pool and client live only here, so that afterwards nothing holds the C core.
     private func load(
         servers: [DemoServer],
-        seed: UInt64,
+        schedule: UInt64,
         say: @escaping @Sendable (String) -> Void
     ) async throws -> LoadOutcome {
         let targets = servers.map(\.target)
@@ -181,7 +181,7 @@ struct Chaos: AsyncParsableCommand {
         let pool = try manager.pool(for: "echo")
         let client = try manager.client(for: "echo")
         let running = Task { try await manager.run() }
-        say("chaos: \(self.callers) callers, \(targets.joined(separator: ", ")), seed \(seed)")
+        say("chaos: \(self.callers) callers, \(targets.joined(separator: ", ")), schedule \(schedule)")
 
         let tally = ChaosTally(targets: targets)
         let stop = StopSignal()
@@ -221,7 +221,7 @@ struct Chaos: AsyncParsableCommand {
         }
 
         // The faults: kill a random running server every 0.2–1 s, restart it 0.2–1.2 s later.
-        var random = SplitMix64(seed: seed)
+        var random = SplitMix64(state: schedule)
         var kills = 0
         let restarts = SharedCounter()
         await withTaskGroup(of: Void.self) { group in

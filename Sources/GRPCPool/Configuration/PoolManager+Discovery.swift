@@ -8,7 +8,7 @@ extension PoolManager {
     /// system's resolver) and again every ``resolutionInterval``. The pool's connections are
     /// spread over all the addresses: each gets ⌊N/M⌋ or ⌈N/M⌉ of N connections; with fewer
     /// connections than addresses, each address at most one, chosen by deterministic subsetting
-    /// seeded by ``clientID``.
+    /// keyed by ``clientID``.
     ///
     /// When the addresses change, the connections on an address that went away, or on one with
     /// more than its share, move to the new ones: the new channel connects (and passes its health

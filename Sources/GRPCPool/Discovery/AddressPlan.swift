@@ -6,7 +6,7 @@ enum AddressPlan {
     /// there are no more than `size`; otherwise `size` of them, chosen by deterministic
     /// subsetting (Google SRE, "Load Balancing in the Datacenter"): the clients are taken in
     /// rounds of `addresses.count / size`; every client of a round shuffles the sorted addresses
-    /// the same way (seeded by the round's number) and takes its own slice of `size`. A round of
+    /// the same way (drawn from the round's number) and takes its own slice of `size`. A round of
     /// clients with consecutive indices uses every address once (when `size` divides the count),
     /// so K such clients put `K × size / M` connections on every one of M addresses, ±1.
     static func subset(of addresses: [String], size: Int, clientIndex: UInt64) -> [String] {
@@ -14,7 +14,7 @@ enum AddressPlan {
         guard size > 0, sorted.count > size else { return sorted }
         let subsetsPerRound = UInt64(sorted.count / size)
         let round = clientIndex / subsetsPerRound
-        var generator = SplitMix64(seed: round)
+        var generator = SplitMix64(state: round)
         let shuffled = sorted.shuffled(using: &generator)
         let start = Int(clientIndex % subsetsPerRound) * size
         return Array(shuffled[start..<(start + size)])

@@ -19,7 +19,7 @@ extension ConnectionPool {
         }
     }
 
-    /// The id subsetting is seeded by when the configuration gives none: the host's name (a
+    /// The id subsetting is keyed by when the configuration gives none: the host's name (a
     /// pod's name in Kubernetes).
     static var hostName: String {
         var buffer = [CChar](repeating: 0, count: 256)

@@ -43,7 +43,7 @@ extension ConnectionPool {
         case .leastBusy:
             // Power of two choices: two different candidates, each the first healthy connection
             // with room from a random place; the one with the lower cost wins.
-            var mixer = SplitMix64(seed: UInt64(truncatingIfNeeded: start))
+            var mixer = SplitMix64(state: UInt64(truncatingIfNeeded: start))
             let random = mixer.next()
             let first = self.firstAvailable(from: Int(random % UInt64(count)))
             guard let first else { break }

@@ -1,10 +1,10 @@
-/// A small seeded generator: cheap enough to draw per call (least-busy picking), and replayable
-/// (`grpc-pool chaos --seed`).
+/// A small generator that starts from a given number: cheap enough to draw per call (least-busy
+/// picking), and replayable (`grpc-pool chaos --schedule`).
 package struct SplitMix64: RandomNumberGenerator {
     private var state: UInt64
 
-    package init(seed: UInt64) {
-        self.state = seed
+    package init(state: UInt64) {
+        self.state = state
     }
 
     package mutating func next() -> UInt64 {

@@ -1,4 +1,4 @@
-/// The seed's three example services (speech-to-text, language analysis, summaries), used by
+/// The three example services (speech-to-text, language analysis, summaries), used by
 /// the demo, the example app and the tests. Small on purpose: what they compute is beside the
 /// point; that they are real gRPC services with unary and streaming methods is the point.
 
