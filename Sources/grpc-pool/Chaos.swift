@@ -72,39 +72,15 @@ struct Chaos: AsyncParsableCommand {
         // one call on a plain channel, then wait until the core has shut down again.
         try await Self.warmUpCore(target: servers[0].target)
         if self.corruptReplies > 0 { servers[0].corruptNextReplies(self.corruptReplies) }
-        let fdsBefore = Resources.openFileDescriptors()
-        let threadsBefore = Resources.threads()
-        let threadNamesBefore = Resources.threadNames()
-        let fdTargetsBefore = Resources.fileDescriptorTargets()
+        let exits = ThreadExitWatcher()
+        let baseline = Resources.Baseline()
 
         let outcome = try await self.load(servers: servers, schedule: schedule, say: say)
-        var violations = outcome.violations
         let (counts, poolMetrics, kills, restarts, elapsed) = (
             outcome.counts, outcome.pool, outcome.kills, outcome.restarts, outcome.elapsed
         )
-        let clock = ContinuousClock()
-
-        // Resources: back to the baseline once the core has retired (it lingers two idle seconds).
-        var fdsAfter = 0
-        var threadsAfter = 0
-        let settled = clock.now.advanced(by: .seconds(20))
-        repeat {
-            try await Task.sleep(for: .milliseconds(200))
-            fdsAfter = Resources.openFileDescriptors()
-            threadsAfter = Resources.threads()
-        } while (fdsAfter > fdsBefore || threadsAfter > threadsBefore) && clock.now < settled
-        if fdsAfter > fdsBefore {
-            let extra = Resources.fileDescriptorTargets().subtracting(fdTargetsBefore)
-            violations.append(
-                "file descriptors: \(fdsBefore) before, \(fdsAfter) after shutdown; new: \(extra.sorted())"
-            )
-        }
-        if threadsAfter > threadsBefore {
-            let extra = Resources.threadNames().subtracting(threadNamesBefore)
-            violations.append(
-                "threads: \(threadsBefore) before, \(threadsAfter) after shutdown; new: \(extra.sorted()); core objects: \(LiveObjects.snapshot())"
-            )
-        }
+        let (after, leaks) = await baseline.leaks(waitingFor: exits)
+        let violations = outcome.violations + leaks
         for server in servers { await server.stop() }
 
         let passed = violations.isEmpty
@@ -119,8 +95,8 @@ struct Chaos: AsyncParsableCommand {
                     "successful": poolMetrics.successfulRequests, "failed": poolMetrics.failedRequests,
                     "rejected": poolMetrics.rejectedRequests, "reconnects": poolMetrics.reconnects,
                 ],
-                "fds_before": fdsBefore, "fds_after": fdsAfter, "threads_before": threadsBefore,
-                "threads_after": threadsAfter, "violations": violations,
+                "fds_before": baseline.fds, "fds_after": after.fds, "threads_before": baseline.threads,
+                "threads_after": after.threads, "violations": violations,
             ]
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             writeLine(String(decoding: data, as: UTF8.self))
@@ -134,7 +110,7 @@ struct Chaos: AsyncParsableCommand {
                     + (byCode.isEmpty ? "" : " (\(byCode))")
                     + "; pool: \(poolMetrics.successfulRequests) ok, \(poolMetrics.failedRequests) failed attempts, "
                     + "\(poolMetrics.rejectedRequests) rejected, \(poolMetrics.reconnects) reconnects; "
-                    + "fds \(fdsBefore)→\(fdsAfter), threads \(threadsBefore)→\(threadsAfter)"
+                    + "fds \(baseline.fds)→\(after.fds), threads \(baseline.threads)→\(after.threads)"
             )
         }
         if !passed { throw ExitCode(1) }
@@ -354,6 +330,41 @@ final class ChaosTally: Sendable {
 
 /// What a process holds (Linux `/proc/self`).
 enum Resources {
+    /// What the process held before the load: compared with what it holds once the core has
+    /// retired after it.
+    struct Baseline {
+        let fds = Resources.openFileDescriptors()
+        let threads = Resources.threads()
+        let threadNames = Resources.threadNames()
+        let fdTargets = Resources.fileDescriptorTargets()
+
+        /// Waits until the core's runtime has shut down and every thread started since the
+        /// baseline has exited (the core's executor lingers two idle seconds), for at most 20 s;
+        /// then counts again. The violations: descriptors or threads beyond the baseline.
+        func leaks(waitingFor exits: ThreadExitWatcher) async -> (after: (fds: Int, threads: Int), [String]) {
+            let shutDown = Task { await LiveObjects.runtimes.waitUntilZero() }
+            _ = await Resources.finishes(shutDown, within: .seconds(20))
+            let started = Resources.threadNames().subtracting(self.threadNames)
+            let counted = started.filter { !$0.hasSuffix("-qos") }.compactMap { Int32($0.prefix { $0 != ":" }) }
+            _ = await exits.exit(of: counted, within: .seconds(20))
+            let after = (fds: Resources.openFileDescriptors(), threads: Resources.threads())
+            var violations: [String] = []
+            if after.fds > self.fds {
+                let extra = Resources.fileDescriptorTargets().subtracting(self.fdTargets)
+                violations.append(
+                    "file descriptors: \(self.fds) before, \(after.fds) after shutdown; new: \(extra.sorted())"
+                )
+            }
+            if after.threads > self.threads {
+                let extra = Resources.threadNames().subtracting(self.threadNames)
+                violations.append(
+                    "threads: \(self.threads) before, \(after.threads) after shutdown; new: \(extra.sorted()); core objects: \(LiveObjects.snapshot())"
+                )
+            }
+            return (after, violations)
+        }
+    }
+
     static func openFileDescriptors() -> Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
     }
