@@ -56,20 +56,20 @@ struct PeakEWMATests {
 struct LeastBusyComparisonTests {
     @Test("Busy is (load + 1) × latency: a slow idle connection loses to a fast one with calls in flight")
     func latencyTimesLoad() {
-        #expect(ConnectionPool.lessBusy((latency: 1, load: 3), than: (latency: 100, load: 0)))
-        #expect(!ConnectionPool.lessBusy((latency: 100, load: 0), than: (latency: 1, load: 3)))
-        #expect(ConnectionPool.lessBusy((latency: 10, load: 0), than: (latency: 10, load: 1)))
+        #expect(Picker.lessBusy((latency: 1, load: 3), than: (latency: 100, load: 0)))
+        #expect(!Picker.lessBusy((latency: 100, load: 0), than: (latency: 1, load: 3)))
+        #expect(Picker.lessBusy((latency: 10, load: 0), than: (latency: 10, load: 1)))
     }
 
     @Test("A connection whose first call has not ended counts as fast as the other, so load decides")
     func unknownLatency() {
         // A new connection with 5 calls in flight (its first not back yet) against one at 1 ms
         // with 1: before, its unknown latency passed for none and it drew the call.
-        #expect(!ConnectionPool.lessBusy((latency: nil, load: 5), than: (latency: 1, load: 1)))
-        #expect(ConnectionPool.lessBusy((latency: nil, load: 0), than: (latency: 1, load: 1)))
+        #expect(!Picker.lessBusy((latency: nil, load: 5), than: (latency: 1, load: 1)))
+        #expect(Picker.lessBusy((latency: nil, load: 0), than: (latency: 1, load: 1)))
         // Neither known: load decides.
-        #expect(ConnectionPool.lessBusy((latency: nil, load: 0), than: (latency: nil, load: 2)))
-        #expect(!ConnectionPool.lessBusy((latency: nil, load: 2), than: (latency: nil, load: 0)))
+        #expect(Picker.lessBusy((latency: nil, load: 0), than: (latency: nil, load: 2)))
+        #expect(!Picker.lessBusy((latency: nil, load: 2), than: (latency: nil, load: 0)))
     }
 
     @Test("The estimate records whether any call was seen")

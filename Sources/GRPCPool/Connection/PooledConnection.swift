@@ -151,9 +151,6 @@ public final class PooledConnection: Sendable {
             + self.activeLeases.load(ordering: .sequentiallyConsistent)
     }
 
-    /// Whether it has room for one more call (``PoolManager/ServiceConfig/callCapacity``).
-    var hasRoom: Bool { self.load < self.config.callCapacity }
-
     /// Recent latency in milliseconds for least-busy balancing; `nil` before its first call ends.
     func latencyEstimate(at now: ContinuousClock.Instant) -> Double? {
         self.latency.withLock { $0.hasSamples ? $0.estimate(at: now).milliseconds : nil }

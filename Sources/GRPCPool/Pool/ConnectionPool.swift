@@ -36,6 +36,8 @@ public final class ConnectionPool: Sendable {
     let resolutionFailureCounter: Counter
     /// What the pool's timers run on (``PoolClock``).
     let clock: any PoolClock
+    /// Picking's decision (``Picker``).
+    let picker: Picker
 
     struct State {
         enum Lifecycle {
@@ -56,6 +58,7 @@ public final class ConnectionPool: Sendable {
     ) throws {
         self.serviceID = serviceID
         self.clock = clock
+        self.picker = Picker(balancing: config.balancing, capacity: config.callCapacity)
         self.config = config
         var logger = logger
         logger[metadataKey: "grpc.pool.service"] = "\(serviceID)"
