@@ -72,232 +72,65 @@ struct Bench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        if let target = self.target {
-            let endpoint = try Endpoints.parse(target)
-            let clients = try await BenchClients(endpoint: endpoint, connections: self.connections)
-            defer { clients.shutdown() }
-            let payload = [UInt8](repeating: 7, count: self.payload)
-            _ = try await Measure.run(concurrency: self.concurrency, duration: .seconds(self.warmup), serverPID: nil) {
-                try await clients.poolStub(payload)
-            }
-            let row = try await Measure.run(
-                concurrency: self.concurrency,
-                duration: .seconds(self.duration),
-                serverPID: nil
-            ) {
-                try await clients.poolStub(payload)
-            }
-            let object: [String: Any] = [
-                "client": "grpcpool", "connections": self.connections, "concurrency": self.concurrency,
-                "payload": self.payload, "rpcs": row.calls, "qps": row.qps, "p50_us": row.p50, "p99_us": row.p99,
-                "cpu_us_per_rpc": row.cpuPerCall,
-            ]
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
-            return
-        }
+        if let target = self.target { return try await self.runAgainst(target) }
 
         let server = try await ServerProcess.start()
         defer { server.stop() }
         let endpoint = PoolManager.Endpoint(host: "127.0.0.1", port: server.port)
         let clients = try await BenchClients(endpoint: endpoint, connections: self.connections)
         defer { clients.shutdown() }
-        let say: (String) -> Void = { line in if !self.json { writeLine(line) } }
         if self.memory {
-            try await Self.memoryRun(
+            return try await Self.memoryRun(
                 clients: clients,
                 client: self.memoryClient,
                 total: self.memoryCalls,
                 json: self.json
             )
-            return
         }
-        say(
+        let session = BenchSession(options: self, server: server, clients: clients)
+        session.say(
             "server: pid \(server.pid) on 127.0.0.1:\(server.port); \(self.duration) s per row after \(self.warmup) s warm-up"
         )
-
-        var rows: [[String: Any]] = []
-        func measure(
-            _ client: String,
-            _ workload: String,
-            concurrency: Int,
-            serverPID: Int32? = nil,
-            _ call: @escaping @Sendable () async throws -> Void
-        ) async throws -> Measure.Row {
-            _ = try await Measure.run(concurrency: concurrency, duration: .seconds(self.warmup), serverPID: nil, call)
-            let row = try await Measure.run(
-                concurrency: concurrency,
-                duration: .seconds(self.duration),
-                serverPID: serverPID ?? server.pid,
-                call
-            )
-            say(row.line(client: client, workload: workload, concurrency: concurrency))
-            rows.append(row.json(client: client, workload: workload, concurrency: concurrency))
-            return row
-        }
-        func measureCeiling(_ workload: String, payload: [UInt8], concurrency: Int) async throws -> Measure.Row {
-            _ = await Measure.ceiling(
-                clients: clients,
-                payload: payload,
-                concurrency: concurrency,
-                duration: .seconds(self.warmup),
-                serverPID: nil
-            )
-            let row = await Measure.ceiling(
-                clients: clients,
-                payload: payload,
-                concurrency: concurrency,
-                duration: .seconds(self.duration),
-                serverPID: server.pid
-            )
-            say(row.line(client: "(e) C-core loop", workload: workload, concurrency: concurrency))
-            rows.append(row.json(client: "(e) C-core loop", workload: workload, concurrency: concurrency))
-            return row
-        }
-
-        say(Measure.Row.header)
-        let small = [UInt8](repeating: 7, count: 32)
-        var ratios: [String: Double] = [:]
-        for level in self.onlyPool || self.onlyOutcomes ? [] : self.levels {
-            // A B A B for the pair whose ratio is reported, so drift cancels.
-            let a1 = try await measure("(a) pool stub", "unary 32 B", concurrency: level) {
-                try await clients.poolStub(small)
-            }
-            let c1 = try await measure("(c) NIO client", "unary 32 B", concurrency: level) {
-                try await clients.nio(small)
-            }
-            let a2 = try await measure("(a) pool stub", "unary 32 B", concurrency: level) {
-                try await clients.poolStub(small)
-            }
-            let c2 = try await measure("(c) NIO client", "unary 32 B", concurrency: level) {
-                try await clients.nio(small)
-            }
-            _ = try await measure("(b) withConnection", "unary 32 B", concurrency: level) {
-                try await clients.lease(small)
-            }
-            // The pool's own unary call, below GRPCCore: what the pool and the core layer cost
-            // without the client executor that generated stubs go through.
-            let own = try await measure("(a′) pool, own call", "unary 32 B", concurrency: level) {
-                try await clients.poolRaw(small)
-            }
-            _ = try await measure("(c) NIO ×\(self.connections) clients", "unary 32 B", concurrency: level) {
-                try await clients.nioRoundRobin(small)
-            }
-            _ = try await measure("(d) core channel", "unary 32 B", concurrency: level) {
-                try await clients.coreChannel(small)
-            }
-            let e = try await measureCeiling("unary 32 B", payload: small, concurrency: level)
-            ratios["pool_vs_nio_qps_c\(level)"] = (a1.qps + a2.qps) / (c1.qps + c2.qps)
-            ratios["pool_vs_nio_cpu_c\(level)"] = (a1.cpuPerCall + a2.cpuPerCall) / (c1.cpuPerCall + c2.cpuPerCall)
-            ratios["pool_vs_nio_p50_c\(level)"] = (a1.p50 + a2.p50) / (c1.p50 + c2.p50)
-            ratios["pool_vs_core_cpu_c\(level)"] = (a1.cpuPerCall + a2.cpuPerCall) / 2 / e.cpuPerCall
-            ratios["pool_own_call_vs_core_cpu_c\(level)"] = own.cpuPerCall / e.cpuPerCall
-        }
+        session.say(Measure.Row.header)
         if !self.onlyPool && !self.onlyOutcomes {
-            let large = [UInt8](repeating: 7, count: 64 << 10)
-            _ = try await measure("(a) pool stub", "unary 64 KiB", concurrency: 16) {
-                try await clients.poolStub(large)
-            }
-            _ = try await measure("(c) NIO client", "unary 64 KiB", concurrency: 16) { try await clients.nio(large) }
-            _ = try await measureCeiling("unary 64 KiB", payload: large, concurrency: 16)
-            // Bidirectional ping-pong: a row's calls are streams of 10 round trips each.
-            _ = try await measure("(a) pool stub", "bidi 10×32 B", concurrency: 16) {
-                try await clients.pingPong(clients.poolClient, small)
-            }
-            _ = try await measure("(c) NIO client", "bidi 10×32 B", concurrency: 16) {
-                try await clients.pingPong(clients.nioClients[0], small)
-            }
+            for level in self.levels { try await session.unaryRows(concurrency: level) }
+            try await session.largeAndStreamingRows()
         }
-
-        // Acquire + release of a pooled connection: median ns per operation, over batches of 1000.
-        for tasks in self.onlyOutcomes ? [] : [1, 64] {
-            let median = try await Measure.acquireRelease(
-                clients: clients,
-                tasks: tasks,
-                duration: .seconds(self.duration)
-            )
-            say(String(format: "acquire + release, %2d task(s): median %.0f ns/op", tasks, median))
-            rows.append(["client": "acquire+release", "concurrency": tasks, "median_ns_per_op": median])
-            ratios["acquire_release_median_ns_\(tasks)"] = median
+        if !self.onlyOutcomes {
+            for tasks in [1, 64] { try await session.acquireRelease(tasks: tasks) }
+            try await session.scalingRows()
         }
-
-        // Scaling: a server that allows 16 concurrent streams per connection and takes 20 ms per
-        // call, 128 calls at once: one connection can carry 16 / 20 ms = 800 calls/s, so the
-        // stream limit, not the server's CPU, bounds each connection.
-        let limited = try await ServerProcess.start(maxConcurrentStreams: 16)
-        defer { limited.stop() }
-        var scaling: [Int: Double] = [:]
-        for size in self.onlyOutcomes ? [] : [1, 2, 4, 8] {
-            let pool = try await BenchClients(
-                endpoint: .init(host: "127.0.0.1", port: limited.port),
-                connections: size,
-                nioClients: 0
-            )
-            let row = try await measure(
-                "(a) pool of \(size)",
-                "16 str/conn 20ms",
-                concurrency: 128,
-                serverPID: limited.pid
-            ) {
-                try await pool.poolStub(small, metadata: ["echo-delay-ms": "20"])
-            }
-            scaling[size] = row.qps
-            pool.shutdown()
-        }
-        if !scaling.isEmpty {
-            ratios["scaling_pool8_vs_pool1_qps"] = (scaling[8] ?? 0) / max(scaling[1] ?? 1, 1)
-        }
-
-        // One slow endpoint of three: two servers answer at once, one 100 ms late; a pool of 3
-        // (one connection each), 16 calls at once, round robin against least-busy, A B A B.
         let fast = [try await ServerProcess.start(), try await ServerProcess.start()]
         let slow = try await ServerProcess.start(delayMs: 100)
         defer { for server in fast + [slow] { server.stop() } }
-        let endpoints = (fast + [slow]).map { PoolManager.Endpoint(host: "127.0.0.1", port: $0.port) }
-        var p99: [BalancingPolicy: [Double]] = [:]
-        for policy in self.onlyOutcomes ? [] : [BalancingPolicy.roundRobin, .leastBusy, .roundRobin, .leastBusy] {
-            let pool = try await BenchClients(endpoints: endpoints, connections: 3, nioClients: 0, balancing: policy)
-            let row = try await measure("(a) pool, \(policy)", "1 of 3 slow", concurrency: 16, serverPID: slow.pid) {
-                try await pool.poolStub(small)
-            }
-            // The slow endpoint is connection 2; the share counts the warm-up too.
-            let share =
-                Double(pool.pool.connections[2].metrics().totalRequests)
-                / Double(max(pool.pool.metrics().totalRequests, 1))
-            say(String(format: "  calls on the slow endpoint: %.2f %%", share * 100))
-            rows[rows.count - 1]["slow_endpoint_share"] = share
-            p99[policy, default: []].append(row.p99)
-            pool.shutdown()
-        }
-        if !p99.isEmpty {
-            ratios["p2c_vs_rr_p99_slow_endpoint"] =
-                (p99[.roundRobin] ?? []).reduce(0, +) / max((p99[.leastBusy] ?? []).reduce(0, +), 1)
-        }
+        if !self.onlyOutcomes { try await session.slowEndpointRows(fast: fast, slow: slow) }
+        try await session.adaptiveRows(fast: fast, slow: slow)
+        try session.report()
+    }
 
-        // The adaptive pool's behaviour under faults and load: outcomes, not speeds.
-        say("")
-        for row in [
-            try await AdaptiveBench.stalled(backends: fast, say: say),
-            try await AdaptiveBench.loadStep(backend: fast[0], say: say),
-            try await AdaptiveBench.newBackend(say: say),
-            try await AdaptiveBench.dnsBackendAdded(say: say),
-            try await AdaptiveBench.queueBound(slow: slow, say: say),
-        ] {
-            rows.append(row.merging(["client": "(a) pool"]) { current, _ in current })
+    /// External mode: the pooled client alone against `target`, one JSON line.
+    private func runAgainst(_ target: String) async throws {
+        let endpoint = try Endpoints.parse(target)
+        let clients = try await BenchClients(endpoint: endpoint, connections: self.connections)
+        defer { clients.shutdown() }
+        let payload = [UInt8](repeating: 7, count: self.payload)
+        _ = try await Measure.run(concurrency: self.concurrency, duration: .seconds(self.warmup), serverPID: nil) {
+            try await clients.poolStub(payload)
         }
-
-        if self.json {
-            let data = try JSONSerialization.data(
-                withJSONObject: ["rows": rows, "ratios": ratios],
-                options: [.sortedKeys]
-            )
-            print(String(decoding: data, as: UTF8.self))
-        } else {
-            writeLine("")
-            for (key, value) in ratios.sorted(by: { $0.key < $1.key }) {
-                writeLine(String(format: "%@ = %.2f", key, value))
-            }
+        let row = try await Measure.run(
+            concurrency: self.concurrency,
+            duration: .seconds(self.duration),
+            serverPID: nil
+        ) {
+            try await clients.poolStub(payload)
         }
+        let object: [String: Any] = [
+            "client": "grpcpool", "connections": self.connections, "concurrency": self.concurrency,
+            "payload": self.payload, "rpcs": row.calls, "qps": row.qps, "p50_us": row.p50, "p99_us": row.p99,
+            "cpu_us_per_rpc": row.cpuPerCall,
+        ]
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
     }
 }
 

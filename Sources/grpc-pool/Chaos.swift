@@ -163,40 +163,97 @@ struct Chaos: AsyncParsableCommand {
         let stop = StopSignal()
         let clock = ContinuousClock()
         let start = clock.now
-        let callers = Task {
-            await withTaskGroup(of: Void.self) { group in
-                for index in 0..<self.callers {
-                    group.addTask {
-                        let payload = [UInt8](repeating: UInt8(truncatingIfNeeded: index), count: 32)
-                        while !stop.isSet {
-                            tally.issued()
-                            do {
-                                let reply = try await client.unary(
-                                    request: ClientRequest(message: payload),
-                                    descriptor: BenchClients.descriptor,
-                                    serializer: RawBytesSerializer(),
-                                    deserializer: RawBytesDeserializer(),
-                                    options: .defaults
-                                ) { try $0.message }
-                                tally.ended(
-                                    reply == payload
-                                        ? nil
-                                        : RPCError(
-                                            code: .dataLoss,
-                                            message:
-                                                "wrong echo: sent \(payload.count) × \(index), got \(reply.count) bytes: \(reply.prefix(40))"
-                                        )
-                                )
-                            } catch {
-                                tally.ended(error)
-                            }
+        let callers = Task { await Self.call(client, callers: self.callers, tally: tally, until: stop) }
+
+        let (kills, restarts) = await self.faults(
+            servers: servers,
+            schedule: schedule,
+            tally: tally,
+            since: start,
+            say: say
+        )
+        // Every server is back; let the pool recover under load for a moment, then stop calling.
+        try await Task.sleep(for: .seconds(1))
+        stop.set()
+        let elapsed = clock.now - start
+
+        var violations: [String] = []
+        // Calls have a 2 s deadline: all callers end well within 30 s, or something hangs.
+        if await !Resources.finishes(callers, within: .seconds(30)) {
+            violations.append(
+                "hang: callers still running 30 s after the load stopped (\(tally.snapshot.open) calls open)"
+            )
+        }
+        let counts = tally.snapshot
+        let poolMetrics = pool.metrics()
+        manager.beginGracefulShutdown()
+        if await !Resources.finishes(running, within: .seconds(30)) {
+            violations.append("hang: the pool manager did not shut down within 30 s")
+        }
+
+        violations += Self.check(counts, against: poolMetrics)
+        if kills < self.minFaults { violations.append("only \(kills) faults") }
+        return LoadOutcome(
+            counts: counts,
+            pool: poolMetrics,
+            kills: kills,
+            restarts: restarts,
+            elapsed: elapsed,
+            violations: violations
+        )
+    }
+
+    /// `callers` loops of unary echo calls through `client` until `stop`, each outcome counted
+    /// in `tally`; a reply that is not the request is a DATA_LOSS failure naming what came back.
+    private static func call(
+        _ client: GRPCClient<ConnectionPool.Transport>,
+        callers: Int,
+        tally: ChaosTally,
+        until stop: StopSignal
+    ) async {
+        await withTaskGroup(of: Void.self) { group in
+            for index in 0..<callers {
+                group.addTask {
+                    let payload = [UInt8](repeating: UInt8(truncatingIfNeeded: index), count: 32)
+                    while !stop.isSet {
+                        tally.issued()
+                        do {
+                            let reply = try await client.unary(
+                                request: ClientRequest(message: payload),
+                                descriptor: BenchClients.descriptor,
+                                serializer: RawBytesSerializer(),
+                                deserializer: RawBytesDeserializer(),
+                                options: .defaults
+                            ) { try $0.message }
+                            tally.ended(
+                                reply == payload
+                                    ? nil
+                                    : RPCError(
+                                        code: .dataLoss,
+                                        message:
+                                            "wrong echo: sent \(payload.count) × \(index), got \(reply.count) bytes: \(reply.prefix(40))"
+                                    )
+                            )
+                        } catch {
+                            tally.ended(error)
                         }
                     }
                 }
             }
         }
+    }
 
-        // The faults: kill a random running server every 0.2–1 s, restart it 0.2–1.2 s later.
+    /// The faults: kills a random running server every 0.2–1 s and restarts it 0.2–1.2 s later,
+    /// for `duration` and until `minFaults` kills; drawn from `schedule`, so that a run replays.
+    /// The kills, and the restarts that worked.
+    private func faults(
+        servers: [DemoServer],
+        schedule: UInt64,
+        tally: ChaosTally,
+        since start: ContinuousClock.Instant,
+        say: @escaping @Sendable (String) -> Void
+    ) async -> (kills: Int, restarts: Int) {
+        let clock = ContinuousClock()
         var random = SplitMix64(state: schedule)
         var kills = 0
         let restarts = SharedCounter()
@@ -219,32 +276,20 @@ struct Chaos: AsyncParsableCommand {
                     String(
                         format: "  %6.1f s  killed %@ (%d)  calls %d",
                         (clock.now - start).seconds,
-                        targets[victim],
+                        servers[victim].target,
                         kills,
                         tally.snapshot.issued
                     )
                 )
             }
         }
-        // Every server is back; let the pool recover under load for a moment, then stop calling.
-        try await Task.sleep(for: .seconds(1))
-        stop.set()
-        let elapsed = clock.now - start
+        return (kills, restarts.value)
+    }
 
+    /// What the callers counted against what the pool's metrics say: every call ended once, and
+    /// the two agree.
+    private static func check(_ counts: ChaosTally.Counts, against poolMetrics: PoolMetrics) -> [String] {
         var violations: [String] = []
-        // Calls have a 2 s deadline: all callers end well within 30 s, or something hangs.
-        if await !Resources.finishes(callers, within: .seconds(30)) {
-            violations.append(
-                "hang: callers still running 30 s after the load stopped (\(tally.snapshot.open) calls open)"
-            )
-        }
-        let counts = tally.snapshot
-        let poolMetrics = pool.metrics()
-        manager.beginGracefulShutdown()
-        if await !Resources.finishes(running, within: .seconds(30)) {
-            violations.append("hang: the pool manager did not shut down within 30 s")
-        }
-
         if counts.succeeded + counts.failed != counts.issued {
             violations.append(
                 "calls: \(counts.issued) issued but \(counts.succeeded) succeeded + \(counts.failed) failed"
@@ -264,15 +309,7 @@ struct Chaos: AsyncParsableCommand {
         if poolMetrics.inFlight != 0 { violations.append("metrics: \(poolMetrics.inFlight) calls still in flight") }
         violations += counts.unexpected
         if counts.succeeded == 0 { violations.append("no call succeeded") }
-        if kills < self.minFaults { violations.append("only \(kills) faults") }
-        return LoadOutcome(
-            counts: counts,
-            pool: poolMetrics,
-            kills: kills,
-            restarts: restarts.value,
-            elapsed: elapsed,
-            violations: violations
-        )
+        return violations
     }
 }
 

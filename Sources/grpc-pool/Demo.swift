@@ -43,23 +43,7 @@ struct Demo: AsyncParsableCommand {
         say("GRPCPool demo: stt, nlp and summary on \(order.map { servers[$0]!.target }.joined(separator: ", "))")
 
         // 2. The example configuration of the README.
-        func config(_ id: ServiceID, poolSize: Int) -> PoolManager.ServiceConfig {
-            var config = PoolManager.ServiceConfig(
-                host: "127.0.0.1",
-                port: servers[id]!.port,
-                poolSize: poolSize,
-                maxRetries: 3
-            )
-            config.healthCheck.interval = .seconds(5)
-            return config
-        }
-        let manager = try PoolManager(
-            services: [
-                "stt": config("stt", poolSize: 3), "nlp": config("nlp", poolSize: 2),
-                "summary": config("summary", poolSize: 2),
-            ],
-            logger: logger
-        )
+        let manager = try Self.manager(for: servers, logger: logger)
 
         let tally = Tally()
         let finalMetrics = Locked<[ServiceID: PoolMetrics]>([:])
@@ -81,58 +65,17 @@ struct Demo: AsyncParsableCommand {
 
             // 4. Lose a server mid-run, then bring it back.
             group.addTask {
-                let summary = servers["summary"]!
-                let pool = try manager.pool(for: "summary")
-                try await Task.sleep(until: started.advanced(by: total * 0.35), clock: .continuous)
-                events.add(
-                    "stopping the summary server (\(summary.target)): its connections must leave the rotation",
-                    at: clock.now - started
-                )
-                let stoppedAt = clock.now
-                await summary.stop()
-                _ = await pool.waitUntil(timeLimit: .seconds(5)) { pool in
-                    pool.connections.allSatisfy { !$0.isHealthy }
-                }
-                events.add(
-                    "pool noticed: summary 0/2 healthy, \(Self.ms(clock.now - stoppedAt)) after the stop",
-                    at: clock.now - started
-                )
-                try await Task.sleep(until: started.advanced(by: total * 0.55), clock: .continuous)
-                try await summary.start()
-                let restartedAt = clock.now
-                events.add("summary server restarted on the same port", at: clock.now - started)
-                _ = await pool.waitUntilHealthy(timeLimit: .seconds(30))
-                events.add(
-                    "reconnected: summary \(pool.metrics().healthyConnections)/2 healthy, \(Self.ms(clock.now - restartedAt)) after the restart",
-                    at: clock.now - started
+                try await Self.outage(
+                    of: servers["summary"]!,
+                    in: manager,
+                    events: events,
+                    from: started,
+                    lasting: total
                 )
             }
 
             // 5. The live line, until the time is up.
-            var lastCount = 0
-            var lastAt = clock.now
-            while clock.now - started < total {
-                try await Task.sleep(for: .milliseconds(500))
-                let now = clock.now
-                let (calls, errors) = tally.totals
-                let rate = Double(calls - lastCount) / max((now - lastAt).seconds, 0.001)
-                lastCount = calls
-                lastAt = now
-                let healthy = order.map { id -> String in
-                    let metrics = manager.metrics()[id]!
-                    return "\(id) \(metrics.healthyConnections)/\(metrics.poolSize)"
-                }.joined(separator: "  ")
-                say(
-                    String(
-                        format: "  %5.1fs  calls %7d  %6.0f/s  errors %4d  healthy: %@",
-                        (now - started).seconds,
-                        calls,
-                        rate,
-                        errors,
-                        healthy
-                    )
-                )
-            }
+            try await self.liveLine(manager, order: order, tally: tally, from: started, lasting: total, say: say)
             stop.set()
             finalMetrics.withLock { $0 = manager.metrics() }
             manager.beginGracefulShutdown()
@@ -156,6 +99,100 @@ struct Demo: AsyncParsableCommand {
             print(Self.serviceTable(metrics, order: order, tally: tally))
             print("")
             print(Self.connectionTable(metrics, order: order))
+        }
+    }
+
+    /// The README's example configuration, on the demo's servers.
+    private static func manager(for servers: [ServiceID: DemoServer], logger: Logger) throws -> PoolManager {
+        func config(_ id: ServiceID, poolSize: Int) -> PoolManager.ServiceConfig {
+            var config = PoolManager.ServiceConfig(
+                host: "127.0.0.1",
+                port: servers[id]!.port,
+                poolSize: poolSize,
+                maxRetries: 3
+            )
+            config.healthCheck.interval = .seconds(5)
+            return config
+        }
+        return try PoolManager(
+            services: [
+                "stt": config("stt", poolSize: 3), "nlp": config("nlp", poolSize: 2),
+                "summary": config("summary", poolSize: 2),
+            ],
+            logger: logger
+        )
+    }
+
+    /// Stops the summary server at 35 % of the run, notes when the pool has taken its
+    /// connections out of rotation, restarts it at 55 %, and notes when they are back.
+    private static func outage(
+        of summary: DemoServer,
+        in manager: PoolManager,
+        events: EventLog,
+        from started: ContinuousClock.Instant,
+        lasting total: Duration
+    ) async throws {
+        let clock = ContinuousClock()
+        let pool = try manager.pool(for: "summary")
+        try await Task.sleep(until: started.advanced(by: total * 0.35), clock: .continuous)
+        events.add(
+            "stopping the summary server (\(summary.target)): its connections must leave the rotation",
+            at: clock.now - started
+        )
+        let stoppedAt = clock.now
+        await summary.stop()
+        _ = await pool.waitUntil(timeLimit: .seconds(5)) { pool in
+            pool.connections.allSatisfy { !$0.isHealthy }
+        }
+        events.add(
+            "pool noticed: summary 0/2 healthy, \(Self.ms(clock.now - stoppedAt)) after the stop",
+            at: clock.now - started
+        )
+        try await Task.sleep(until: started.advanced(by: total * 0.55), clock: .continuous)
+        try await summary.start()
+        let restartedAt = clock.now
+        events.add("summary server restarted on the same port", at: clock.now - started)
+        _ = await pool.waitUntilHealthy(timeLimit: .seconds(30))
+        events.add(
+            "reconnected: summary \(pool.metrics().healthyConnections)/2 healthy, \(Self.ms(clock.now - restartedAt)) after the restart",
+            at: clock.now - started
+        )
+    }
+
+    /// Every half second until `total` has passed: calls so far, their rate, errors and each
+    /// pool's healthy connections.
+    private func liveLine(
+        _ manager: PoolManager,
+        order: [ServiceID],
+        tally: Tally,
+        from started: ContinuousClock.Instant,
+        lasting total: Duration,
+        say: @Sendable (String) -> Void
+    ) async throws {
+        let clock = ContinuousClock()
+        var lastCount = 0
+        var lastAt = clock.now
+        while clock.now - started < total {
+            try await Task.sleep(for: .milliseconds(500))
+            let now = clock.now
+            let (calls, errors) = tally.totals
+            let rate = Double(calls - lastCount) / max((now - lastAt).seconds, 0.001)
+            lastCount = calls
+            lastAt = now
+            let healthy = order.map { id -> String in
+                let metrics = manager.metrics()[id]!
+                return "\(id) \(metrics.healthyConnections)/\(metrics.poolSize)"
+            }.joined(separator: "  ")
+            say(
+                String(
+                    format: "  %5.1fs  calls %7d  %6.0f/s  errors %4d  healthy: %@",
+                    (now - started).seconds,
+                    calls,
+                    rate,
+                    errors,
+                    healthy
+                )
+            )
         }
     }
 
