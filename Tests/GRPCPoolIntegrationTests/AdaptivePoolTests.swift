@@ -37,7 +37,7 @@ struct AdaptivePoolTests {
     }
 
     @Test(
-        "Behind an L4 balancer, a backend added mid-run gets at least a quarter of the calls within two max-age periods"
+        "Behind an L4 balancer, a backend added mid-run gets at least a quarter of the calls once maxConnectionAge has passed"
     )
     func refreshSpreadsOverNewBackend() async throws {
         try await withDemoServers(2) { backends in
@@ -46,12 +46,14 @@ struct AdaptivePoolTests {
             let balancer = TCPProxy(targetPort: backends[0].port)
             try await balancer.start()
             defer { Task { await balancer.stop() } }
-            let age = Duration.seconds(1)
+            // The connections' ages run on the pool's clock: the test moves it past one age.
+            let age = Duration.seconds(60)
             let config = testConfig([balancer.target], poolSize: 4) {
                 $0.maxConnectionAge = age
                 $0.enableRetries = false
             }
-            try await withPoolManager(["echo": config]) { manager in
+            let clock = ManualClock()
+            try await withPoolManager(["echo": config], clock: clock) { manager in
                 let pool = try manager.pool(for: "echo")
                 let counter = LoadCounter()
                 let stop = StopFlag()
@@ -62,10 +64,11 @@ struct AdaptivePoolTests {
                 #expect(await poll { counter.successes > 100 })
                 #expect(backends[1].requestCount == 0)
 
-                // Once every connection has been replaced (after one max-age period, give or take
-                // its jitter), about half of the new ones went to the new backend.
+                // Once every connection has been replaced (one max-age period and its ±10 % jitter
+                // on the pool's clock), about half of the new ones went to the new backend.
                 balancer.addBackend(port: backends[1].port)
                 let before = pool.connections.map { $0.metrics().reconnects }
+                clock.advance(by: age * 1.1)
                 let replaced = await poll {
                     zip(pool.connections, before).allSatisfy { $0.metrics().reconnects > $1 }
                 }
