@@ -10,11 +10,21 @@ extension PooledConnection {
         method: String,
         request: [UInt8],
         metadata: Metadata = [:],
-        options: CoreCallOptions? = nil,
-        reserved: Bool = false
+        options: CoreCallOptions? = nil
+    ) async throws(RPCError) -> UnaryResponse {
+        try await self.unary(method: method, request: request, metadata: metadata, options: options, in: self.slot())
+    }
+
+    /// The same, in a slot already counted (the pool's pick).
+    func unary(
+        method: String,
+        request: [UInt8],
+        metadata: Metadata,
+        options: CoreCallOptions?,
+        in slot: CallSlot
     ) async throws(RPCError) -> UnaryResponse {
         let options = options ?? CoreCallOptions(timeout: self.config.timeout)
-        let call = self.beginCall(reserved: reserved)
+        let call = self.beginCall(in: slot)
         do {
             let response = try await call.channel.unary(
                 method: method,
@@ -39,7 +49,7 @@ extension PooledConnection {
         _ body: (CoreCall) async throws -> Result
     ) async throws -> Result {
         let options = options ?? CoreCallOptions(timeout: self.config.timeout)
-        let started = self.beginCall(reserved: false)
+        let started = self.beginCall(in: self.slot())
         do {
             let (result, status) = try await started.channel.withCall(
                 method: method,
@@ -58,38 +68,52 @@ extension PooledConnection {
         }
     }
 
-    /// A call between ``beginCall(reserved:)`` and ``endCall(_:error:)``: the channel it runs on
+    /// A call between ``beginCall(in:)`` and ``endCall(_:error:)``: the channel it runs on
     /// (which stays open for it even if the connection swaps channels meanwhile) and its start.
     struct StartedCall {
         let channel: CoreChannel
         let start: ContinuousClock.Instant
     }
 
-    /// Counts a call the pool is handing this connection, before the call starts, so that a
-    /// drain (the connection leaving the working set) waits for it like a running call.
+    /// One call's place in the connection's load, counted before the call starts, so that a
+    /// drain (the connection leaving the working set) waits for it like a running call; the
+    /// call's end (``endCall(_:error:)``) or the lease's gives it back. The pool's pick makes one
+    /// with ``reserve()``; a call on a connection the caller holds takes one with ``slot()``.
+    struct CallSlot {
+        let connection: PooledConnection
+        fileprivate init(_ connection: PooledConnection) { self.connection = connection }
+    }
+
+    /// A slot for a call the pool is handing this connection.
     ///
-    /// - Returns: `false`, counting nothing, when the connection has left the working set since
+    /// - Returns: `nil`, counting nothing, when the connection has left the working set since
     ///   it was picked; the pool then picks again.
-    func reserve() -> Bool {
+    func reserve() -> CallSlot? {
         self.inFlightCalls.add(1, ordering: .sequentiallyConsistent)
         guard self.active.load(ordering: .sequentiallyConsistent) else {
             self.inFlightCalls.subtract(1, ordering: .sequentiallyConsistent)
             self.onChange()
-            return false
+            return nil
         }
-        return true
+        return CallSlot(self)
     }
 
-    /// Turns a reservation into a `withConnection` lease (the load stays the same throughout).
-    func leaseReserved() {
+    /// A slot for a call on this connection, whether or not it is in the working set (the
+    /// caller holds it: a lease, a probe of the connection itself).
+    func slot() -> CallSlot {
+        self.inFlightCalls.add(1, ordering: .relaxed)
+        return CallSlot(self)
+    }
+
+    /// Turns a slot into a `withConnection` lease (the load stays the same throughout).
+    func lease(_ slot: CallSlot) {
         self.activeLeases.add(1, ordering: .sequentiallyConsistent)
         self.inFlightCalls.subtract(1, ordering: .sequentiallyConsistent)
     }
 
-    /// Starts counting a call; `reserved` when ``reserve()`` already counted it. The channel is
-    /// read and reserved in one step, so a channel swap cannot close it under the call.
-    func beginCall(reserved: Bool) -> StartedCall {
-        if !reserved { self.inFlightCalls.add(1, ordering: .relaxed) }
+    /// Starts a call in `slot`. The channel is read and reserved in one step, so a channel swap
+    /// cannot close it under the call.
+    func beginCall(in slot: CallSlot) -> StartedCall {
         let channel = self.storage.withLock { state in
             state.channel.reserveCall()
             return state.channel

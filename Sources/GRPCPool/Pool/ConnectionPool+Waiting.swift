@@ -9,13 +9,13 @@ extension ConnectionPool {
     /// When every healthy connection is full (`streamCapacity`), the call waits for room (up to
     /// `timeout`) among at most `maxQueuedCalls` others; past that bound it fails at once.
     ///
-    /// The connection comes reserved for the caller (``PooledConnection/reserve()``): start the
-    /// call with `reserved: true`, or turn the reservation into a lease (`leaseReserved()`).
+    /// The connection comes with a slot counted for the caller (``PooledConnection/reserve()``):
+    /// start the call in it, or turn it into a lease (``PooledConnection/lease(_:)``).
     ///
     /// - Parameter timeout: how long to wait (the call's deadline).
     /// - Throws: `RPCError` `.unavailable` (fail fast), `.failedPrecondition` (shutting down),
     ///   `.resourceExhausted` (the queue is full) or `.deadlineExceeded` (waited until the deadline).
-    func connection(waitingAtMost timeout: Duration?) async throws(RPCError) -> PooledConnection {
+    func connection(waitingAtMost timeout: Duration?) async throws(RPCError) -> PooledConnection.CallSlot {
         do {
             return try await self.pick(waitingAtMost: timeout)
         } catch {
@@ -24,10 +24,10 @@ extension ConnectionPool {
         }
     }
 
-    func pick(waitingAtMost timeout: Duration?) async throws(RPCError) -> PooledConnection {
+    func pick(waitingAtMost timeout: Duration?) async throws(RPCError) -> PooledConnection.CallSlot {
         try self.checkOpen()
         let found = self.pickHealthy()
-        if case .connection(let connection) = found, connection.reserve() { return connection }
+        if case .connection(let connection) = found, let slot = connection.reserve() { return slot }
         // The queue is full already: shed now, without starting the wait's tasks.
         if case .allAtCapacity = found, self.queued.load(ordering: .relaxed) >= self.config.maxQueuedCalls {
             throw self.saturated()
@@ -41,7 +41,7 @@ extension ConnectionPool {
                     let active = self.connections.filter(\.isActive)
                     let index = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue
                     let connection = active[index % active.count]
-                    if connection.reserve() { return connection }
+                    if let slot = connection.reserve() { return slot }
                 }
             case .waitUntilDeadline:
                 break
@@ -54,7 +54,7 @@ extension ConnectionPool {
         self.waiting.add(1, ordering: .relaxed)
         defer { self.waiting.subtract(1, ordering: .relaxed) }
         do {
-            return try await withThrowingTaskGroup(of: PooledConnection?.self) { group in
+            return try await withThrowingTaskGroup(of: PooledConnection.CallSlot?.self) { group in
                 group.addTask {
                     try await Task.sleep(until: deadline, clock: .continuous)
                     return nil
@@ -62,7 +62,7 @@ extension ConnectionPool {
                 group.addTask { try await self.waitForRoom(until: deadline) }
                 defer { group.cancelAll() }
                 while let result = try await group.next() {
-                    if let connection = result { return connection }
+                    if let slot = result { return slot }
                     // The deadline passed: the waiting loop, cancelled, throws DEADLINE_EXCEEDED
                     // (or returns the connection it reserved just before).
                     group.cancelAll()
@@ -78,7 +78,7 @@ extension ConnectionPool {
 
     /// Waits for a connection with room: counted among the queued calls while all are full (and
     /// refused past `maxQueuedCalls`), woken by every change of health or load.
-    func waitForRoom(until deadline: ContinuousClock.Instant) async throws(RPCError) -> PooledConnection {
+    func waitForRoom(until deadline: ContinuousClock.Instant) async throws(RPCError) -> PooledConnection.CallSlot {
         var queued = false
         defer { if queued { self.queued.subtract(1, ordering: .relaxed) } }
         while true {
@@ -87,7 +87,7 @@ extension ConnectionPool {
             switch found {
             case .connection(let connection):
                 // Not reserved only if it left the working set just now; look again at once.
-                if connection.reserve() { return connection }
+                if let slot = connection.reserve() { return slot }
                 continue
             case .allAtCapacity where !queued:
                 let waiting = self.queued.wrappingAdd(1, ordering: .relaxed).newValue
@@ -127,7 +127,7 @@ extension ConnectionPool {
     package var waitingCalls: Int { self.waiting.load(ordering: .relaxed) }
 
     /// ``connection(waitingAtMost:)`` as a `Result`.
-    func connectionResult(waitingAtMost timeout: Duration?) async -> Result<PooledConnection, RPCError> {
+    func connectionResult(waitingAtMost timeout: Duration?) async -> Result<PooledConnection.CallSlot, RPCError> {
         do {
             return .success(try await self.connection(waitingAtMost: timeout))
         } catch {

@@ -118,8 +118,9 @@ public final class ConnectionPool: Sendable {
         timeout: Duration?,
         _ body: (PooledConnection) async throws -> Result
     ) async throws -> Result {
-        let connection = try await self.connection(waitingAtMost: timeout)
-        connection.leaseReserved()
+        let slot = try await self.connection(waitingAtMost: timeout)
+        let connection = slot.connection
+        connection.lease(slot)
         defer { connection.unlease() }
         return try await body(connection)
     }
@@ -131,13 +132,13 @@ public final class ConnectionPool: Sendable {
         metadata: Metadata = [:],
         options: CoreCallOptions? = nil
     ) async throws(RPCError) -> UnaryResponse {
-        let connection = try await self.connection(waitingAtMost: options?.timeout)
-        return try await connection.unary(
+        let slot = try await self.connection(waitingAtMost: options?.timeout)
+        return try await slot.connection.unary(
             method: method,
             request: request,
             metadata: metadata,
             options: options,
-            reserved: true
+            in: slot
         )
     }
 

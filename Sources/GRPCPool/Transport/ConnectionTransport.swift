@@ -60,7 +60,12 @@ extension PooledConnection {
                 guard let connection = self.owner.value else {
                     return try await refuse(Refusal.shuttingDown(self.serviceID))
                 }
-                return try await connection.withStream(descriptor: descriptor, options: options, closure)
+                return try await connection.withStream(
+                    descriptor: descriptor,
+                    options: options,
+                    in: connection.slot(),
+                    closure
+                )
             }
         }
 
@@ -128,11 +133,11 @@ extension ConnectionPool {
             return try await self.lifecycle.stream(of: self.serviceID, refused: refuse) {
                 guard let pool = self.owner.value else { return try await refuse(Refusal.shuttingDown(self.serviceID)) }
                 switch await pool.connectionResult(waitingAtMost: options.timeout) {
-                case .success(let connection):
-                    return try await connection.withStream(
+                case .success(let slot):
+                    return try await slot.connection.withStream(
                         descriptor: descriptor,
                         options: options,
-                        reserved: true,
+                        in: slot,
                         closure
                     )
                 case .failure(let error):

@@ -10,7 +10,7 @@ extension PooledConnection {
     func withStream<Result: Sendable>(
         descriptor: MethodDescriptor,
         options: CallOptions,
-        reserved: Bool = false,
+        in slot: CallSlot,
         _ closure: (TransportStream, ClientContext) async throws -> Result
     ) async throws -> Result {
         let coreOptions = CoreCallOptions(
@@ -20,7 +20,7 @@ extension PooledConnection {
         )
         let maxRequest = options.maxRequestMessageBytes ?? self.config.maxSendMessageSize
         let maxResponse = options.maxResponseMessageBytes ?? self.config.maxReceiveMessageSize
-        let started = self.beginCall(reserved: reserved)
+        let started = self.beginCall(in: slot)
         let call: CoreCall
         do {
             call = try CoreCall.create(on: started.channel, method: descriptor.path, options: coreOptions)
