@@ -268,14 +268,7 @@ public enum InteropCase: String, CaseIterable, Sendable {
         }
         try await Task.sleep(for: .milliseconds(50))
         task.cancel()
-        do {
-            _ = try await task.value
-            throw InteropFailure("the cancelled call succeeded")
-        } catch let error as RPCError {
-            try check(error.code == .cancelled, "failed with \(error.code), expected CANCELLED")
-        } catch is CancellationError {
-            // GRPCCore may surface the task's cancellation as such: the call was cancelled.
-        }
+        try await Self.checkCancelled(task)
     }
 
     private static func cancelAfterFirstResponse<Transport: ClientTransport>(
@@ -298,14 +291,7 @@ public enum InteropCase: String, CaseIterable, Sendable {
                 }
             }
         }
-        do {
-            _ = try await task.value
-            throw InteropFailure("the cancelled call succeeded")
-        } catch let error as RPCError {
-            try check(error.code == .cancelled, "failed with \(error.code), expected CANCELLED")
-        } catch is CancellationError {
-            // The call was cancelled after its first response.
-        }
+        try await Self.checkCancelled(task)
     }
 
     private static func timeoutOnSleepingServer<Transport: ClientTransport>(
@@ -324,6 +310,19 @@ public enum InteropCase: String, CaseIterable, Sendable {
             throw InteropFailure("the call outlived its 1 ms deadline")
         } catch let error as RPCError {
             try check(error.code == .deadlineExceeded, "failed with \(error.code), expected DEADLINE_EXCEEDED")
+        }
+    }
+
+    /// That `task`'s call ended cancelled: CANCELLED, or the task's own cancellation, which
+    /// GRPCCore may surface as such.
+    private static func checkCancelled<Success: Sendable>(_ task: Task<Success, any Error>) async throws {
+        do {
+            _ = try await task.value
+            throw InteropFailure("the cancelled call succeeded")
+        } catch let error as RPCError {
+            try check(error.code == .cancelled, "failed with \(error.code), expected CANCELLED")
+        } catch is CancellationError {
+            // The call was cancelled.
         }
     }
 
