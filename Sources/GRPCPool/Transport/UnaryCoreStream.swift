@@ -13,8 +13,8 @@ final class UnaryCoreStream: Sendable {
     private struct State {
         var metadata: Metadata = [:]
         var message: [UInt8]?
-        var result: Result<UnaryResponse, RPCError>?
-        var waiters: [CheckedContinuation<Result<UnaryResponse, RPCError>, Never>] = []
+        var outcome: UnaryOutcome?
+        var waiters: [CheckedContinuation<UnaryOutcome, Never>] = []
         var started = false
     }
 
@@ -42,14 +42,16 @@ final class UnaryCoreStream: Sendable {
                 return state.message != nil
             }
             if duplicate {
-                self.complete(.failure(RPCError(code: .internalError, message: "a unary request has one message")))
+                self.complete(
+                    UnaryOutcome(failure: RPCError(code: .internalError, message: "a unary request has one message"))
+                )
             }
         }
     }
 
     func finish() {
         let request: (Metadata, [UInt8]?)? = self.state.withLock { state in
-            guard !state.started, state.result == nil else { return nil }
+            guard !state.started, state.outcome == nil else { return nil }
             state.started = true
             return (state.metadata, state.message)
         }
@@ -62,41 +64,41 @@ final class UnaryCoreStream: Sendable {
                 Task.isCancelled
                 ? RPCError(code: .cancelled, message: "the unary request was cancelled before its message was written")
                 : RPCError(code: .internalError, message: "the unary request ended without a message")
-            self.complete(.failure(error))
+            self.complete(UnaryOutcome(failure: error))
             return
         }
-        self.call.startUnary(metadata: metadata, message: message, options: self.options) { result in
-            self.complete(result)
+        self.call.startUnary(metadata: metadata, message: message, options: self.options) { outcome in
+            self.complete(outcome)
         }
     }
 
     func fail(_ error: RPCError) {
         let started = self.state.withLock { $0.started }
-        if started { self.call.cancel() } else { self.complete(.failure(error)) }
+        if started { self.call.cancel() } else { self.complete(UnaryOutcome(failure: error)) }
     }
 
-    private func complete(_ result: Result<UnaryResponse, RPCError>) {
-        let waiters = self.state.withLock { state -> [CheckedContinuation<Result<UnaryResponse, RPCError>, Never>] in
-            guard state.result == nil else { return [] }
-            state.result = result
+    private func complete(_ outcome: UnaryOutcome) {
+        let waiters = self.state.withLock { state -> [CheckedContinuation<UnaryOutcome, Never>] in
+            guard state.outcome == nil else { return [] }
+            state.outcome = outcome
             defer { state.waiters = [] }
             return state.waiters
         }
-        for waiter in waiters { waiter.resume(returning: result) }
+        for waiter in waiters { waiter.resume(returning: outcome) }
     }
 
-    func result() async -> Result<UnaryResponse, RPCError> {
+    func outcome() async -> UnaryOutcome {
         await withCheckedContinuation { continuation in
-            let result = self.state.withLock { state -> Result<UnaryResponse, RPCError>? in
-                if let result = state.result { return result }
+            let outcome = self.state.withLock { state -> UnaryOutcome? in
+                if let outcome = state.outcome { return outcome }
                 state.waiters.append(continuation)
                 return nil
             }
-            if let result { continuation.resume(returning: result) }
+            if let outcome { continuation.resume(returning: outcome) }
         }
     }
 
-    var finished: Bool { self.state.withLock { $0.result != nil } }
+    var finished: Bool { self.state.withLock { $0.outcome != nil } }
 
     /// The response as parts: metadata, message, status; or the status alone for an error.
     var responseParts: ResponseParts { ResponseParts(stream: self) }
@@ -118,26 +120,27 @@ final class UnaryCoreStream: Sendable {
 
             mutating func next() async throws -> RPCResponsePart<[UInt8]>? {
                 if self.pending == nil {
-                    switch await self.stream.result() {
-                    case .success(let response):
-                        if let limit = self.stream.maxResponseBytes, response.message.count > limit {
-                            let status = Status(
+                    let outcome = await self.stream.outcome()
+                    let status = outcome.status
+                    if status.code == .ok, let message = outcome.message {
+                        if let limit = self.stream.maxResponseBytes, message.count > limit {
+                            let exceeded = Status(
                                 code: .resourceExhausted,
                                 message:
-                                    "response message of \(response.message.count) bytes exceeds the limit of \(limit) bytes"
+                                    "response message of \(message.count) bytes exceeds the limit of \(limit) bytes"
                             )
-                            self.pending = [.status(status, [:])]
+                            self.pending = [.status(exceeded, [:])]
                         } else {
                             self.pending = [
-                                .metadata(response.initialMetadata),
-                                .message(response.message),
-                                .status(Status(code: .ok, message: ""), response.trailingMetadata),
+                                .metadata(outcome.initialMetadata),
+                                .message(message),
+                                .status(Status(code: .ok, message: ""), status.trailingMetadata),
                             ]
                         }
-                    case .failure(let error):
-                        self.pending = [
-                            .status(Status(code: Status.Code(error.code), message: error.message), error.metadata)
-                        ]
+                    } else {
+                        // The status's message, or the core's own description when it gave no message.
+                        let text = status.error?.message ?? status.message
+                        self.pending = [.status(Status(code: status.code, message: text), status.trailingMetadata)]
                     }
                 }
                 guard !self.pending!.isEmpty else { return nil }

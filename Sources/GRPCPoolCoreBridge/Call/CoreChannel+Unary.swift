@@ -8,6 +8,53 @@ package struct UnaryResponse: Sendable {
     package var trailingMetadata: Metadata
 }
 
+/// What a unary call came back with: its status, read once from the core's status slots (or
+/// made for a failure before the call went out), and the metadata and message the server sent.
+/// Each consumer takes what it needs from it: the call's finished status, an `RPCError`, or the
+/// parts of a `ClientTransport` stream.
+package struct UnaryOutcome: Sendable {
+    package var initialMetadata: Metadata
+    package var message: [UInt8]?
+    /// The status the caller sees: the server's, or INTERNAL for an OK that came without a message.
+    package var status: CallStatus
+
+    init(initialMetadata: Metadata, message: [UInt8]?, status: CallStatus) {
+        self.initialMetadata = initialMetadata
+        self.message = message
+        self.status = status
+        if status.code == .ok && message == nil {
+            self.status = CallStatus(
+                code: .internalError,
+                message: "the server ended a unary call with OK but sent no message",
+                trailingMetadata: status.trailingMetadata
+            )
+        }
+    }
+
+    /// A call that failed with `error` on this side.
+    package init(failure error: RPCError) {
+        self.initialMetadata = [:]
+        self.message = nil
+        self.status = CallStatus(
+            code: Status.Code(error.code),
+            message: error.message,
+            trailingMetadata: error.metadata
+        )
+    }
+
+    /// The response, or the status as an error.
+    package var result: Result<UnaryResponse, RPCError> {
+        if let error = self.status.error { return .failure(error) }
+        return .success(
+            UnaryResponse(
+                initialMetadata: self.initialMetadata,
+                message: self.message ?? [],
+                trailingMetadata: self.status.trailingMetadata
+            )
+        )
+    }
+}
+
 extension CoreChannel {
     /// Makes a unary call as one batch of six ops (the cheapest shape the core offers).
     ///
@@ -26,9 +73,8 @@ extension CoreChannel {
         else {
             throw RPCError(code: .unavailable, message: "channel to \(self.target) is closed")
         }
-        let result = await withTaskCancellationHandler {
-            await withCheckedContinuation {
-                (continuation: CheckedContinuation<Result<UnaryResponse, RPCError>, Never>) in
+        let outcome = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<UnaryOutcome, Never>) in
                 UnaryBatch.start(on: call, request: request, metadata: metadata, options: options) {
                     continuation.resume(returning: $0)
                 }
@@ -36,29 +82,22 @@ extension CoreChannel {
         } onCancel: {
             call.cancel()
         }
-        return try result.get()
+        return try outcome.result.get()
     }
 }
 
 extension CoreCall {
     /// Sends a whole unary request and receives the whole response in one batch of six ops.
-    /// `completion` runs on the poller; afterwards ``finishedStatus`` is set.
+    /// `completion` runs on the poller; afterwards ``finishedStatus`` is the outcome's status.
     package func startUnary(
         metadata: Metadata,
         message: [UInt8],
         options: CoreCallOptions,
-        completion: @escaping @Sendable (Result<UnaryResponse, RPCError>) -> Void
+        completion: @escaping @Sendable (UnaryOutcome) -> Void
     ) {
-        UnaryBatch.start(on: self.handle, request: message, metadata: metadata, options: options) { result in
-            switch result {
-            case .success(let response):
-                self.statusReceived(CallStatus(code: .ok, message: "", trailingMetadata: response.trailingMetadata))
-            case .failure(let error):
-                self.statusReceived(
-                    CallStatus(code: Status.Code(error.code), message: error.message, trailingMetadata: error.metadata)
-                )
-            }
-            completion(result)
+        UnaryBatch.start(on: self.handle, request: message, metadata: metadata, options: options) { outcome in
+            self.statusReceived(outcome.status)
+            completion(outcome)
         }
     }
 }
@@ -74,7 +113,7 @@ struct UnaryBatch {
         request: [UInt8],
         metadata: Metadata,
         options: CoreCallOptions,
-        completion: @escaping (Result<UnaryResponse, RPCError>) -> Void
+        completion: @escaping (UnaryOutcome) -> Void
     ) {
         let slots = UnsafeMutablePointer<UnaryBatch>.allocate(capacity: 1)
         slots.initialize(to: UnaryBatch())
@@ -110,32 +149,18 @@ struct UnaryBatch {
             grpc_metadata_array_destroy(slots.pointer(to: \.initialMetadata)!)
             slots.deinitialize(count: 1)
             slots.deallocate()
-            completion(.failure(rc.rpcError))
+            completion(UnaryOutcome(failure: rc.rpcError))
         }
     }
 
     /// Copies the outcome out of the slots and frees them.
-    private static func finish(
-        _ slots: UnsafeMutablePointer<UnaryBatch>,
-        target: String
-    ) -> Result<UnaryResponse, RPCError> {
+    private static func finish(_ slots: UnsafeMutablePointer<UnaryBatch>, target: String) -> UnaryOutcome {
         let status = StatusSlots.take(slots.pointer(to: \.status)!, target: target)
         let initialMetadata = Metadata(copying: slots.pointee.initialMetadata)
         grpc_metadata_array_destroy(slots.pointer(to: \.initialMetadata)!)
         let message = slots.pointee.message.map(ByteBuffers.take)
         slots.deinitialize(count: 1)
         slots.deallocate()
-
-        if let error = status.error {
-            return .failure(error)
-        }
-        guard let message else {
-            return .failure(
-                RPCError(code: .internalError, message: "the server ended a unary call with OK but sent no message")
-            )
-        }
-        return .success(
-            UnaryResponse(initialMetadata: initialMetadata, message: message, trailingMetadata: status.trailingMetadata)
-        )
+        return UnaryOutcome(initialMetadata: initialMetadata, message: message, status: status)
     }
 }

@@ -44,10 +44,10 @@ package enum CoreBenchLoop {
                     if let done { continuation.resume(returning: done) }
                     return
                 }
-                UnaryBatch.start(on: call, request: payload, metadata: [:], options: CoreCallOptions()) { result in
+                UnaryBatch.start(on: call, request: payload, metadata: [:], options: CoreCallOptions()) { outcome in
                     let latency = ContinuousClock.now - start
                     state.withLock { value in
-                        if case .success = result { value.latencies.append(latency) } else { value.failures += 1 }
+                        if outcome.status.code == .ok { value.latencies.append(latency) } else { value.failures += 1 }
                     }
                     next()
                 }
