@@ -458,7 +458,7 @@ enum Resources {
     private static func finishes(within limit: Duration, _ wait: @escaping @Sendable () async -> Void) async -> Bool {
         // Not a task group: it would wait for a wait that never ends.
         final class Pending: Sendable {
-            let continuation = Mutex<CheckedContinuation<Bool, Never>?>(nil)
+            let continuation = Locked<CheckedContinuation<Bool, Never>?>(nil)
         }
         let pending = Pending()
         return await withCheckedContinuation { continuation in

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import GRPCPoolCoreBridge
 
 #if canImport(Glibc)
 import Glibc
@@ -20,7 +20,7 @@ final class ThreadExitWatcher: Sendable {
     }
 
     private final class Shared: Sendable {
-        let requests = Mutex<[Request]>([])
+        let requests = Locked<[Request]>([])
         let wake = DispatchSemaphore(value: 0)
     }
 

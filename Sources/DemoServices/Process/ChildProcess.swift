@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
 import Glibc
@@ -53,12 +53,12 @@ public final class ChildProcess: Sendable {
     }
 
     private final class Shared: Sendable {
-        let state = Mutex(State())
+        let state = NIOLockedValueBox(State())
     }
 
     public let pid: Int32
     private let shared = Shared()
-    private let input: Mutex<Int32?>
+    private let input: NIOLockedValueBox<Int32?>
     private let lineStream: AsyncStream<String>
 
     /// Starts `executable` with `arguments`.
@@ -124,7 +124,7 @@ public final class ChildProcess: Sendable {
         }
         let pid = spawned
         self.pid = pid
-        self.input = Mutex(input ? inputPipe[1] : nil)
+        self.input = NIOLockedValueBox(input ? inputPipe[1] : nil)
         let (lines, continuation) = AsyncStream.makeStream(of: String.self)
         self.lineStream = lines
 
@@ -133,7 +133,7 @@ public final class ChildProcess: Sendable {
             Thread { [shared] in Self.read(readEnd, into: shared, lines: continuation) }.start()
         } else {
             continuation.finish()
-            self.shared.state.withLock { $0.outputEnded = true }
+            self.shared.state.withLockedValue { $0.outputEnded = true }
         }
         Thread { [shared] in Self.reap(pid, into: shared) }.start()
     }
@@ -144,14 +144,14 @@ public final class ChildProcess: Sendable {
 
     /// Sends `signal` to the child, unless it has been reaped (its pid may then be reused).
     public func send(_ signal: Int32) {
-        self.shared.state.withLock { state in
+        self.shared.state.withLockedValue { state in
             if state.termination == nil { kill(self.pid, signal) }
         }
     }
 
     /// Closes the write end of the child's standard input.
     public func closeInput() {
-        let fd = self.input.withLock { fd in
+        let fd = self.input.withLockedValue { fd in
             defer { fd = nil }
             return fd
         }
@@ -159,7 +159,7 @@ public final class ChildProcess: Sendable {
     }
 
     /// How the child ended, or `nil` while it runs.
-    public var termination: Termination? { self.shared.state.withLock { $0.termination } }
+    public var termination: Termination? { self.shared.state.withLockedValue { $0.termination } }
 
     public var hasExited: Bool { self.termination != nil }
 
@@ -191,7 +191,7 @@ public final class ChildProcess: Sendable {
         } timedOut: {
             ()
         }
-        return self.shared.state.withLock { String(decoding: $0.output, as: UTF8.self) }
+        return self.shared.state.withLockedValue { String(decoding: $0.output, as: UTF8.self) }
     }
 
     /// Sends SIGTERM, then SIGKILL if the child is still running after `grace`, and waits.
@@ -211,12 +211,12 @@ public final class ChildProcess: Sendable {
         remove: @escaping @Sendable (inout State, Int) -> CheckedContinuation<Value, Never>?,
         timedOut: @escaping @Sendable () -> Value
     ) async -> Value {
-        let id = shared.state.withLock { state in
+        let id = shared.state.withLockedValue { state in
             defer { state.nextWaiter += 1 }
             return state.nextWaiter
         }
         return await withCheckedContinuation { continuation in
-            let now = shared.state.withLock { state -> Value? in
+            let now = shared.state.withLockedValue { state -> Value? in
                 if let value = ready(&state) { return value }
                 register(&state, id, continuation)
                 return nil
@@ -224,7 +224,7 @@ public final class ChildProcess: Sendable {
             if let now { return continuation.resume(returning: now) }
             Task {
                 try? await Task.sleep(for: timeLimit)
-                shared.state.withLock { remove(&$0, id) }?.resume(returning: timedOut())
+                shared.state.withLockedValue { remove(&$0, id) }?.resume(returning: timedOut())
             }
         }
     }
@@ -239,7 +239,7 @@ public final class ChildProcess: Sendable {
         }
         let signal = status & 0x7f
         let termination: Termination = signal == 0 ? .exited((status >> 8) & 0xff) : .signaled(signal)
-        let waiters = shared.state.withLock { state in
+        let waiters = shared.state.withLockedValue { state in
             state.termination = termination
             defer { state.endWaiters = [:] }
             return Array(state.endWaiters.values)
@@ -255,7 +255,7 @@ public final class ChildProcess: Sendable {
             if count < 0, errno == EINTR { continue }
             guard count > 0 else { break }
             let bytes = chunk[..<count]
-            shared.state.withLock { $0.output.append(contentsOf: bytes) }
+            shared.state.withLockedValue { $0.output.append(contentsOf: bytes) }
             pending.append(contentsOf: bytes)
             while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
                 lines.yield(String(decoding: pending[pending.startIndex..<newline], as: UTF8.self))
@@ -265,7 +265,7 @@ public final class ChildProcess: Sendable {
         close(fd)
         if !pending.isEmpty { lines.yield(String(decoding: pending, as: UTF8.self)) }
         lines.finish()
-        let waiters = shared.state.withLock { state in
+        let waiters = shared.state.withLockedValue { state in
             state.outputEnded = true
             defer { state.outputWaiters = [:] }
             return Array(state.outputWaiters.values)

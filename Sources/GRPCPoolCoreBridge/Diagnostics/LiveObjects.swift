@@ -44,7 +44,7 @@ package enum LiveObjects {
 package final class LiveCounter: Sendable {
     private let count = Atomic<Int>(0)
     /// Tasks in ``waitUntilZero()``, and how many; the count lets a decrement skip the lock.
-    private let waiters = Mutex<[CheckedContinuation<Void, Never>]>([])
+    private let waiters = Locked<[CheckedContinuation<Void, Never>]>([])
     private let waiting = Atomic<Int>(0)
 
     package var value: Int { self.count.load(ordering: .relaxed) }

@@ -1,11 +1,12 @@
 import GRPCPool
-import Synchronization
+import GRPCPoolCoreBridge
 
 /// A ``PoolClock`` that moves only when the test says: the pool's timers (sizing readings,
 /// health checks, recovery attempts, ejections) fire at ``advance(by:)``, never on their own.
 ///
 /// It starts at the real clock's now, so that instants the pool takes from the real clock
 /// (latencies, a connection's start) stay comparable with its own.
+/// Its state sits behind `Locked` (a pthread mutex, which Thread Sanitizer sees).
 final class ManualClock: PoolClock {
     private struct Sleeper {
         let deadline: ContinuousClock.Instant
@@ -26,10 +27,10 @@ final class ManualClock: PoolClock {
         var watchers: [Int: Watcher] = [:]
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     init(start: ContinuousClock.Instant = .now) {
-        self.state = Mutex(State(now: start))
+        self.state = Locked(State(now: start))
     }
 
     var now: ContinuousClock.Instant { self.state.withLock { $0.now } }
