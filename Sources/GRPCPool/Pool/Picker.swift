@@ -35,7 +35,7 @@ struct Picker: Sendable {
         let found: Candidate?
         switch self.balancing.value {
         case .roundRobin:
-            found = self.firstAvailable(in: candidates, from: start)
+            found = self.firstAvailable(in: candidates, from: start)?.candidate
         case .leastInFlight:
             found = self.leastLoaded(in: candidates, from: start)
         case .leastBusy:
@@ -49,12 +49,15 @@ struct Picker: Sendable {
         candidate.isHealthy && candidate.load < self.capacity
     }
 
-    /// The first healthy candidate with room at or after `index`, wrapping around.
-    private func firstAvailable<Candidate: PickCandidate>(in candidates: [Candidate], from index: Int) -> Candidate? {
+    /// The first healthy candidate with room at or after `index`, wrapping around, and where it is.
+    private func firstAvailable<Candidate: PickCandidate>(
+        in candidates: [Candidate],
+        from index: Int
+    ) -> (candidate: Candidate, index: Int)? {
         let count = candidates.count
         for offset in 0..<count {
-            let candidate = candidates[(index &+ offset) % count]
-            if self.hasRoom(candidate) { return candidate }
+            let at = (index &+ offset) % count
+            if self.hasRoom(candidates[at]) { return (candidates[at], at) }
         }
         return nil
     }
@@ -87,12 +90,12 @@ struct Picker: Sendable {
         guard count > 0 else { return nil }
         var mixer = SplitMix64(state: UInt64(truncatingIfNeeded: start))
         let random = mixer.next()
-        let firstIndex = Int(random % UInt64(count))
-        guard let first = self.firstAvailable(in: candidates, from: firstIndex) else { return nil }
+        guard let (first, firstAt) = self.firstAvailable(in: candidates, from: Int(random % UInt64(count))) else {
+            return nil
+        }
         guard count > 1 else { return first }
-        let firstAt = candidates.firstIndex { $0 === first } ?? firstIndex
         let secondStart = firstAt + 1 + Int((random >> 32) % UInt64(count - 1))
-        guard let second = self.firstAvailable(in: candidates, from: secondStart), second !== first else {
+        guard let (second, _) = self.firstAvailable(in: candidates, from: secondStart), second !== first else {
             return first
         }
         let firstWins = Self.lessBusy(
