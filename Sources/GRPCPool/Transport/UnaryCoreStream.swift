@@ -138,9 +138,9 @@ final class UnaryCoreStream: Sendable {
                             ]
                         }
                     } else {
-                        // The status's message, or the core's own description when it gave no message.
-                        let text = status.error?.message ?? status.message
-                        self.pending = [.status(Status(code: status.code, message: text), status.trailingMetadata)]
+                        self.pending = [
+                            .status(Status(code: status.code, message: status.text), status.trailingMetadata)
+                        ]
                     }
                 }
                 guard !self.pending!.isEmpty else { return nil }

@@ -9,12 +9,16 @@ package struct CallStatus: Sendable, Hashable {
     /// The core's own description of a local failure (`error_string`), when it gave one.
     package var debugDescription: String?
 
+    /// The message to show: the server's, or the core's own description when there is none.
+    package var text: String {
+        if self.message.isEmpty, let debugDescription { return debugDescription }
+        return self.message
+    }
+
     /// The status as an error, or `nil` when it is OK.
     package var error: RPCError? {
         guard let code = RPCError.Code(self.code) else { return nil }
-        var message = self.message
-        if message.isEmpty, let debugDescription { message = debugDescription }
-        return RPCError(code: code, message: message, metadata: self.trailingMetadata)
+        return RPCError(code: code, message: self.text, metadata: self.trailingMetadata)
     }
 }
 
