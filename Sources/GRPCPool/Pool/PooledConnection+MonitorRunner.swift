@@ -56,11 +56,11 @@ extension PooledConnection {
                 await self.run(self.machine.connectivityChanged(to: state, facts: self.facts), in: &group)
 
             case .check:
-                await self.run(self.machine.probed(await connection.probe(), facts: self.facts), in: &group)
+                await self.checkNow(in: &group)
 
             case .keepalive:
                 guard await connection.keepaliveRPC() == false else { return }
-                await self.run(self.machine.probed(await connection.probe(), facts: self.facts), in: &group)
+                await self.checkNow(in: &group)
 
             case .retry(let episode, let attempt):
                 guard self.machine.isCurrent(episode: episode) else { return }
@@ -102,6 +102,11 @@ extension PooledConnection {
             }
         }
 
+        /// A health check now, and what the machine makes of its result.
+        private mutating func checkNow(in group: inout DiscardingTaskGroup) async {
+            await self.run(self.machine.probed(await self.connection.probe(), facts: self.facts), in: &group)
+        }
+
         /// One attempt of a recovery episode: the machine looks at the channel (and, if it is
         /// connected, at a check) and either acts or asks for a replacement channel.
         private mutating func retry(attempt: Int, in group: inout DiscardingTaskGroup) async {
@@ -135,7 +140,7 @@ extension PooledConnection {
                 case .requestConnect:
                     _ = connection.channel.state(tryToConnect: true)
                 case .probe:
-                    await self.run(self.machine.probed(await connection.probe(), facts: self.facts), in: &group)
+                    await self.checkNow(in: &group)
                 case .scheduleRetry(let episode, let attempt):
                     let delay = self.backoff.delay(attempt: attempt)
                     self.yield(.retry(episode: episode, attempt: attempt), after: delay, in: &group)
