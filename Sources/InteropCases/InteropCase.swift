@@ -33,38 +33,36 @@ public enum InteropCase: String, CaseIterable, Sendable {
     public func run<Transport: ClientTransport>(using client: GRPCClient<Transport>) async throws {
         let test = Grpc_Testing_TestService.Client(wrapping: client)
         switch self {
-        case .emptyUnary: try await Self.emptyUnary(test, client)
-        case .largeUnary: try await Self.largeUnary(test, client)
-        case .clientCompressedUnary: try await Self.clientCompressedUnary(test, client)
-        case .serverCompressedUnary: try await Self.serverCompressedUnary(test, client)
-        case .clientStreaming: try await Self.clientStreaming(test, client)
-        case .serverStreaming: try await Self.serverStreaming(test, client)
-        case .pingPong: try await Self.pingPong(test, client)
-        case .emptyStream: try await Self.emptyStream(test, client)
-        case .customMetadata: try await Self.customMetadata(test, client)
-        case .statusCodeAndMessage: try await Self.statusCodeAndMessage(test, client)
-        case .specialStatusMessage: try await Self.specialStatusMessage(test, client)
-        case .unimplementedMethod: try await Self.unimplementedMethod(test, client)
-        case .unimplementedService: try await Self.unimplementedService(test, client)
-        case .cancelAfterBegin: try await Self.cancelAfterBegin(test, client)
-        case .cancelAfterFirstResponse: try await Self.cancelAfterFirstResponse(test, client)
-        case .timeoutOnSleepingServer: try await Self.timeoutOnSleepingServer(test, client)
+        case .emptyUnary: try await Self.emptyUnary(test)
+        case .largeUnary: try await Self.largeUnary(test)
+        case .clientCompressedUnary: try await Self.clientCompressedUnary(test)
+        case .serverCompressedUnary: try await Self.serverCompressedUnary(test)
+        case .clientStreaming: try await Self.clientStreaming(test)
+        case .serverStreaming: try await Self.serverStreaming(test)
+        case .pingPong: try await Self.pingPong(test)
+        case .emptyStream: try await Self.emptyStream(test)
+        case .customMetadata: try await Self.customMetadata(test)
+        case .statusCodeAndMessage: try await Self.statusCodeAndMessage(test)
+        case .specialStatusMessage: try await Self.specialStatusMessage(test)
+        case .unimplementedMethod: try await Self.unimplementedMethod(test)
+        case .unimplementedService: try await Self.unimplementedService(client)
+        case .cancelAfterBegin: try await Self.cancelAfterBegin(test)
+        case .cancelAfterFirstResponse: try await Self.cancelAfterFirstResponse(test)
+        case .timeoutOnSleepingServer: try await Self.timeoutOnSleepingServer(test)
         }
     }
 
     // One function per case.
 
     private static func emptyUnary<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         let response = try await test.emptyCall(Grpc_Testing_Empty())
         try check(response == Grpc_Testing_Empty(), "the response is not empty")
     }
 
     private static func largeUnary<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         let response = try await test.unaryCall(Self.largeRequest())
         try check(
@@ -75,8 +73,7 @@ public enum InteropCase: String, CaseIterable, Sendable {
     }
 
     private static func clientCompressedUnary<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         // The probe: a server that checks must reject an uncompressed "expect_compressed" request.
         var probe = Self.largeRequest()
@@ -103,8 +100,7 @@ public enum InteropCase: String, CaseIterable, Sendable {
     }
 
     private static func serverCompressedUnary<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         for compressed in [true, false] {
             var request = Self.largeRequest()
@@ -115,8 +111,7 @@ public enum InteropCase: String, CaseIterable, Sendable {
     }
 
     private static func clientStreaming<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         let sizes = [27_182, 8, 1_828, 45_904]
         let response = try await test.streamingInputCall { writer in
@@ -131,8 +126,7 @@ public enum InteropCase: String, CaseIterable, Sendable {
     }
 
     private static func serverStreaming<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         let sizes = [31_415, 9, 2_653, 58_979]
         let request = Grpc_Testing_StreamingOutputCallRequest.with {
@@ -147,8 +141,7 @@ public enum InteropCase: String, CaseIterable, Sendable {
     }
 
     private static func pingPong<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         let requestSizes = [27_182, 8, 1_828, 45_904]
         let responseSizes = [31_415, 9, 2_653, 58_979]
@@ -178,8 +171,7 @@ public enum InteropCase: String, CaseIterable, Sendable {
     }
 
     private static func emptyStream<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         let count = try await test.fullDuplexCall { _ in
         } onResponse: { response in
@@ -191,8 +183,7 @@ public enum InteropCase: String, CaseIterable, Sendable {
     }
 
     private static func customMetadata<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         let metadata: Metadata = [
             "x-grpc-test-echo-initial": "test_initial_metadata_value",
@@ -218,48 +209,37 @@ public enum InteropCase: String, CaseIterable, Sendable {
     }
 
     private static func statusCodeAndMessage<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         try await Self.checkStatus(test, message: "test status message")
     }
 
     private static func specialStatusMessage<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         try await Self.checkStatus(test, message: "\t\ntest with whitespace\r\nand Unicode BMP ☺ and non-BMP 😈\t\n")
     }
 
     private static func unimplementedMethod<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
-        do {
+        try await Self.checkUnimplemented("UnimplementedCall") {
             _ = try await test.unimplementedCall(Grpc_Testing_Empty())
-            throw InteropFailure("UnimplementedCall succeeded")
-        } catch let error as RPCError {
-            try check(error.code == .unimplemented, "failed with \(error.code), expected UNIMPLEMENTED")
         }
     }
 
     private static func unimplementedService<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
         _ client: GRPCClient<Transport>
     ) async throws {
-        do {
+        try await Self.checkUnimplemented("UnimplementedService/UnimplementedCall") {
             _ = try await Grpc_Testing_UnimplementedService.Client(wrapping: client).unimplementedCall(
                 Grpc_Testing_Empty()
             )
-            throw InteropFailure("UnimplementedService/UnimplementedCall succeeded")
-        } catch let error as RPCError {
-            try check(error.code == .unimplemented, "failed with \(error.code), expected UNIMPLEMENTED")
         }
     }
 
     private static func cancelAfterBegin<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         let task = Task {
             try await test.streamingInputCall { _ in
@@ -272,8 +252,7 @@ public enum InteropCase: String, CaseIterable, Sendable {
     }
 
     private static func cancelAfterFirstResponse<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         let task = Task {
             try await test.fullDuplexCall { writer in
@@ -295,8 +274,7 @@ public enum InteropCase: String, CaseIterable, Sendable {
     }
 
     private static func timeoutOnSleepingServer<Transport: ClientTransport>(
-        _ test: Grpc_Testing_TestService.Client<Transport>,
-        _ client: GRPCClient<Transport>
+        _ test: Grpc_Testing_TestService.Client<Transport>
     ) async throws {
         var options = CallOptions.defaults
         options.timeout = .milliseconds(1)
@@ -310,6 +288,16 @@ public enum InteropCase: String, CaseIterable, Sendable {
             throw InteropFailure("the call outlived its 1 ms deadline")
         } catch let error as RPCError {
             try check(error.code == .deadlineExceeded, "failed with \(error.code), expected DEADLINE_EXCEEDED")
+        }
+    }
+
+    /// That `call` (`name`) failed with UNIMPLEMENTED.
+    private static func checkUnimplemented(_ name: String, _ call: () async throws -> Void) async throws {
+        do {
+            try await call()
+            throw InteropFailure("\(name) succeeded")
+        } catch let error as RPCError {
+            try check(error.code == .unimplemented, "failed with \(error.code), expected UNIMPLEMENTED")
         }
     }
 
