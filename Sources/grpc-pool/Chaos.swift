@@ -122,8 +122,7 @@ struct Chaos: AsyncParsableCommand {
             _ = try await channel.unary(method: BenchClients.unaryPath, request: [1])
             channel.close()
         }
-        let shutDown = Task { await LiveObjects.runtimes.waitUntilZero() }
-        _ = await Resources.finishes(shutDown, within: .seconds(15))
+        _ = await Resources.coreShutDown(within: .seconds(15))
     }
 
     /// What the load phase saw.
@@ -379,8 +378,7 @@ enum Resources {
         /// baseline has exited (the core's executor lingers two idle seconds), for at most 20 s;
         /// then counts again. The violations: descriptors or threads beyond the baseline.
         func leaks(waitingFor exits: ThreadExitWatcher) async -> (after: (fds: Int, threads: Int), [String]) {
-            let shutDown = Task { await LiveObjects.runtimes.waitUntilZero() }
-            _ = await Resources.finishes(shutDown, within: .seconds(20))
+            _ = await Resources.coreShutDown(within: .seconds(20))
             let started = Resources.threadNames().subtracting(self.threadNames)
             let counted = started.filter { !$0.hasSuffix("-qos") }.compactMap { Int32($0.prefix { $0 != ":" }) }
             _ = await exits.exit(of: counted, within: .seconds(20))
@@ -400,6 +398,11 @@ enum Resources {
             }
             return (after, violations)
         }
+    }
+
+    /// Whether the C core's runtime has shut down (no `grpc_init` left) within `limit`.
+    static func coreShutDown(within limit: Duration) async -> Bool {
+        await Self.finishes(Task { await LiveObjects.runtimes.waitUntilZero() }, within: limit)
     }
 
     static func openFileDescriptors() -> Int {
