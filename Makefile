@@ -5,7 +5,7 @@
 
 SWIFT        ?= swift
 SYSTEM_PKGS  := libgrpc-dev libprotobuf-dev
-TEST_PKGS    := dnsmasq-base
+TEST_PKGS    := dnsmasq-base tshark
 GEN_PKGS     := protobuf-compiler
 GEN_SCRATCH  := .build-generators
 PROTOC_GEN_SWIFT      = $(GEN_SCRATCH)/release/protoc-gen-swift
@@ -26,11 +26,14 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-# The tests' DNS server (dnsmasq on a loopback port, serving a hosts file the tests rewrite).
+# The tests' DNS server (dnsmasq on a loopback port, serving a hosts file the tests rewrite), and
+# tshark, whose HTTP/2 and gRPC dissectors read which messages went out compressed.
 testdeps:
-	@command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || { \
-		echo "installing: $(TEST_PKGS)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PKGS); }
+	@missing=""; for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 # The tests' second server stack: gRPC's C core as a server (grpcio from PyPI, with its default
 # settings), in a virtual environment of its own, installed when missing.

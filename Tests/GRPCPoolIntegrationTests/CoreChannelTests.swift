@@ -95,7 +95,7 @@ struct CoreChannelTests {
             // flight when the next sends come, and the core allows one SEND_MESSAGE at a time.
             let first = [UInt8](repeating: 1, count: 1 << 20)
             let rest: [[UInt8]] = [[2, 2, 2], [UInt8](repeating: 3, count: 1834), [4]]
-            try call.start(metadata: [:], options: options, message: first)
+            try call.start(metadata: [:], message: first)
             for message in rest {
                 #expect(await call.send(message))
             }

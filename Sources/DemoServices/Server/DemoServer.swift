@@ -47,6 +47,10 @@ public final class DemoServer: Sendable {
     public let maxConcurrentStreams: Int?
     /// TLS settings; `nil` serves plaintext.
     public let tls: TLS?
+    /// The compression algorithms it accepts on requests and uses on responses to clients that
+    /// accept them. Default: every one (the interop cases compress); grpc-swift's own default
+    /// is none, which refuses a request whose `grpc-encoding` names any (UNIMPLEMENTED).
+    public let compression: CompressionAlgorithmSet
 
     /// Server-side TLS: PEM files for the certificate chain and key, and, for mutual TLS, the CA
     /// that client certificates must chain to (clients without one are refused).
@@ -114,11 +118,13 @@ public final class DemoServer: Sendable {
         port: Int = 0,
         maxConcurrentStreams: Int? = nil,
         tls: TLS? = nil,
-        connectionPolicy: ConnectionPolicy = ConnectionPolicy()
+        connectionPolicy: ConnectionPolicy = ConnectionPolicy(),
+        compression: CompressionAlgorithmSet = .all
     ) {
         self.host = host
         self.maxConcurrentStreams = maxConcurrentStreams
         self.tls = tls
+        self.compression = compression
         self.connectionPolicy = connectionPolicy
         self.health = HealthService()
         self.controls = Controls()
@@ -198,7 +204,7 @@ public final class DemoServer: Sendable {
 
     private func listen(on port: Int) async throws {
         var config = HTTP2ServerTransport.Posix.Config.defaults
-        config.compression.enabledAlgorithms = .all
+        config.compression.enabledAlgorithms = self.compression
         config.rpc.maxRequestPayloadSize = 16 << 20
         if let maxConcurrentStreams { config.http2.maxConcurrentStreams = maxConcurrentStreams }
         config.connection.maxAge = self.connectionPolicy.maxAge

@@ -47,7 +47,10 @@ extension PoolManager.ServiceConfig {
         }
     }
 
-    /// The channel options for connection `index`.
+    /// The algorithm a call asks for when it names none itself.
+    var callCompression: ChannelOptions.Compression? { self.compression ? .gzip : nil }
+
+    /// The channel options of every connection.
     func channelOptions() -> ChannelOptions {
         var options = ChannelOptions()
         options.useLocalSubchannelPool = true
@@ -61,7 +64,9 @@ extension PoolManager.ServiceConfig {
             maximum: self.maxRetryDelay,
             minimumConnectTimeout: self.timeout
         )
-        options.defaultCompression = self.compression ? .gzip : ChannelOptions.Compression.none
+        // No default algorithm: each call asks for gzip itself (``callCompression``), so that a
+        // unary call below `compressionThreshold` names no `grpc-encoding` at all, and a server
+        // that refuses gzip is asked for it no more.
         // Retries are grpc-swift's (each attempt picks a connection again), never the core's: a
         // core retry stays on the failing connection, and the core in libgrpc 1.51 corrupts a
         // retried message when compression is on (grpc/grpc#37742: the server received the gzip

@@ -232,6 +232,13 @@ extension PoolManager.ServiceConfig {
                 reason: "must be positive"
             )
         }
+        guard self.compressionThreshold >= 0 else {
+            throw ConfigurationError(
+                field: "compressionThreshold",
+                value: "\(self.compressionThreshold)",
+                reason: "must be 0 (compress every message) or a size in bytes"
+            )
+        }
         guard !self.userAgent.contains(where: { $0.isNewline }) else {
             throw ConfigurationError(field: "userAgent", value: "\"\(self.userAgent)\"", reason: "must be one line")
         }

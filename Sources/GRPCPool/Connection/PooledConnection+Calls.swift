@@ -23,7 +23,7 @@ extension PooledConnection {
         options: CoreCallOptions?,
         in slot: CallSlot
     ) async throws(RPCError) -> UnaryResponse {
-        let options = options ?? CoreCallOptions(timeout: self.config.timeout)
+        let options = options ?? self.defaultCallOptions
         let call = self.beginCall(in: slot)
         do {
             let response = try await call.channel.unary(
@@ -48,7 +48,7 @@ extension PooledConnection {
         options: CoreCallOptions? = nil,
         _ body: (CoreCall) async throws -> Result
     ) async throws -> Result {
-        let options = options ?? CoreCallOptions(timeout: self.config.timeout)
+        let options = options ?? self.defaultCallOptions
         let started = self.beginCall(in: self.slot())
         do {
             let (result, status) = try await started.channel.withCall(
@@ -66,6 +66,15 @@ extension PooledConnection {
             self.endCall(started, error: error as? RPCError ?? RPCError(code: .unknown, message: "\(error)"))
             throw error
         }
+    }
+
+    /// The options of a raw call that brings none: the service's timeout and compression.
+    var defaultCallOptions: CoreCallOptions {
+        CoreCallOptions(
+            timeout: self.config.timeout,
+            compression: self.config.callCompression,
+            compressionThreshold: self.config.compressionThreshold
+        )
     }
 
     /// A call between ``beginCall(in:)`` and ``endCall(_:error:)``: the channel it runs on

@@ -44,7 +44,8 @@ extension PooledConnection {
             let response = try await channel.unary(
                 method: "/grpc.health.v1.Health/Check",
                 request: bytes,
-                options: CoreCallOptions(timeout: timeout)
+                // The pool's own RPC: a few bytes, never worth compressing.
+                options: CoreCallOptions(timeout: timeout, compressionThreshold: .max)
             )
             let message = try Grpc_Health_V1_HealthCheckResponse(serializedBytes: response.message)
             let status: String

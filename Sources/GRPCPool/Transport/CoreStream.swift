@@ -10,7 +10,6 @@ internal import GRPCPoolCoreBridge
 /// or the reader asking for the response first, starts the call with what has been written.
 final class CoreStream: Sendable {
     let call: CoreCall
-    let options: CoreCallOptions
     let maxRequestBytes: Int?
     let maxResponseBytes: Int?
     let state: Locked<State>
@@ -22,9 +21,8 @@ final class CoreStream: Sendable {
         case failed(RPCError)
     }
 
-    init(call: CoreCall, options: CoreCallOptions, maxRequestBytes: Int?, maxResponseBytes: Int?) {
+    init(call: CoreCall, maxRequestBytes: Int?, maxResponseBytes: Int?) {
         self.call = call
-        self.options = options
         self.maxRequestBytes = maxRequestBytes
         self.maxResponseBytes = maxResponseBytes
         self.state = Locked(.pending(metadata: nil, message: nil, closed: false, waiters: []))
@@ -67,10 +65,7 @@ final class CoreStream: Sendable {
             case .send:
                 self.startIfPending(closing: false)
                 if case .started = self.state.withLock({ $0 }) {
-                    _ = await self.call.send(
-                        message,
-                        compress: self.options.compression != ChannelOptions.Compression.none
-                    )
+                    _ = await self.call.send(message)
                 }
             }
         }
@@ -115,18 +110,12 @@ final class CoreStream: Sendable {
     /// knows the initial metadata is already ahead of its batch (started outside the lock, the
     /// writer's next message could reach the core first). The core's `grpc_call_start_batch`
     /// does not wait: completions arrive on the poller thread, never inside it. A message that
-    /// follows the start batch's own waits for it in ``CoreCall/send(_:compress:)``.
+    /// follows the start batch's own waits for it in ``CoreCall/send(_:)``.
     func startIfPending(closing: Bool) {
         let waiters: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
             guard case .pending(let metadata, let message, let closed, let waiters) = state else { return [] }
             do throws(RPCError) {
-                try self.call.start(
-                    metadata: metadata ?? [:],
-                    options: self.options,
-                    message: message,
-                    compress: self.options.compression != ChannelOptions.Compression.none,
-                    closeSend: closed || closing
-                )
+                try self.call.start(metadata: metadata ?? [:], message: message, closeSend: closed || closing)
                 state = .started
             } catch {
                 state = .failed(error)

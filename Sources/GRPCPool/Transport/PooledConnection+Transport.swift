@@ -16,7 +16,8 @@ extension PooledConnection {
         let coreOptions = CoreCallOptions(
             timeout: options.timeout,
             waitForReady: options.waitForReady ?? false,
-            compression: options.compression.flatMap(ChannelOptions.Compression.init)
+            compression: options.compression.flatMap(ChannelOptions.Compression.init) ?? self.config.callCompression,
+            compressionThreshold: self.config.compressionThreshold
         )
         let maxRequest = options.maxRequestMessageBytes ?? self.config.maxSendMessageSize
         let maxResponse = options.maxResponseMessageBytes ?? self.config.maxReceiveMessageSize
@@ -34,7 +35,6 @@ extension PooledConnection {
         let (stream, abandon) = Self.stream(
             for: call,
             descriptor: descriptor,
-            options: coreOptions,
             maxRequestBytes: maxRequest,
             maxResponseBytes: maxResponse
         )
@@ -68,14 +68,12 @@ extension PooledConnection {
     private static func stream(
         for call: CoreCall,
         descriptor: MethodDescriptor,
-        options: CoreCallOptions,
         maxRequestBytes: Int?,
         maxResponseBytes: Int?
     ) -> (TransportStream, abandon: @Sendable () -> Void) {
         let kind: any TransportCoreStream.Type = descriptor.type == .unary ? UnaryCoreStream.self : CoreStream.self
         let stream = kind.init(
             call: call,
-            options: options,
             maxRequestBytes: maxRequestBytes,
             maxResponseBytes: maxResponseBytes
         )

@@ -5,7 +5,6 @@ internal import GRPCPoolCoreBridge
 /// request ends the whole call goes out as one batch of six ops (the cheapest shape the core has).
 final class UnaryCoreStream: Sendable {
     let call: CoreCall
-    private let options: CoreCallOptions
     private let maxRequestBytes: Int?
     private let maxResponseBytes: Int?
     private let state: Locked<State>
@@ -18,9 +17,8 @@ final class UnaryCoreStream: Sendable {
         var started = false
     }
 
-    init(call: CoreCall, options: CoreCallOptions, maxRequestBytes: Int?, maxResponseBytes: Int?) {
+    init(call: CoreCall, maxRequestBytes: Int?, maxResponseBytes: Int?) {
         self.call = call
-        self.options = options
         self.maxRequestBytes = maxRequestBytes
         self.maxResponseBytes = maxResponseBytes
         self.state = Locked(State())
@@ -67,7 +65,7 @@ final class UnaryCoreStream: Sendable {
             self.complete(UnaryOutcome(failure: error))
             return
         }
-        self.call.startUnary(metadata: metadata, message: message, options: self.options) { outcome in
+        self.call.startUnary(metadata: metadata, message: message) { outcome in
             self.complete(outcome)
         }
     }

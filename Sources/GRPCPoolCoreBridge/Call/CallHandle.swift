@@ -9,30 +9,30 @@ internal import GRPCCore
 /// caller or a pending batch's tag — lets go, so the core never sees the pointer after it.
 final class CallHandle: @unchecked Sendable {
     let pointer: OpaquePointer
-    /// The target of the channel that created the call.
-    let target: String
+    /// The channel that created the call.
+    let channel: ChannelHandle
     /// Keeps the completion queue alive until the call is released (see ``CoreRuntime``).
     let runtime: CoreRuntime
-    /// The calls of the channel that created the call.
-    private let channelCalls: ChannelCalls
     /// Batches started on the call; its lock serialises `grpc_call_start_batch`. (A count rather
     /// than `Void`: ThreadSanitizer mistakes accesses to a zero-sized locked value for races.)
     private let startedBatches = Locked(0)
 
-    init(pointer: OpaquePointer, target: String, runtime: CoreRuntime, channelCalls: ChannelCalls) {
+    init(pointer: OpaquePointer, channel: ChannelHandle) {
         self.pointer = pointer
-        self.target = target
-        self.runtime = runtime
-        self.channelCalls = channelCalls
+        self.channel = channel
+        self.runtime = channel.runtime
         LiveObjects.calls.increment()
-        channelCalls.created()
+        channel.calls.created()
     }
 
     deinit {
         grpc_call_unref(self.pointer)
         LiveObjects.calls.decrement()
-        self.channelCalls.released()
+        self.channel.calls.released()
     }
+
+    /// The target of the channel that created the call.
+    var target: String { self.channel.target }
 
     /// Cancels the call; the server sees RST_STREAM and the call ends with CANCELLED.
     func cancel() {

@@ -10,17 +10,22 @@ package struct CoreCallOptions: Sendable, Hashable {
     package var compression: ChannelOptions.Compression?
     /// The `:authority` for this call.
     package var authority: String?
+    /// Messages of fewer bytes go out uncompressed (`GRPC_WRITE_NO_COMPRESS`), whatever algorithm
+    /// the channel or the call would compress them with; `0` compresses every message.
+    package var compressionThreshold: Int
 
     package init(
         timeout: Duration? = nil,
         waitForReady: Bool = false,
         compression: ChannelOptions.Compression? = nil,
-        authority: String? = nil
+        authority: String? = nil,
+        compressionThreshold: Int = 0
     ) {
         self.timeout = timeout
         self.waitForReady = waitForReady
         self.compression = compression
         self.authority = authority
+        self.compressionThreshold = compressionThreshold
     }
 
     var deadline: gpr_timespec {
@@ -35,8 +40,29 @@ package struct CoreCallOptions: Sendable, Hashable {
         self.waitForReady ? UInt32(GRPC_INITIAL_METADATA_WAIT_FOR_READY) : 0
     }
 
-    /// Metadata the core reads to pick this call's compression (primer §4, per-call compression).
-    var internalMetadata: [(String, String)] {
+    /// The write flags of a message of `size` bytes: uncompressed below the threshold, or when
+    /// the call asked for no compression.
+    func writeFlags(messageSize size: Int) -> UInt32 {
+        size < self.compressionThreshold || self.compression == ChannelOptions.Compression.none
+            ? UInt32(GRPC_WRITE_NO_COMPRESS) : 0
+    }
+
+    /// The algorithm the call asks the core for: ``compression``, unless the server refused it,
+    /// or the call is unary and its one message is below the threshold (nothing would be
+    /// compressed: the call then names no `grpc-encoding` at all, and costs what an uncompressed
+    /// call costs).
+    func requestedCompression(
+        unaryRequestSize: Int? = nil,
+        refusals: CompressionRefusals
+    ) -> ChannelOptions.Compression? {
+        guard let compression = self.compression, compression != .none else { return self.compression }
+        if let size = unaryRequestSize, size < self.compressionThreshold { return nil }
+        return refusals.contains(compression) ? nil : compression
+    }
+
+    /// Metadata the core reads to pick a call's compression (primer §4, per-call compression);
+    /// none leaves the channel's default.
+    static func internalMetadata(requesting compression: ChannelOptions.Compression?) -> [(String, String)] {
         guard let compression else { return [] }
         let name = compression == .none ? "identity" : compression.rawValue
         return [(GRPC_COMPRESSION_REQUEST_ALGORITHM_MD_KEY, name)]

@@ -9,6 +9,13 @@ package struct CallStatus: Sendable, Hashable {
     /// The core's own description of a local failure (`error_string`), when it gave one.
     package var debugDescription: String?
 
+    package init(code: Status.Code, message: String, trailingMetadata: Metadata, debugDescription: String? = nil) {
+        self.code = code
+        self.message = message
+        self.trailingMetadata = trailingMetadata
+        self.debugDescription = debugDescription
+    }
+
     /// The message to show: the server's, or the core's own description when there is none.
     package var text: String {
         if self.message.isEmpty, let debugDescription { return debugDescription }

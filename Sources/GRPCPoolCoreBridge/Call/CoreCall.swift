@@ -10,13 +10,24 @@ package import GRPCCore
 /// - client streaming: ``send(_:)`` many times, ``closeSend()``, ``receive()`` once, ``status()``;
 /// - bidirectional: a writer and a reader at once (send-side and receive-side batches may overlap).
 ///
-/// The core allows one SEND_MESSAGE in flight per call: ``send(_:compress:)`` waits for the one
-/// before it (the start batch's message included). At most one ``receive()`` may be in flight.
+/// The core allows one SEND_MESSAGE in flight per call: ``send(_:)`` waits for the one before it
+/// (the start batch's message included). At most one ``receive()`` may be in flight. Each
+/// message is compressed or not by the call's options (``CoreCallOptions/compressionThreshold``).
 package final class CoreCall: Sendable {
     let handle: CallHandle
-    private let state: Locked<State>
+    let options: CoreCallOptions
+    /// The method and the deadline it was created with (a unary call the server refused for its
+    /// compression is sent again with them).
+    let method: String
+    let deadline: gpr_timespec
+    let state: Locked<State>
 
-    private struct State {
+    struct State {
+        /// The compression algorithm the call asked for (``CoreCallOptions/requestedCompression(unaryRequestSize:refusals:)``).
+        var requestedCompression: ChannelOptions.Compression?
+        /// A unary call sent again (``startUnary(metadata:message:completion:)``): cancelled with this one.
+        var resent: CallHandle?
+        var cancelled = false
         var initialMetadataRequested = false
         var initialMetadata: Metadata?
         var status: CallStatus?
@@ -27,8 +38,11 @@ package final class CoreCall: Sendable {
         var sendWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
-    private init(handle: CallHandle) {
+    private init(handle: CallHandle, options: CoreCallOptions, method: String, deadline: gpr_timespec) {
         self.handle = handle
+        self.options = options
+        self.method = method
+        self.deadline = deadline
         self.state = Locked(State())
     }
 
@@ -40,11 +54,11 @@ package final class CoreCall: Sendable {
         options: CoreCallOptions
     ) throws(RPCError) -> CoreCall {
         let call = try Self.create(on: channel, method: method, options: options)
-        try call.start(metadata: metadata, options: options)
+        try call.start(metadata: metadata)
         return call
     }
 
-    /// Creates the call; nothing goes on the wire until ``start(metadata:options:message:closeSend:)``.
+    /// Creates the call with `options`; nothing goes on the wire until ``start(metadata:message:closeSend:)``.
     ///
     /// - Throws: `.unavailable` when the channel is closed.
     package static func create(
@@ -52,16 +66,12 @@ package final class CoreCall: Sendable {
         method: String,
         options: CoreCallOptions
     ) throws(RPCError) -> CoreCall {
-        guard
-            let handle = channel.handle.createCall(
-                method: method,
-                authority: options.authority,
-                deadline: options.deadline
-            )
+        let deadline = options.deadline
+        guard let handle = channel.handle.createCall(method: method, authority: options.authority, deadline: deadline)
         else {
             throw RPCError(code: .unavailable, message: "channel to \(channel.target) is closed")
         }
-        return CoreCall(handle: handle)
+        return CoreCall(handle: handle, options: options, method: method, deadline: deadline)
     }
 
     /// Starts the call in one batch: the initial metadata, optionally the first message, and
@@ -71,12 +81,13 @@ package final class CoreCall: Sendable {
     /// - Throws: the core's refusal, e.g. `.invalidArgument` for illegal metadata.
     package func start(
         metadata: Metadata,
-        options: CoreCallOptions,
         message: [UInt8]? = nil,
-        compress: Bool = true,
         closeSend: Bool = false
     ) throws(RPCError) {
-        let outbound = OutboundMetadata(metadata, extra: options.internalMetadata)
+        let options = self.options
+        let compression = options.requestedCompression(refusals: self.handle.channel.compressionRefusals)
+        self.state.withLock { $0.requestedCompression = compression }
+        let outbound = OutboundMetadata(metadata, extra: CoreCallOptions.internalMetadata(requesting: compression))
         let buffer = message.map(ByteBuffers.make)
         var ops = [grpc_op]()
         ops.reserveCapacity(3)
@@ -89,7 +100,7 @@ package final class CoreCall: Sendable {
         if let buffer {
             var send = grpc_op()
             send.op = GRPC_OP_SEND_MESSAGE
-            send.flags = compress ? 0 : UInt32(GRPC_WRITE_NO_COMPRESS)
+            send.flags = options.writeFlags(messageSize: message?.count ?? 0)
             send.data.send_message.send_message = buffer
             ops.append(send)
         }
@@ -121,9 +132,12 @@ package final class CoreCall: Sendable {
         let statusOp = StatusSlots.op(slots)
         let statusRC = withUnsafePointer(to: statusOp) { op in
             self.handle.startBatch(UnsafeBufferPointer(start: op, count: 1)) { _ in
-                let status = StatusSlots.take(slots, target: self.handle.target)
+                var status = StatusSlots.take(slots, target: self.handle.target)
                 slots.deinitialize(count: 1)
                 slots.deallocate()
+                if self.handle.channel.compressionRefusals.learn(from: status, requested: compression) {
+                    status = CompressionRefusals.retryable(status, requested: compression)
+                }
                 self.statusReceived(status)
             }
         }
@@ -140,13 +154,13 @@ package final class CoreCall: Sendable {
     ///
     /// - Returns: `false` when the call is already over (its status says why).
     @discardableResult
-    package func send(_ message: [UInt8], compress: Bool = true) async -> Bool {
+    package func send(_ message: [UInt8]) async -> Bool {
         await self.waitToSend()
         defer { self.sendCompleted() }
         let buffer = ByteBuffers.make(message)
         var op = grpc_op()
         op.op = GRPC_OP_SEND_MESSAGE
-        op.flags = compress ? 0 : UInt32(GRPC_WRITE_NO_COMPRESS)
+        op.flags = self.options.writeFlags(messageSize: message.count)
         op.data.send_message.send_message = buffer
         let ok = await self.run(op)
         ByteBuffers.destroy(buffer)
@@ -262,7 +276,12 @@ package final class CoreCall: Sendable {
 
     /// Cancels the call (thread-safe); the server observes RST_STREAM.
     package func cancel() {
+        let resent = self.state.withLock { state in
+            state.cancelled = true
+            return state.resent
+        }
         self.handle.cancel()
+        resent?.cancel()
     }
 
     func statusReceived(_ status: CallStatus) {

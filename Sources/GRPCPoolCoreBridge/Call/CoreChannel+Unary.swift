@@ -17,6 +17,9 @@ package struct UnaryOutcome: Sendable {
     package var message: [UInt8]?
     /// The status the caller sees: the server's, or INTERNAL for an OK that came without a message.
     package var status: CallStatus
+    /// The server refused the compression the call asked for (UNIMPLEMENTED with the encodings
+    /// it accepts), before any handler saw the call; the channel has remembered it.
+    package var compressionRefused = false
 
     init(initialMetadata: Metadata, message: [UInt8]?, status: CallStatus) {
         self.initialMetadata = initialMetadata
@@ -89,16 +92,41 @@ extension CoreChannel {
 extension CoreCall {
     /// Sends a whole unary request and receives the whole response in one batch of six ops.
     /// `completion` runs on the poller; afterwards ``finishedStatus`` is the outcome's status.
+    ///
+    /// When the server refuses the call's compression (it never reached a handler), the request
+    /// goes again at once, uncompressed, on a new call to the same channel with the same deadline;
+    /// the channel's later calls ask for no compression.
     package func startUnary(
         metadata: Metadata,
         message: [UInt8],
-        options: CoreCallOptions,
         completion: @escaping @Sendable (UnaryOutcome) -> Void
     ) {
-        UnaryBatch.start(on: self.handle, request: message, metadata: metadata, options: options) { outcome in
+        let finish: @Sendable (UnaryOutcome) -> Void = { outcome in
             self.statusReceived(outcome.status)
             completion(outcome)
         }
+        UnaryBatch.start(on: self.handle, request: message, metadata: metadata, options: self.options) { outcome in
+            guard outcome.compressionRefused, let again = self.resendHandle() else { return finish(outcome) }
+            UnaryBatch.start(on: again, request: message, metadata: metadata, options: self.options, completion: finish)
+        }
+    }
+
+    /// A new call to the same channel, method and deadline, cancelled with this one.
+    private func resendHandle() -> CallHandle? {
+        let authority = self.options.authority
+        guard
+            let again = self.handle.channel.createCall(
+                method: self.method,
+                authority: authority,
+                deadline: self.deadline
+            )
+        else { return nil }
+        let cancelled = self.state.withLock { state in
+            state.resent = again
+            return state.cancelled
+        }
+        if cancelled { again.cancel() }
+        return again
     }
 }
 
@@ -119,7 +147,9 @@ struct UnaryBatch {
         slots.initialize(to: UnaryBatch())
         StatusSlots.initialize(slots.pointer(to: \.status)!)
         grpc_metadata_array_init(slots.pointer(to: \.initialMetadata)!)
-        let outbound = OutboundMetadata(metadata, extra: options.internalMetadata)
+        let refusals = call.channel.compressionRefusals
+        let compression = options.requestedCompression(unaryRequestSize: request.count, refusals: refusals)
+        let outbound = OutboundMetadata(metadata, extra: CoreCallOptions.internalMetadata(requesting: compression))
         let requestBuffer = ByteBuffers.make(request)
 
         var ops = [grpc_op](repeating: grpc_op(), count: 6)
@@ -128,6 +158,7 @@ struct UnaryBatch {
         ops[0].data.send_initial_metadata.count = outbound.count
         ops[0].data.send_initial_metadata.metadata = outbound.elements
         ops[1].op = GRPC_OP_SEND_MESSAGE
+        ops[1].flags = options.writeFlags(messageSize: request.count)
         ops[1].data.send_message.send_message = requestBuffer
         ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT
         ops[3].op = GRPC_OP_RECV_INITIAL_METADATA
@@ -140,7 +171,9 @@ struct UnaryBatch {
             call.startBatch(ops) { _ in
                 withExtendedLifetime(outbound) {}
                 ByteBuffers.destroy(requestBuffer)
-                completion(Self.finish(slots, target: call.target))
+                var outcome = Self.finish(slots, target: call.target)
+                outcome.compressionRefused = refusals.learn(from: outcome.status, requested: compression)
+                completion(outcome)
             }
         }
         if rc != GRPC_CALL_OK {

@@ -150,6 +150,8 @@ final class ChannelHandle: @unchecked Sendable {
     let runtime: CoreRuntime
     /// The calls on this channel: created ones the core still holds, and reserved ones.
     let calls = ChannelCalls()
+    /// The compression algorithms the server refused.
+    let compressionRefusals = CompressionRefusals()
     private let lock: Locked<State>
 
     private struct State {
@@ -314,9 +316,7 @@ final class ChannelHandle: @unchecked Sendable {
                     nil
                 )
             }
-            return call.map {
-                CallHandle(pointer: $0, target: self.target, runtime: self.runtime, channelCalls: self.calls)
-            }
+            return call.map { CallHandle(pointer: $0, channel: self) }
         }
     }
 }
