@@ -142,6 +142,50 @@ struct TransportTests {
         }
     }
 
+    @Test("The pool retries a unary RPC itself, on the next pick: a failing endpoint's calls end on the other")
+    func unaryRetryPicksAgain() async throws {
+        try await withDemoServers(2) { servers in
+            let config = testConfig(servers.map(\.target), poolSize: 2) { $0.outlierDetection = nil }
+            try await withPoolManager(["echo": config]) { manager in
+                let client = try manager.client(for: "echo")
+                // GRPCCore gets no retry policy for unary methods: the transport retries them.
+                let unary = MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary)
+                let transport = try manager.pool(for: "echo").makeTransport()
+                #expect(transport.config(forMethod: unary)?.executionPolicy == nil)
+                servers[0].failNextCalls(1000, with: .init(code: .unavailable, message: "try again"))
+                for _ in 0..<10 {
+                    #expect(try await client.echo([1, 2, 3], timeout: .seconds(5)) == [1, 2, 3])
+                }
+                // Round robin: an attempt on the failing endpoint is followed by one on the other.
+                #expect(servers[1].requestCount == 10)
+                #expect(servers[0].requestCount >= 4)
+                let metrics = try manager.pool(for: "echo").metrics()
+                #expect(metrics.failedRequests == servers[0].requestCount, "each attempt is a call on a connection")
+                #expect(metrics.successfulRequests == 10)
+            }
+        }
+    }
+
+    @Test("A unary retry that could not start before the deadline is not made: the failure comes at once")
+    func unaryRetryWithinDeadline() async throws {
+        try await withDemoServer { server in
+            var config = testConfig([server.target], poolSize: 1)
+            config.retryPolicy.initialBackoff = .seconds(20)
+            config.retryPolicy.maxBackoff = .seconds(20)
+            try await withPoolManager(["echo": config]) { manager in
+                server.failNextCalls(1000, with: .init(code: .unavailable, message: "try again"))
+                let started = ContinuousClock.now
+                // The first retry's backoff is drawn from [0, 20 s): almost always past the deadline.
+                let error = await #expect(throws: RPCError.self) {
+                    try await manager.client(for: "echo").echo([1], timeout: .milliseconds(300))
+                }
+                #expect(error?.code == .unavailable, "\(String(describing: error))")
+                #expect(error?.message.contains("try again") == true)
+                #expect(ContinuousClock.now - started < .seconds(10))
+            }
+        }
+    }
+
     @Test("Under many retries, every reply is its own request's echo")
     func retriesKeepMessagesIntact() async throws {
         try await withDemoServer { server in

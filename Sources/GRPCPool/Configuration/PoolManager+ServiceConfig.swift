@@ -43,10 +43,12 @@ extension PoolManager {
         /// Close a connection after this long without calls (`grpc.client_idle_timeout_ms`); the
         /// next call reconnects it. Default 5 minutes.
         public var maxConnectionIdle: Duration
-        /// Retry calls that fail with a retryable code (``retryPolicy``; UNAVAILABLE by default).
-        /// grpc-swift's client retries them on the clients this pool hands out, each attempt
-        /// picking a connection again; the core's own retries stay off (they would stay on the
-        /// failing connection). Default `true`.
+        /// Retry calls that fail with a retryable code (``retryPolicy``; UNAVAILABLE by default)
+        /// on the clients this pool hands out, each attempt picking a connection again, never past
+        /// the call's deadline. The pool's transport retries unary calls itself (it holds their
+        /// one message); grpc-swift's retry executor retries the streaming kinds, and any call
+        /// that brings its own execution policy. The core's own retries stay off (they would stay
+        /// on the failing connection). Default `true`.
         public var enableRetries: Bool
         /// The retry policy applied to every method when ``enableRetries`` is on.
         public var retryPolicy: CallRetryPolicy

@@ -26,13 +26,13 @@ extension PooledConnection {
 
         private let owner: Owner<PooledConnection>
         let lifecycle = TransportLifecycle()
-        private let methodConfig: MethodConfig
+        private let methodConfigs: TransportMethodConfigs
         private let serviceID: ServiceID
         private let peer: String
 
         init(connection: PooledConnection, retained: Bool) {
             self.owner = Owner(connection, retained: retained)
-            self.methodConfig = connection.config.methodConfig
+            self.methodConfigs = TransportMethodConfigs(connection.config)
             self.serviceID = connection.serviceID
             self.peer = connection.peer
         }
@@ -64,13 +64,14 @@ extension PooledConnection {
                     descriptor: descriptor,
                     options: options,
                     in: connection.slot(),
+                    retryPick: { _ in connection.slot() },
                     closure
                 )
             }
         }
 
         public func config(forMethod descriptor: MethodDescriptor) -> MethodConfig? {
-            self.methodConfig
+            self.methodConfigs.config(for: descriptor)
         }
     }
 }
@@ -100,13 +101,13 @@ extension ConnectionPool {
 
         private let owner: Owner<ConnectionPool>
         let lifecycle = TransportLifecycle()
-        private let methodConfig: MethodConfig
+        private let methodConfigs: TransportMethodConfigs
         private let serviceID: ServiceID
         private let peer: String
 
         init(pool: ConnectionPool, retained: Bool) {
             self.owner = Owner(pool, retained: retained)
-            self.methodConfig = pool.config.methodConfig
+            self.methodConfigs = TransportMethodConfigs(pool.config)
             self.serviceID = pool.serviceID
             self.peer = pool.config.endpoints.map(\.description).joined(separator: ",")
         }
@@ -138,6 +139,7 @@ extension ConnectionPool {
                         descriptor: descriptor,
                         options: options,
                         in: slot,
+                        retryPick: { timeLimit in try? await pool.connection(waitingAtMost: timeLimit) },
                         closure
                     )
                 case .failure(let error):
@@ -147,7 +149,7 @@ extension ConnectionPool {
         }
 
         public func config(forMethod descriptor: MethodDescriptor) -> MethodConfig? {
-            self.methodConfig
+            self.methodConfigs.config(for: descriptor)
         }
     }
 }

@@ -6,11 +6,18 @@ extension PooledConnection {
         RPCAsyncSequence<RPCResponsePart<[UInt8]>, any Error>, RPCWriter<RPCRequestPart<[UInt8]>>.Closable
     >
 
+    /// Where a unary RPC's retry goes, waiting at most the given time: the pool's next pick, or
+    /// the connection the caller holds.
+    typealias RetryPick = @Sendable (_ timeLimit: Duration?) async -> CallSlot?
+
     /// Runs one RPC of a `ClientTransport` on this connection, and records it in the metrics.
+    /// A unary RPC is retried here, under the service's retry policy, on the slot `retryPick`
+    /// finds, unless the call brings its own execution policy (GRPCCore then retries it).
     func withStream<Result: Sendable>(
         descriptor: MethodDescriptor,
         options: CallOptions,
         in slot: CallSlot,
+        retryPick: @escaping RetryPick,
         _ closure: (TransportStream, ClientContext) async throws -> Result
     ) async throws -> Result {
         let coreOptions = CoreCallOptions(
@@ -21,34 +28,73 @@ extension PooledConnection {
         )
         let maxRequest = options.maxRequestMessageBytes ?? self.config.maxSendMessageSize
         let maxResponse = options.maxResponseMessageBytes ?? self.config.maxReceiveMessageSize
+        let context = ClientContext(descriptor: descriptor, remotePeer: self.peer, localPeer: "")
+        let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
+        guard descriptor.type == .unary else {
+            return try await self.withStreamingCall(
+                descriptor: descriptor,
+                options: coreOptions,
+                in: slot,
+                maxRequestBytes: maxRequest,
+                maxResponseBytes: maxResponse,
+                closure
+            )
+        }
+        var retrier: UnaryCoreStream.Retrier?
+        if self.config.enableRetries, options.executionPolicy == nil {
+            let deadline = options.timeout.map { ContinuousClock.now.advanced(by: $0) }
+            retrier = UnaryCoreStream.Retrier(
+                retry: CallRetry(policy: self.config.retryPolicy, deadline: deadline),
+                method: descriptor.path,
+                options: coreOptions,
+                pick: retryPick
+            )
+        }
+        let stream = UnaryCoreStream(
+            first: .init(slot, method: descriptor.path, options: coreOptions),
+            retrier: retrier,
+            maxRequestBytes: maxRequest,
+            maxResponseBytes: maxResponse
+        )
+        defer { stream.close() }
+        return try await withTaskCancellationHandler {
+            try await closure(stream.transportStream(descriptor: descriptor), context)
+        } onCancel: {
+            stream.fail(cancelled)
+        }
+    }
+
+    /// A streaming RPC (client, server or bidirectional) on one core call.
+    private func withStreamingCall<Result: Sendable>(
+        descriptor: MethodDescriptor,
+        options: CoreCallOptions,
+        in slot: CallSlot,
+        maxRequestBytes: Int?,
+        maxResponseBytes: Int?,
+        _ closure: (TransportStream, ClientContext) async throws -> Result
+    ) async throws -> Result {
         let started = self.beginCall(in: slot)
         let call: CoreCall
         do {
-            call = try CoreCall.create(on: started.channel, method: descriptor.path, options: coreOptions)
+            call = try CoreCall.create(on: started.channel, method: descriptor.path, options: options)
         } catch {
             // The channel closed under the pick (a swap or a drain): a retry may pick another.
             self.endCall(started, error: error)
             return try await Refusal.run(error, final: false, descriptor: descriptor, peer: self.peer, closure)
         }
         let context = ClientContext(descriptor: descriptor, remotePeer: self.peer, localPeer: "")
-
-        let (stream, abandon) = Self.stream(
-            for: call,
-            descriptor: descriptor,
-            maxRequestBytes: maxRequest,
-            maxResponseBytes: maxResponse
-        )
-
+        let stream = CoreStream(call: call, maxRequestBytes: maxRequestBytes, maxResponseBytes: maxResponseBytes)
+        let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
         do {
             let result = try await withTaskCancellationHandler {
-                try await closure(stream, context)
+                try await closure(stream.transportStream(descriptor: descriptor), context)
             } onCancel: {
-                abandon()
+                stream.fail(cancelled)
             }
             if let status = call.finishedStatus {
                 self.endCall(started, error: status.error)
             } else {
-                abandon()
+                stream.fail(cancelled)
                 self.endCall(
                     started,
                     error: RPCError(code: .cancelled, message: "the RPC ended before its status arrived")
@@ -56,29 +102,11 @@ extension PooledConnection {
             }
             return result
         } catch {
-            abandon()
+            stream.fail(cancelled)
             let status = call.finishedStatus
             self.endCall(started, error: status.map { $0.error ?? Self.rpcError(error) } ?? Self.rpcError(error))
             throw error
         }
-    }
-
-    /// The stream a `ClientTransport` hands its caller for `call`, and how to end it early:
-    /// unary calls take the one-batch path, the other kinds the streaming one.
-    private static func stream(
-        for call: CoreCall,
-        descriptor: MethodDescriptor,
-        maxRequestBytes: Int?,
-        maxResponseBytes: Int?
-    ) -> (TransportStream, abandon: @Sendable () -> Void) {
-        let kind: any TransportCoreStream.Type = descriptor.type == .unary ? UnaryCoreStream.self : CoreStream.self
-        let stream = kind.init(
-            call: call,
-            maxRequestBytes: maxRequestBytes,
-            maxResponseBytes: maxResponseBytes
-        )
-        let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
-        return (stream.transportStream(descriptor: descriptor), { stream.fail(cancelled) })
     }
 
     static func rpcError(_ error: any Error) -> RPCError {
@@ -114,32 +142,44 @@ extension ChannelOptions.Compression {
     }
 }
 
-extension PoolManager.ServiceConfig {
-    /// The method config for every method of the service: message limits and, with
-    /// `enableRetries`, the retry policy (which GRPCCore applies across connections, since each
-    /// attempt picks a connection again). Each transport builds it once: GRPCCore asks for it on
-    /// every RPC.
-    var methodConfig: MethodConfig {
+/// What GRPCCore applies to a service's methods: the message limits, and, with `enableRetries`,
+/// the retry policy for the streaming kinds (GRPCCore buffers their requests for replay, each
+/// attempt picking a connection again). Unary methods get no execution policy: the pool's
+/// transports retry them themselves (``CallRetry``). Each transport builds them once: GRPCCore
+/// asks on every RPC.
+struct TransportMethodConfigs: Sendable {
+    let unary: MethodConfig
+    let streaming: MethodConfig
+
+    init(_ config: PoolManager.ServiceConfig) {
         var executionPolicy: RPCExecutionPolicy?
-        if self.enableRetries {
-            let policy = self.retryPolicy
-            let codes = Set(policy.retryableStatusCodes.compactMap(Status.Code.init(name:)))
+        if config.enableRetries {
+            let policy = config.retryPolicy
             executionPolicy = .retry(
                 RetryPolicy(
                     maxAttempts: policy.maxAttempts,
                     initialBackoff: policy.initialBackoff,
                     maxBackoff: policy.maxBackoff,
                     backoffMultiplier: policy.backoffMultiplier,
-                    retryableStatusCodes: codes
+                    retryableStatusCodes: Set(policy.retryableStatusCodes.compactMap(Status.Code.init(name:)))
                 )
             )
         }
-        return MethodConfig(
+        self.unary = MethodConfig(
             names: [],
-            maxRequestMessageBytes: self.maxSendMessageSize,
-            maxResponseMessageBytes: self.maxReceiveMessageSize,
+            maxRequestMessageBytes: config.maxSendMessageSize,
+            maxResponseMessageBytes: config.maxReceiveMessageSize
+        )
+        self.streaming = MethodConfig(
+            names: [],
+            maxRequestMessageBytes: config.maxSendMessageSize,
+            maxResponseMessageBytes: config.maxReceiveMessageSize,
             executionPolicy: executionPolicy
         )
+    }
+
+    func config(for descriptor: MethodDescriptor) -> MethodConfig {
+        descriptor.type == .unary ? self.unary : self.streaming
     }
 }
 

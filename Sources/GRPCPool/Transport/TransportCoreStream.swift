@@ -7,8 +7,6 @@ protocol TransportCoreStream: AnyObject, Sendable {
     associatedtype ResponseParts: AsyncSequence<RPCResponsePart<[UInt8]>, any Error> & Sendable
     associatedtype Writer: ClosableRPCWriterProtocol<RPCRequestPart<[UInt8]>> & Sendable
 
-    init(call: CoreCall, maxRequestBytes: Int?, maxResponseBytes: Int?)
-
     /// The response, part by part.
     var responseParts: ResponseParts { get }
     /// The request side.

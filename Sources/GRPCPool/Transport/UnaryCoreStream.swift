@@ -3,26 +3,56 @@ internal import GRPCPoolCoreBridge
 
 /// A unary RPC of a `ClientTransport` stream: the request parts are collected, and when the
 /// request ends the whole call goes out as one batch of six ops (the cheapest shape the core has).
+///
+/// With a ``Retrier``, a failure its ``CallRetry`` allows is sent again, the same request, on a
+/// connection picked anew (gRFC A6): the pool already holds the one message, so GRPCCore's retry
+/// executor, which buffers the request for replay, is not needed for unary methods. Each
+/// attempt is recorded on its connection as it ends, before the caller sees the response.
 final class UnaryCoreStream: Sendable {
-    let call: CoreCall
-    private let maxRequestBytes: Int?
-    private let maxResponseBytes: Int?
+    /// One attempt: a started call slot of a connection, and its core call (or why there is
+    /// none: the channel closed under the pick).
+    struct Attempt: Sendable {
+        let connection: PooledConnection
+        let started: PooledConnection.StartedCall
+        let call: Result<CoreCall, RPCError>
+    }
+
+    /// What sends the request again: the retry decision, and where the next attempt goes.
+    struct Retrier: Sendable {
+        var retry: CallRetry
+        let method: String
+        let options: CoreCallOptions
+        /// A slot for the next attempt, waiting at most the given time: the pool's pick, or the
+        /// connection the caller holds; `nil` when there is none (the RPC then ends with the last
+        /// attempt's status).
+        let pick: @Sendable (_ timeLimit: Duration?) async -> PooledConnection.CallSlot?
+    }
+
+    let maxRequestBytes: Int?
+    let maxResponseBytes: Int?
     private let state: Locked<State>
 
     private struct State {
         var metadata: Metadata = [:]
         var message: [UInt8]?
+        var requestEnded = false
+        /// The attempt whose end is not recorded yet.
+        var attempt: Attempt?
+        /// Whether the current attempt's batch went out.
+        var sent = false
+        /// The current attempt's outcome, once it ended.
         var outcome: UnaryOutcome?
-        var waiters: [CheckedContinuation<UnaryOutcome, Never>] = []
-        var started = false
+        var waiter: CheckedContinuation<UnaryOutcome, Never>?
+        var retrier: Retrier?
     }
 
-    init(call: CoreCall, maxRequestBytes: Int?, maxResponseBytes: Int?) {
-        self.call = call
+    init(first attempt: Attempt, retrier: Retrier?, maxRequestBytes: Int?, maxResponseBytes: Int?) {
         self.maxRequestBytes = maxRequestBytes
         self.maxResponseBytes = maxResponseBytes
-        self.state = Locked(State())
+        self.state = Locked(State(attempt: attempt, retrier: retrier))
     }
+
+    // MARK: - Request side
 
     func write(_ part: RPCRequestPart<[UInt8]>) throws {
         switch part {
@@ -47,14 +77,15 @@ final class UnaryCoreStream: Sendable {
         }
     }
 
+    /// The request is complete: the first attempt goes out.
     func finish() {
-        let request: (Metadata, [UInt8]?)? = self.state.withLock { state in
-            guard !state.started, state.outcome == nil else { return nil }
-            state.started = true
-            return (state.metadata, state.message)
+        let request: (first: Attempt?, hasMessage: Bool)? = self.state.withLock { state in
+            guard !state.requestEnded, state.outcome == nil else { return nil }
+            state.requestEnded = true
+            return (state.attempt, state.message != nil)
         }
-        guard let (metadata, message) = request else { return }
-        guard let message else {
+        guard let request else { return }
+        guard request.hasMessage, let first = request.first else {
             // Never send a unary request without its message: the server would answer an empty one.
             // A request writer that was cancelled ends that way (GRPCCore's replay buffer ends the
             // sequence for a cancelled subscriber): that is a cancellation, not a protocol error.
@@ -65,38 +96,122 @@ final class UnaryCoreStream: Sendable {
             self.complete(UnaryOutcome(failure: error))
             return
         }
-        self.call.startUnary(metadata: metadata, message: message) { outcome in
-            self.complete(outcome)
+        self.send(first)
+    }
+
+    /// Sends the request on `attempt`'s call.
+    private func send(_ attempt: Attempt) {
+        let request: (Metadata, [UInt8])? = self.state.withLock { state in
+            guard state.outcome == nil, let message = state.message else { return nil }
+            state.sent = true
+            return (state.metadata, message)
+        }
+        guard let (metadata, message) = request else { return }
+        switch attempt.call {
+        case .success(let call): call.startUnary(metadata: metadata, message: message) { self.complete($0) }
+        case .failure(let error): self.complete(UnaryOutcome(failure: error))
         }
     }
 
+    /// Ends the current attempt with `error` now: its call is cancelled if it went out.
     func fail(_ error: RPCError) {
-        let started = self.state.withLock { $0.started }
-        if started { self.call.cancel() } else { self.complete(UnaryOutcome(failure: error)) }
+        let (attempt, sent) = self.state.withLock { ($0.attempt, $0.sent) }
+        if sent, case .success(let call) = attempt?.call {
+            call.cancel()
+        } else {
+            self.complete(UnaryOutcome(failure: error))
+        }
     }
 
     private func complete(_ outcome: UnaryOutcome) {
-        let waiters = self.state.withLock { state -> [CheckedContinuation<UnaryOutcome, Never>] in
-            guard state.outcome == nil else { return [] }
+        let waiter = self.state.withLock { state -> CheckedContinuation<UnaryOutcome, Never>? in
+            guard state.outcome == nil else { return nil }
             state.outcome = outcome
-            defer { state.waiters = [] }
-            return state.waiters
+            defer { state.waiter = nil }
+            return state.waiter
         }
-        for waiter in waiters { waiter.resume(returning: outcome) }
+        waiter?.resume(returning: outcome)
     }
 
-    func outcome() async -> UnaryOutcome {
-        await withCheckedContinuation { continuation in
-            let outcome = self.state.withLock { state -> UnaryOutcome? in
-                if let outcome = state.outcome { return outcome }
-                state.waiters.append(continuation)
-                return nil
+    // MARK: - Response side
+
+    /// The RPC's outcome: the first attempt's, or the last retry's.
+    func response() async -> UnaryOutcome {
+        var outcome = await self.attemptOutcome()
+        self.recordAttempt(outcome)
+        while let next = await self.nextAttempt(after: outcome) {
+            self.send(next)
+            outcome = await self.attemptOutcome()
+            self.recordAttempt(outcome)
+        }
+        return outcome
+    }
+
+    /// The current attempt's outcome; cancelling the task cancels its call.
+    private func attemptOutcome() async -> UnaryOutcome {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let outcome = self.state.withLock { state -> UnaryOutcome? in
+                    if let outcome = state.outcome { return outcome }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let outcome { continuation.resume(returning: outcome) }
             }
-            if let outcome { continuation.resume(returning: outcome) }
+        } onCancel: {
+            self.fail(RPCError(code: .cancelled, message: "the RPC was cancelled"))
         }
     }
 
-    var finished: Bool { self.state.withLock { $0.outcome != nil } }
+    /// The next attempt after `outcome`, once its backoff has passed and it has a connection;
+    /// `nil` when the RPC ends with `outcome`.
+    private func nextAttempt(after outcome: UnaryOutcome) async -> Attempt? {
+        let decision = self.state.withLock { state -> (CallRetry.Decision, Retrier)? in
+            guard var retrier = state.retrier else { return nil }
+            let decision = retrier.retry.next(after: outcome.status, now: .now, random: .random(in: 0..<1))
+            state.retrier = retrier
+            return (decision, retrier)
+        }
+        guard let (decision, retrier) = decision, case .retry(let delay) = decision else { return nil }
+        do { try await Task.sleep(for: delay) } catch { return nil }
+        let remaining = retrier.retry.deadline.map { ContinuousClock.now.duration(to: $0) }
+        if let remaining, remaining <= .zero { return nil }
+        guard let slot = await retrier.pick(remaining) else { return nil }
+        var options = retrier.options
+        options.timeout = remaining
+        let attempt = Attempt(slot, method: retrier.method, options: options)
+        self.state.withLock { state in
+            state.attempt = attempt
+            state.outcome = nil
+            state.sent = false
+        }
+        return attempt
+    }
+
+    /// Records the current attempt on its connection, once.
+    private func recordAttempt(_ outcome: UnaryOutcome) {
+        guard
+            let attempt = self.state.withLock({ state in
+                defer { state.attempt = nil }
+                return state.attempt
+            })
+        else { return }
+        attempt.connection.endCall(attempt.started, error: outcome.status.error)
+    }
+
+    /// The RPC is over for the transport: an attempt not recorded yet (the response was never
+    /// read, or the caller left first) is cancelled and recorded now.
+    func close() {
+        let (attempt, outcome) = self.state.withLock { state in
+            defer { state.attempt = nil }
+            return (state.attempt, state.outcome)
+        }
+        guard let attempt else { return }
+        if outcome == nil, case .success(let call) = attempt.call { call.cancel() }
+        let error =
+            outcome?.status.error ?? RPCError(code: .cancelled, message: "the RPC ended before its status arrived")
+        attempt.connection.endCall(attempt.started, error: error)
+    }
 
     /// The response as parts: metadata, message, status; or the status alone for an error.
     var responseParts: ResponseParts { ResponseParts(stream: self) }
@@ -118,32 +233,43 @@ final class UnaryCoreStream: Sendable {
 
             mutating func next() async throws -> RPCResponsePart<[UInt8]>? {
                 if self.pending == nil {
-                    let outcome = await self.stream.outcome()
-                    let status = outcome.status
-                    if status.code == .ok, let message = outcome.message {
-                        if let limit = self.stream.maxResponseBytes, message.count > limit {
-                            let exceeded = Status(
-                                code: .resourceExhausted,
-                                message:
-                                    "response message of \(message.count) bytes exceeds the limit of \(limit) bytes"
-                            )
-                            self.pending = [.status(exceeded, [:])]
-                        } else {
-                            self.pending = [
-                                .metadata(outcome.initialMetadata),
-                                .message(message),
-                                .status(Status(code: .ok, message: ""), status.trailingMetadata),
-                            ]
-                        }
-                    } else {
-                        self.pending = [
-                            .status(Status(code: status.code, message: status.text), status.trailingMetadata)
-                        ]
-                    }
+                    self.pending = Self.parts(of: await self.stream.response(), stream: self.stream)
                 }
                 guard !self.pending!.isEmpty else { return nil }
                 return self.pending!.removeFirst()
             }
+
+            private static func parts(of outcome: UnaryOutcome, stream: UnaryCoreStream) -> [RPCResponsePart<[UInt8]>] {
+                let status = outcome.status
+                guard status.code == .ok, let message = outcome.message else {
+                    return [.status(Status(code: status.code, message: status.text), status.trailingMetadata)]
+                }
+                if let limit = stream.maxResponseBytes, message.count > limit {
+                    let exceeded = Status(
+                        code: .resourceExhausted,
+                        message: "response message of \(message.count) bytes exceeds the limit of \(limit) bytes"
+                    )
+                    return [.status(exceeded, [:])]
+                }
+                return [
+                    .metadata(outcome.initialMetadata),
+                    .message(message),
+                    .status(Status(code: .ok, message: ""), status.trailingMetadata),
+                ]
+            }
+        }
+    }
+}
+
+extension UnaryCoreStream.Attempt {
+    /// Starts a call in `slot`: its core call, or the reason it has none.
+    init(_ slot: PooledConnection.CallSlot, method: String, options: CoreCallOptions) {
+        self.connection = slot.connection
+        self.started = slot.connection.beginCall(in: slot)
+        do throws(RPCError) {
+            self.call = .success(try CoreCall.create(on: self.started.channel, method: method, options: options))
+        } catch {
+            self.call = .failure(error)
         }
     }
 }
