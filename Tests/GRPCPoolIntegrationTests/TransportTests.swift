@@ -186,6 +186,19 @@ struct TransportTests {
         }
     }
 
+    @Test("A call's deadline reaches the server once, as the core's grpc-timeout")
+    func deadlineSentOnce() async throws {
+        try await withDemoServer { server in
+            try await withPoolManager(["echo": testConfig([server.target], poolSize: 1)]) { manager in
+                _ = try await manager.client(for: "echo").echo([1], timeout: .seconds(7))
+                let timeouts = Array(server.lastRequestMetadata[stringValues: "grpc-timeout"])
+                #expect(timeouts.count == 1, "\(server.lastRequestMetadata)")
+                // Between 6 and 7 seconds, in the unit the core chose.
+                #expect(timeouts.first.map { ["7S", "6S"].contains($0) || $0.hasSuffix("m") } == true)
+            }
+        }
+    }
+
     @Test("Under many retries, every reply is its own request's echo")
     func retriesKeepMessagesIntact() async throws {
         try await withDemoServer { server in

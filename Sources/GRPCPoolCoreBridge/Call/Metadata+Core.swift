@@ -3,15 +3,27 @@ internal import GRPCCore
 
 /// Metadata to send, laid out as the core wants it: a C array of `grpc_metadata` whose key and
 /// value slices this object owns. It must stay alive until the batch that sends it completes.
+///
+/// `grpc-timeout` is left out: GRPCCore writes the RPC's deadline there, and the core sends the
+/// call's own deadline (which the pool gives it) as that header; parsed from metadata as well, it
+/// would be read twice.
 final class OutboundMetadata {
     let elements: UnsafeMutablePointer<grpc_metadata>
     let count: Int
 
+    static let timeoutKey = "grpc-timeout"
+
+    private static func isTimeout(_ key: String) -> Bool {
+        key.utf8.count == Self.timeoutKey.utf8.count && key.lowercased() == Self.timeoutKey
+    }
+
     init(_ metadata: Metadata, extra: [(String, String)] = []) {
-        self.count = metadata.count + extra.count
+        var sent = 0
+        for (key, _) in metadata where !Self.isTimeout(key) { sent += 1 }
+        self.count = sent + extra.count
         self.elements = .allocate(capacity: max(self.count, 1))
         var index = 0
-        for (key, value) in metadata {
+        for (key, value) in metadata where !Self.isTimeout(key) {
             let bytes: [UInt8]
             switch value {
             case .string(let string): bytes = Array(string.utf8)
