@@ -90,7 +90,8 @@ demo: deps
 	$(SWIFT) build --product grpc-pool
 	$(SWIFT) run --skip-build grpc-pool demo
 
-# Side-by-side client benchmarks (release build; the echo server runs as a separate process).
+# Side-by-side client benchmarks (release build; the echo server runs as a separate process, and
+# the defaults-against-tuned rows run against a grpcio server too, from .build-venv).
 # BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS="--json --duration 5"`.
 # CMO=1 builds every module with cross-module optimization (in .build-cmo; a cold build takes
 # about 15 minutes here), so that GRPCCore's generic client executor is specialized for the
@@ -98,7 +99,7 @@ demo: deps
 BENCH_SCRATCH := $(if $(CMO),.build-cmo,.build)
 BENCH_FLAGS   := $(if $(CMO),-Xswiftc -cross-module-optimization,)
 BENCH_BUILD    = $(SWIFT) build -c release --product grpc-pool --scratch-path $(BENCH_SCRATCH) $(BENCH_FLAGS)
-bench: deps testdeps
+bench: deps testdeps pydeps
 	$(BENCH_BUILD)
 	$(BENCH_SCRATCH)/release/grpc-pool bench $(BENCH_ARGS)
 

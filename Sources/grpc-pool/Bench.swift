@@ -48,6 +48,23 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Only the outcome rows (faults, load step, added backends, queue bound).")
     var onlyOutcomes = false
 
+    @Flag(help: "Only the defaults-against-tuned rows, against the NIO and the grpcio server.")
+    var onlyDefaults = false
+
+    @Option(help: "The Python with grpcio, for the grpcio (C-core) server's rows.")
+    var grpcioPython = ".build-venv/bin/python"
+
+    @Option(help: "The grpcio server script.")
+    var grpcioServer = "Scripts/core_server.py"
+
+    @Option(help: "External mode: the workload, unary (one message of --payload bytes) or bidi (10 ping-pongs).")
+    var workload: TargetWorkload = .unary
+
+    enum TargetWorkload: String, ExpressibleByArgument, CaseIterable, Sendable {
+        case unary
+        case bidi
+    }
+
     @Flag(
         help:
             "Memory: resident size after a tenth of --memory-calls unary calls and after all of them (concurrency 64)."
@@ -77,7 +94,11 @@ struct Bench: AsyncParsableCommand {
         let server = try await ServerProcess.start()
         defer { server.stop() }
         let endpoint = PoolManager.Endpoint(host: "127.0.0.1", port: server.port)
-        let clients = try await BenchClients(endpoint: endpoint, connections: self.connections)
+        let clients = try await BenchClients(
+            endpoint: endpoint,
+            connections: self.connections,
+            settings: BenchSettings.allCases
+        )
         defer { clients.shutdown() }
         if self.memory {
             return try await Self.memoryRun(
@@ -92,9 +113,14 @@ struct Bench: AsyncParsableCommand {
             "server: pid \(server.pid) on 127.0.0.1:\(server.port); \(self.duration) s per row after \(self.warmup) s warm-up"
         )
         session.say(Measure.Row.header)
+        if self.onlyDefaults {
+            try await self.defaultsSections(session)
+            return try session.report()
+        }
         if !self.onlyPool && !self.onlyOutcomes {
             for level in self.levels { try await session.unaryRows(concurrency: level) }
             try await session.largeAndStreamingRows()
+            try await self.defaultsSections(session)
         }
         if !self.onlyOutcomes {
             for tasks in [1, 64] { try await session.acquireRelease(tasks: tasks) }
@@ -108,29 +134,68 @@ struct Bench: AsyncParsableCommand {
         try session.report()
     }
 
-    /// External mode: the pooled client alone against `target`, one JSON line.
+    /// The defaults section against the NIO echo server, then against a grpcio server (the C
+    /// core with its default settings), when its Python is there.
+    private func defaultsSections(_ session: BenchSession) async throws {
+        try await session.defaultsRows(server: "nio", clients: session.clients, serverPID: session.server.pid)
+        guard FileManager.default.isExecutableFile(atPath: self.grpcioPython) else {
+            session.say("(no grpcio server rows: \(self.grpcioPython) is missing; `make pydeps` installs it)")
+            return
+        }
+        let grpcio = try await ServerProcess.grpcio(python: self.grpcioPython, script: self.grpcioServer)
+        defer { grpcio.stop() }
+        let clients = try await BenchClients(
+            endpoint: .init(host: "127.0.0.1", port: grpcio.port),
+            connections: self.connections,
+            settings: BenchSettings.allCases
+        )
+        defer { clients.shutdown() }
+        try await session.defaultsRows(server: "grpcio", clients: clients, serverPID: grpcio.pid)
+    }
+
+    /// External mode: the pool against `target` on the tuned settings and on the defaults, and
+    /// grpc-swift-2's NIO client on the same two; one JSON line per row.
     private func runAgainst(_ target: String) async throws {
         let endpoint = try Endpoints.parse(target)
-        let clients = try await BenchClients(endpoint: endpoint, connections: self.connections)
+        let clients = try await BenchClients(
+            endpoint: endpoint,
+            connections: self.connections,
+            nioClients: 1,
+            settings: [.tuned, .defaults]
+        )
         defer { clients.shutdown() }
         let payload = [UInt8](repeating: 7, count: self.payload)
-        _ = try await Measure.run(concurrency: self.concurrency, duration: .seconds(self.warmup), serverPID: nil) {
-            try await clients.poolStub(payload)
+        for (client, settings) in [
+            ("grpcpool", BenchSettings.tuned), ("grpcpool", .defaults), ("nio", .tuned), ("nio", .defaults),
+        ] {
+            let call: @Sendable () async throws -> Void
+            switch (client, self.workload) {
+            case ("grpcpool", .unary): call = { try await clients.poolStub(payload, settings: settings) }
+            case ("grpcpool", .bidi): call = { try await clients.poolPingPong(payload, settings: settings) }
+            case (_, .unary): call = { try await clients.nio(payload, settings: settings) }
+            case (_, .bidi): call = { try await clients.nioPingPong(payload, settings: settings) }
+            }
+            _ = try await Measure.run(
+                concurrency: self.concurrency,
+                duration: .seconds(self.warmup),
+                serverPID: nil,
+                call
+            )
+            let row = try await Measure.run(
+                concurrency: self.concurrency,
+                duration: .seconds(self.duration),
+                serverPID: nil,
+                call
+            )
+            let object: [String: Any] = [
+                "client": client, "settings": settings.rawValue, "workload": self.workload.rawValue,
+                "connections": self.connections, "concurrency": self.concurrency, "payload": self.payload,
+                "rpcs": row.calls, "failures": row.failures, "qps": row.qps, "p50_us": row.p50, "p99_us": row.p99,
+                "cpu_us_per_rpc": row.cpuPerCall,
+            ]
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
         }
-        let row = try await Measure.run(
-            concurrency: self.concurrency,
-            duration: .seconds(self.duration),
-            serverPID: nil
-        ) {
-            try await clients.poolStub(payload)
-        }
-        let object: [String: Any] = [
-            "client": "grpcpool", "connections": self.connections, "concurrency": self.concurrency,
-            "payload": self.payload, "rpcs": row.calls, "qps": row.qps, "p50_us": row.p50, "p99_us": row.p99,
-            "cpu_us_per_rpc": row.cpuPerCall,
-        ]
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        print(String(decoding: data, as: UTF8.self))
     }
 }
 
@@ -215,155 +280,6 @@ extension Bench {
         let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
         let kB = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
         return kB / 1024
-    }
-}
-
-/// The clients under test, all against the same server.
-final class BenchClients: Sendable {
-    let manager: PoolManager
-    let pool: ConnectionPool
-    let poolClient: GRPCClient<ConnectionPool.Transport>
-    let nioClients: [GRPCClient<HTTP2ClientTransport.Posix>]
-    let nioTasks: [Task<Void, any Error>]
-    let managerTask: Task<Void, any Error>
-    let core: CoreChannel
-    private let cursor = Atomic(0)
-
-    static let descriptor = MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary)
-    /// The same method as the core layer names it.
-    static let unaryPath = "/bench.Echo/Unary"
-
-    convenience init(endpoint: PoolManager.Endpoint, connections: Int, nioClients: Int? = nil) async throws {
-        try await self.init(endpoints: [endpoint], connections: connections, nioClients: nioClients)
-    }
-
-    /// The pool spreads its connections over `endpoints`; the NIO clients and the core channel
-    /// go to the first.
-    init(
-        endpoints: [PoolManager.Endpoint],
-        connections: Int,
-        nioClients: Int? = nil,
-        balancing: BalancingPolicy = .roundRobin
-    ) async throws {
-        let endpoint = endpoints[0]
-        var config = PoolManager.ServiceConfig(endpoints: endpoints, poolSize: connections)
-        config.balancing = balancing
-        config.compression = false
-        config.enableRetries = false
-        config.maxReceiveMessageSize = 16 << 20
-        self.manager = try PoolManager(services: ["bench": config], logger: .cli(verbose: false))
-        self.pool = try self.manager.pool(for: "bench")
-        self.poolClient = self.pool.client
-        let manager = self.manager
-        self.managerTask = Task { try await manager.run() }
-        var nio: [GRPCClient<HTTP2ClientTransport.Posix>] = []
-        var tasks: [Task<Void, any Error>] = []
-        for _ in 0..<(nioClients ?? max(connections, 1)) {
-            let transport = try HTTP2ClientTransport.Posix(
-                target: .ipv4(address: endpoint.host, port: endpoint.port),
-                transportSecurity: .plaintext
-            )
-            let client = GRPCClient(transport: transport)
-            tasks.append(Task { try await client.runConnections() })
-            nio.append(client)
-        }
-        self.nioClients = nio
-        self.nioTasks = tasks
-        var options = ChannelOptions()
-        options.maxReceiveMessageSize = 16 << 20
-        self.core = try CoreChannel(target: endpoint.description, options: options)
-        _ = await self.pool.waitUntilHealthy(timeLimit: .seconds(10))
-    }
-
-    func shutdown() {
-        self.manager.beginGracefulShutdown()
-        for client in self.nioClients { client.beginGracefulShutdown() }
-        self.core.close()
-    }
-
-    private func unary<T: ClientTransport>(
-        _ client: GRPCClient<T>,
-        _ payload: [UInt8],
-        metadata: Metadata = [:]
-    ) async throws {
-        let reply = try await client.unary(
-            request: ClientRequest(message: payload, metadata: metadata),
-            descriptor: Self.descriptor,
-            serializer: RawBytesSerializer(),
-            deserializer: RawBytesDeserializer(),
-            options: .defaults
-        ) { try $0.message }
-        guard reply.count == payload.count else { throw RPCError(code: .dataLoss, message: "short echo") }
-    }
-
-    /// (a) a stub call on the pool-wide transport.
-    func poolStub(_ payload: [UInt8], metadata: Metadata = [:]) async throws {
-        try await self.unary(self.poolClient, payload, metadata: metadata)
-    }
-
-    /// (b) lease a connection, call on its client.
-    func lease(_ payload: [UInt8]) async throws {
-        try await self.manager.withConnection(to: "bench") { connection in
-            try await self.unary(connection.client, payload)
-        }
-    }
-
-    /// (c) grpc-swift-2's own NIO client (one).
-    func nio(_ payload: [UInt8]) async throws { try await self.unary(self.nioClients[0], payload) }
-
-    static let stream = MethodDescriptor(
-        fullyQualifiedService: "bench.Echo",
-        method: "Stream",
-        type: .bidirectionalStreaming
-    )
-
-    /// One bidirectional stream with 10 ping-pongs (each message waits for its echo).
-    func pingPong<T: ClientTransport>(_ client: GRPCClient<T>, _ payload: [UInt8]) async throws {
-        let (turns, turn) = AsyncStream.makeStream(of: Void.self)
-        let request = StreamingClientRequest(of: [UInt8].self) { writer in
-            var iterator = turns.makeAsyncIterator()
-            for _ in 0..<10 {
-                try await writer.write(payload)
-                guard await iterator.next() != nil else { return }
-            }
-        }
-        let echoed = try await client.bidirectionalStreaming(
-            request: request,
-            descriptor: Self.stream,
-            serializer: RawBytesSerializer(),
-            deserializer: RawBytesDeserializer(),
-            options: .defaults
-        ) { response in
-            var count = 0
-            for try await _ in response.messages {
-                count += 1
-                turn.yield()
-            }
-            turn.finish()
-            return count
-        }
-        guard echoed == 10 else { throw RPCError(code: .dataLoss, message: "\(echoed) of 10 echoes") }
-    }
-
-    /// One acquire and release of a pooled connection (no RPC).
-    func acquireRelease() async throws {
-        try await self.manager.withConnection(to: "bench") { _ in }
-    }
-
-    /// (c) N NIO clients, round robin.
-    func nioRoundRobin(_ payload: [UInt8]) async throws {
-        let index = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue % self.nioClients.count
-        try await self.unary(self.nioClients[index], payload)
-    }
-
-    /// (d) one plain core channel through this package's core layer, no pool.
-    func coreChannel(_ payload: [UInt8]) async throws {
-        _ = try await self.core.unary(method: Self.unaryPath, request: payload)
-    }
-
-    /// (a′) the pool's own unary call on raw bytes (`ConnectionPool.unary`): the pool without GRPCCore.
-    func poolRaw(_ payload: [UInt8]) async throws {
-        _ = try await self.pool.unary(method: Self.unaryPath, request: payload)
     }
 }
 
@@ -581,6 +497,22 @@ final class ServerProcess: Sendable {
         else {
             await process.terminate()
             throw ValidationError("the server did not report its port: \(line)")
+        }
+        return ServerProcess(process: process, port: port)
+    }
+
+    /// A grpcio server (`Scripts/core_server.py`: the C core with its default settings), which
+    /// prints `PORT n` once it listens and exits when its standard input closes.
+    static func grpcio(python: String, script: String) async throws -> ServerProcess {
+        let process = try ChildProcess(python, [script, "--port", "0"], output: .capture, input: true)
+        var line = ""
+        for await first in process.lines() {
+            line = first
+            break
+        }
+        guard line.hasPrefix("PORT "), let port = Int(line.dropFirst(5).prefix { $0.isNumber }) else {
+            await process.terminate()
+            throw ValidationError("the grpcio server did not report its port: \(line)")
         }
         return ServerProcess(process: process, port: port)
     }

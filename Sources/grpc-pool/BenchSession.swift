@@ -10,7 +10,7 @@ final class BenchSession {
     let server: ServerProcess
     let clients: BenchClients
     private(set) var rows: [[String: Any]] = []
-    private(set) var ratios: [String: Double] = [:]
+    var ratios: [String: Double] = [:]
     let small = [UInt8](repeating: 7, count: 32)
 
     init(options: Bench, server: ServerProcess, clients: BenchClients) {
@@ -89,6 +89,13 @@ final class BenchSession {
         let c2 = try await self.measure("(c) NIO client", "unary 32 B", concurrency: level) {
             try await clients.nio(small)
         }
+        // What a user gets without tuning, beside its peer on equal settings.
+        try await self.measure("(a) pool stub, defaults", "unary 32 B", concurrency: level) {
+            try await clients.poolStub(small, settings: .defaults)
+        }
+        try await self.measure("(c) NIO client, defaults", "unary 32 B", concurrency: level) {
+            try await clients.nio(small, settings: .defaults)
+        }
         try await self.measure("(b) withConnection", "unary 32 B", concurrency: level) {
             try await clients.lease(small)
         }
@@ -119,12 +126,21 @@ final class BenchSession {
             try await clients.poolStub(large)
         }
         try await self.measure("(c) NIO client", "unary 64 KiB", concurrency: 16) { try await clients.nio(large) }
-        _ = await self.measureCeiling("unary 64 KiB", payload: large, concurrency: 16)
-        try await self.measure("(a) pool stub", "bidi 10×32 B", concurrency: 16) {
-            try await clients.pingPong(clients.poolClient, small)
+        try await self.measure("(a) pool stub, defaults", "unary 64 KiB", concurrency: 16) {
+            try await clients.poolStub(large, settings: .defaults)
         }
-        try await self.measure("(c) NIO client", "bidi 10×32 B", concurrency: 16) {
-            try await clients.pingPong(clients.nioClients[0], small)
+        try await self.measure("(c) NIO client, defaults", "unary 64 KiB", concurrency: 16) {
+            try await clients.nio(large, settings: .defaults)
+        }
+        _ = await self.measureCeiling("unary 64 KiB", payload: large, concurrency: 16)
+        for settings in [BenchSettings.tuned, .defaults] {
+            let suffix = settings == .tuned ? "" : ", defaults"
+            try await self.measure("(a) pool stub\(suffix)", "bidi 10×32 B", concurrency: 16) {
+                try await clients.poolPingPong(small, settings: settings)
+            }
+            try await self.measure("(c) NIO client\(suffix)", "bidi 10×32 B", concurrency: 16) {
+                try await clients.nioPingPong(small, settings: settings)
+            }
         }
     }
 
