@@ -1,7 +1,7 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
-/// Settings every target shares (STYLE.md house rule 1).
+/// Settings every target shares, as grpc-swift-2 sets them for its own: Swift 6 mode, `any`, imports that are internal unless marked.
 let swiftSettings: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .enableUpcomingFeature("ExistentialAny"),
@@ -84,10 +84,10 @@ let package = Package(
                 "GRPCPool",
                 "DemoServices",
                 "InteropCases",
-                "GRPCPoolCoreBridge",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -4,7 +4,6 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCPool
-import GRPCPoolCoreBridge
 import Synchronization
 
 /// Side-by-side client benchmarks against one echo server in a separate process.
@@ -218,8 +217,7 @@ extension Bench {
         func calls(upTo total: Int) async throws {
             guard let call else {
                 // (e) has no task per call: its 64 chains run on the poller thread.
-                let (_, failures) = await CoreBenchLoop.run(
-                    channel: clients.core,
+                let (_, failures) = await clients.core.loop(
                     method: BenchClients.unaryPath,
                     payload: payload,
                     concurrency: 64,
@@ -270,7 +268,7 @@ extension Bench {
                     afterAll - afterTenth
                 )
             )
-            writeLine("live core objects: \(LiveObjects.snapshot())")
+            writeLine("live core objects: \(CoreDiagnostics.liveObjects)")
         }
     }
 
@@ -407,8 +405,7 @@ enum Measure {
         serverPID: Int32?
     ) async -> Row {
         let before = Usage.now(serverPID: serverPID)
-        let (latencies, failures) = await CoreBenchLoop.run(
-            channel: clients.core,
+        let (latencies, failures) = await clients.core.loop(
             method: BenchClients.unaryPath,
             payload: payload,
             concurrency: concurrency,

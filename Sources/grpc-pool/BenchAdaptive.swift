@@ -2,7 +2,6 @@ import DemoServices
 import Foundation
 import GRPCCore
 import GRPCPool
-import GRPCPoolCoreBridge
 
 /// The adaptive pool's rows of `grpc-pool bench`: what happens to calls when a connection stalls,
 /// when the load steps up and down, when a backend is added behind an L4 balancer, and when every
@@ -46,11 +45,7 @@ enum AdaptiveBench {
                 group.addTask {
                     while !stop.isSet {
                         do {
-                            _ = try await pool.unary(
-                                method: method,
-                                request: payload,
-                                options: CoreCallOptions(timeout: timeout)
-                            )
+                            _ = try await pool.unary(method: method, request: payload, timeout: timeout)
                             tally.ok.increment()
                         } catch let error as RPCError where error.code == .resourceExhausted {
                             tally.shed.increment()

@@ -2,7 +2,6 @@ import DemoServices
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCPool
-import GRPCPoolCoreBridge
 import Synchronization
 
 /// How a row's client is configured: what a user gets without tuning, or the fastest path.
@@ -73,13 +72,13 @@ final class BenchClients: Sendable {
     let manager: PoolManager
     let pool: ConnectionPool
     /// The pool-wide stub's client per settings (the tuned one always; the others when asked for).
-    let poolClients: [BenchSettings: GRPCClient<ConnectionPool.Transport>]
+    let poolClients: [BenchSettings: GRPCClient<PooledTransport>]
     let nioClients: [GRPCClient<HTTP2ClientTransport.Posix>]
     /// A NIO client that gzips every message, as the defaults rows' peer.
     let nioGzip: GRPCClient<HTTP2ClientTransport.Posix>?
     let nioTasks: [Task<Void, any Error>]
     let managerTask: Task<Void, any Error>
-    let core: CoreChannel
+    let core: CoreBenchChannel
     private let cursor = Atomic(0)
 
     static let descriptor = MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Unary", type: .unary)
@@ -114,7 +113,7 @@ final class BenchClients: Sendable {
         }
         self.manager = try PoolManager(services: services, logger: .cli(verbose: false))
         self.pool = try self.manager.pool(for: BenchSettings.tuned.serviceID)
-        var clients: [BenchSettings: GRPCClient<ConnectionPool.Transport>] = [:]
+        var clients: [BenchSettings: GRPCClient<PooledTransport>] = [:]
         for setting in all { clients[setting] = try self.manager.client(for: setting.serviceID) }
         self.poolClients = clients
         let manager = self.manager
@@ -137,9 +136,7 @@ final class BenchClients: Sendable {
         self.nioGzip = all.count > 1 ? try nioClient(gzip: true) : nil
         self.nioClients = nio
         self.nioTasks = tasks
-        var options = ChannelOptions()
-        options.maxReceiveMessageSize = 16 << 20
-        self.core = try CoreChannel(target: endpoint.description, options: options)
+        self.core = try CoreBenchChannel(target: endpoint.description, maxReceiveMessageSize: 16 << 20)
         _ = await self.manager.waitUntilHealthy(timeLimit: .seconds(10))
     }
 
@@ -166,7 +163,7 @@ final class BenchClients: Sendable {
     }
 
     /// The pool's stub client for `settings`.
-    func poolClient(_ settings: BenchSettings = .tuned) -> GRPCClient<ConnectionPool.Transport> {
+    func poolClient(_ settings: BenchSettings = .tuned) -> GRPCClient<PooledTransport> {
         self.poolClients[settings]!
     }
 
@@ -264,6 +261,6 @@ final class BenchClients: Sendable {
 
     /// (a′) the pool's own unary call on raw bytes (`ConnectionPool.unary`): the pool without GRPCCore.
     func poolRaw(_ payload: [UInt8]) async throws {
-        _ = try await self.pool.unary(method: Self.unaryPath, request: payload)
+        _ = try await self.pool.unary(method: Self.unaryPath, request: payload, timeout: nil)
     }
 }

@@ -3,8 +3,8 @@ import DemoServices
 import Foundation
 import GRPCCore
 import GRPCPool
-import GRPCPoolCoreBridge
 import Logging
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// Chaos under load: endpoints killed and restarted at random while many callers call through the
@@ -118,7 +118,7 @@ struct Chaos: AsyncParsableCommand {
 
     private static func warmUpCore(target: String) async throws {
         do {
-            let channel = try CoreChannel(target: target)
+            let channel = try CoreBenchChannel(target: target)
             _ = try await channel.unary(method: BenchClients.unaryPath, request: [1])
             channel.close()
         }
@@ -205,7 +205,7 @@ struct Chaos: AsyncParsableCommand {
     /// `callers` loops of unary echo calls through `client` until `stop`, each outcome counted
     /// in `tally`; a reply that is not the request is a DATA_LOSS failure naming what came back.
     private static func call(
-        _ client: GRPCClient<ConnectionPool.Transport>,
+        _ client: GRPCClient<PooledTransport>,
         callers: Int,
         tally: ChaosTally,
         until stop: StopSignal
@@ -325,22 +325,22 @@ final class ChaosTally: Sendable {
     }
 
     private let targets: [String]
-    private let counts = Locked(Counts())
+    private let counts = NIOLockedValueBox(Counts())
 
     init(targets: [String]) {
         self.targets = targets
     }
 
-    var snapshot: Counts { self.counts.withLock { $0 } }
+    var snapshot: Counts { self.counts.withLockedValue { $0 } }
 
     func issued() {
-        self.counts.withLock { $0.issued += 1 }
+        self.counts.withLockedValue { $0.issued += 1 }
     }
 
     /// Records how a call ended: `nil` for success.
     func ended(_ error: (any Error)?) {
         guard let error else {
-            self.counts.withLock { $0.succeeded += 1 }
+            self.counts.withLockedValue { $0.succeeded += 1 }
             return
         }
         var problem: String?
@@ -356,7 +356,7 @@ final class ChaosTally: Sendable {
             code = "non-RPCError"
             problem = "failure that is not an RPCError: \(error)"
         }
-        self.counts.withLock { counts in
+        self.counts.withLockedValue { counts in
             counts.failed += 1
             counts.failuresByCode[code, default: 0] += 1
             if let problem, counts.unexpected.count < 10 { counts.unexpected.append(problem) }
@@ -393,7 +393,7 @@ enum Resources {
             if after.threads > self.threads {
                 let extra = Resources.threadNames().subtracting(self.threadNames)
                 violations.append(
-                    "threads: \(self.threads) before, \(after.threads) after shutdown; new: \(extra.sorted()); core objects: \(LiveObjects.snapshot())"
+                    "threads: \(self.threads) before, \(after.threads) after shutdown; new: \(extra.sorted()); core objects: \(CoreDiagnostics.liveObjects)"
                 )
             }
             return (after, violations)
@@ -402,7 +402,7 @@ enum Resources {
 
     /// Whether the C core's runtime has shut down (no `grpc_init` left) within `limit`.
     static func coreShutDown(within limit: Duration) async -> Bool {
-        await Self.finishes(Task { await LiveObjects.runtimes.waitUntilZero() }, within: limit)
+        await Self.finishes(Task { await CoreDiagnostics.waitUntilCoreShutDown() }, within: limit)
     }
 
     static func openFileDescriptors() -> Int {
@@ -461,13 +461,13 @@ enum Resources {
     private static func finishes(within limit: Duration, _ wait: @escaping @Sendable () async -> Void) async -> Bool {
         // Not a task group: it would wait for a wait that never ends.
         final class Pending: Sendable {
-            let continuation = Locked<CheckedContinuation<Bool, Never>?>(nil)
+            let continuation = NIOLockedValueBox<CheckedContinuation<Bool, Never>?>(nil)
         }
         let pending = Pending()
         return await withCheckedContinuation { continuation in
-            pending.continuation.withLock { $0 = continuation }
+            pending.continuation.withLockedValue { $0 = continuation }
             let resume: @Sendable (Bool) -> Void = { finished in
-                pending.continuation.withLock { $0.take() }?.resume(returning: finished)
+                pending.continuation.withLockedValue { $0.take() }?.resume(returning: finished)
             }
             Task {
                 await wait()

@@ -3,8 +3,8 @@ import DemoServices
 import Foundation
 import GRPCCore
 import GRPCPool
-import GRPCPoolCoreBridge
 import Logging
+import NIOConcurrencyHelpers
 import SwiftProtobuf
 import Synchronization
 
@@ -46,7 +46,7 @@ struct Demo: AsyncParsableCommand {
         let manager = try Self.manager(for: servers, logger: logger)
 
         let tally = Tally()
-        let finalMetrics = Locked<[ServiceID: PoolMetrics]>([:])
+        let finalMetrics = NIOLockedValueBox<[ServiceID: PoolMetrics]>([:])
         let events = EventLog(echo: !self.json)
         let clock = ContinuousClock()
         let started = clock.now
@@ -77,13 +77,13 @@ struct Demo: AsyncParsableCommand {
             // 5. The live line, until the time is up.
             try await self.liveLine(manager, order: order, tally: tally, from: started, lasting: total, say: say)
             stop.set()
-            finalMetrics.withLock { $0 = manager.metrics() }
+            finalMetrics.withLockedValue { $0 = manager.metrics() }
             manager.beginGracefulShutdown()
         }
         for server in servers.values { await server.stop() }
 
         // 6. What happened (the metrics as the load ended, before the shutdown closed everything).
-        let metrics = finalMetrics.withLock { $0 }
+        let metrics = finalMetrics.withLockedValue { $0 }
         if self.json {
             print(
                 Self.json(
@@ -338,10 +338,10 @@ struct Demo: AsyncParsableCommand {
 
 /// Client-side outcome counts per service, independent of the pool's metrics.
 final class Tally: Sendable {
-    private let state = Locked<[ServiceID: (ok: Int, failed: Int)]>([:])
+    private let state = NIOLockedValueBox<[ServiceID: (ok: Int, failed: Int)]>([:])
 
     func record(_ service: ServiceID, ok: Bool) {
-        self.state.withLock { counts in
+        self.state.withLockedValue { counts in
             var entry = counts[service] ?? (0, 0)
             if ok { entry.ok += 1 } else { entry.failed += 1 }
             counts[service] = entry
@@ -349,11 +349,11 @@ final class Tally: Sendable {
     }
 
     func counts(_ service: ServiceID) -> (Int, Int) {
-        self.state.withLock { $0[service].map { ($0.ok, $0.failed) } ?? (0, 0) }
+        self.state.withLockedValue { $0[service].map { ($0.ok, $0.failed) } ?? (0, 0) }
     }
 
     var totals: (calls: Int, errors: Int) {
-        self.state.withLock { counts in
+        self.state.withLockedValue { counts in
             counts.values.reduce((0, 0)) { ($0.0 + $1.ok + $1.failed, $0.1 + $1.failed) }
         }
     }
@@ -366,17 +366,17 @@ final class StopSignal: Sendable {
 }
 
 final class EventLog: Sendable {
-    private let events = Locked<[(Duration, String)]>([])
+    private let events = NIOLockedValueBox<[(Duration, String)]>([])
     let echo: Bool
 
     init(echo: Bool) { self.echo = echo }
 
     func add(_ text: String, at time: Duration) {
-        self.events.withLock { $0.append((time, text)) }
+        self.events.withLockedValue { $0.append((time, text)) }
         if self.echo { writeLine(String(format: "  %5.1fs  ▶ %@", time.seconds, text)) }
     }
 
-    var all: [(Duration, String)] { self.events.withLock { $0 } }
+    var all: [(Duration, String)] { self.events.withLockedValue { $0 } }
 }
 
 extension Duration {

@@ -1,5 +1,5 @@
 import Foundation
-import GRPCPoolCoreBridge
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
 import Glibc
@@ -20,7 +20,7 @@ final class ThreadExitWatcher: Sendable {
     }
 
     private final class Shared: Sendable {
-        let requests = Locked<[Request]>([])
+        let requests = NIOLockedValueBox<[Request]>([])
         let wake = DispatchSemaphore(value: 0)
     }
 
@@ -31,7 +31,9 @@ final class ThreadExitWatcher: Sendable {
         let thread = Thread {
             while true {
                 shared.wake.wait()
-                guard let request = shared.requests.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { continue }
+                guard let request = shared.requests.withLockedValue({ $0.isEmpty ? nil : $0.removeFirst() }) else {
+                    continue
+                }
                 request.continuation.resume(returning: Self.block(until: request.threads, exitWithin: request.limit))
             }
         }
@@ -43,7 +45,9 @@ final class ThreadExitWatcher: Sendable {
     func exit(of ids: [Int32], within limit: Duration) async -> Bool {
         guard !ids.isEmpty else { return true }
         return await withCheckedContinuation { continuation in
-            self.shared.requests.withLock { $0.append(Request(threads: ids, limit: limit, continuation: continuation)) }
+            self.shared.requests.withLockedValue {
+                $0.append(Request(threads: ids, limit: limit, continuation: continuation))
+            }
             self.shared.wake.signal()
         }
     }

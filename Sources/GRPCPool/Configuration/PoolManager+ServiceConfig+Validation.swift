@@ -11,6 +11,11 @@ extension PoolManager.ServiceConfig {
     ///
     /// - Throws: ``ConfigurationError`` for the first field that cannot work.
     public func validate() throws(ConfigurationError) {
+        _ = try self.validated()
+    }
+
+    /// Checks every field, and returns the credentials for the core (with PEM files read, once).
+    func validated() throws(ConfigurationError) -> ChannelCredentials {
         try self.validateEndpoints()
         try self.validateDiscovery()
         try self.validateSizing()
@@ -18,7 +23,7 @@ extension PoolManager.ServiceConfig {
         try self.validateOutlierDetection()
         try self.validateRetryPolicy()
         try self.validateLimits()
-        _ = try self.credentials()
+        return try self.credentials()
     }
 
     private func validateEndpoints() throws(ConfigurationError) {
@@ -151,6 +156,11 @@ extension PoolManager.ServiceConfig {
             )
         }
         try Self.positive(self.timeout, "timeout")
+        try Self.positive(self.connectionWaitTimeout, "connectionWaitTimeout")
+        try Self.positive(self.drainTimeout, "drainTimeout")
+        if let timeout = self.defaultCallTimeout {
+            try Self.positive(timeout, "defaultCallTimeout")
+        }
         try Self.positive(self.keepaliveTime, "keepaliveTime")
         try Self.positive(self.keepaliveTimeout, "keepaliveTimeout")
         guard self.maxConnectionIdle >= .seconds(1) else {

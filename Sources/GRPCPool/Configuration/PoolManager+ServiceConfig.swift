@@ -32,9 +32,20 @@ extension PoolManager {
         public var retryDelay: Duration
         /// The cap on the reconnection delay. Default 30 s.
         public var maxRetryDelay: Duration
-        /// How long a connection attempt may take, and the deadline of calls that set none.
+        /// How long a connection attempt may take: a new channel's connect and first check
+        /// before it takes a connection's place, and the core's minimum connect timeout.
         /// Default 30 s.
         public var timeout: Duration
+        /// How long a call that has no deadline of its own, or a ``PoolManager/withConnection(to:timeout:_:)``
+        /// lease, waits for a healthy connection with room. A call with a deadline waits until
+        /// its deadline. Default 30 s.
+        public var connectionWaitTimeout: Duration
+        /// How long the calls on a connection leaving the pool, on a replaced channel, or on a
+        /// pool shutting down gracefully may run on before their channel is closed. Default 30 s.
+        public var drainTimeout: Duration
+        /// The deadline of a call that sets none (GRPCCore's method-config timeout). Default
+        /// `nil`: such calls have no deadline.
+        public var defaultCallTimeout: Duration?
         /// Interval of HTTP/2 keepalive pings (`grpc.keepalive_time_ms`). Default 10 s.
         public var keepaliveTime: Duration
         /// How long to wait for a ping's answer before the connection is considered dead
@@ -152,6 +163,9 @@ extension PoolManager {
             self.retryDelay = retryDelay
             self.maxRetryDelay = .seconds(30)
             self.timeout = timeout
+            self.connectionWaitTimeout = .seconds(30)
+            self.drainTimeout = .seconds(30)
+            self.defaultCallTimeout = nil
             self.keepaliveTime = keepaliveTime
             self.keepaliveTimeout = keepaliveTimeout
             self.maxConnectionIdle = maxConnectionIdle

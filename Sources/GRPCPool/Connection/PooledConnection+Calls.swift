@@ -40,38 +40,10 @@ extension PooledConnection {
         }
     }
 
-    /// Runs a streaming call on raw bytes and records its outcome (the status, or the error
-    /// `body` threw).
-    package func withCall<Result>(
-        method: String,
-        metadata: Metadata = [:],
-        options: CoreCallOptions? = nil,
-        _ body: (CoreCall) async throws -> Result
-    ) async throws -> Result {
-        let options = options ?? self.defaultCallOptions
-        let started = self.beginCall(in: self.slot())
-        do {
-            let (result, status) = try await started.channel.withCall(
-                method: method,
-                metadata: metadata,
-                options: options
-            ) {
-                call in
-                let result = try await body(call)
-                return (result, call.finishedStatus)
-            }
-            self.endCall(started, error: status?.error)
-            return result
-        } catch {
-            self.endCall(started, error: error as? RPCError ?? RPCError(code: .unknown, message: "\(error)"))
-            throw error
-        }
-    }
-
     /// The options of a raw call that brings none: the service's timeout and compression.
     var defaultCallOptions: CoreCallOptions {
         CoreCallOptions(
-            timeout: self.config.timeout,
+            timeout: self.config.defaultCallTimeout,
             compression: self.config.callCompression,
             compressionThreshold: self.config.compressionThreshold
         )

@@ -51,7 +51,7 @@ public final class PooledConnection: Sendable {
     let checkRequests: AsyncStream<Void>.Continuation
     let checkRequestStream: AsyncStream<Void>
     /// The `GRPCClient` over this connection, made on first use.
-    let clientStorage = Locked<CachedClient<Transport>?>(nil)
+    let clientStorage = Locked<CachedClient?>(nil)
     /// Called whenever `isHealthy` or the load changes, so waiting callers can look again.
     let onChangeHandler: @Sendable () -> Void
     /// Called when a connection attempt fails: the pool looks its names up again.

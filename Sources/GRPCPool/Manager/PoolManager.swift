@@ -38,7 +38,8 @@ public final class PoolManager: Service, Sendable {
         case stopped
     }
 
-    /// Creates a pool per service; connections are made when ``run()`` starts.
+    /// Creates a pool per service, with its channels; they connect when ``run()`` starts, or at a
+    /// call made before it (health monitoring and repair run only while ``run()`` does).
     ///
     /// - Parameters:
     ///   - services: the configuration of each service.
@@ -85,8 +86,9 @@ public final class PoolManager: Service, Sendable {
             guard !id.rawValue.isEmpty else {
                 throw ConfigurationError(field: "services", value: "\"\"", reason: "a service id must not be empty")
             }
+            let credentials: ChannelCredentials
             do {
-                try config.validate()
+                credentials = try config.validated()
             } catch {
                 throw ConfigurationError(field: "\(id).\(error.field)", value: error.value, reason: error.reason)
             }
@@ -94,6 +96,7 @@ public final class PoolManager: Service, Sendable {
                 pools[id] = try ConnectionPool(
                     serviceID: id,
                     config: config,
+                    credentials: credentials,
                     logger: logger,
                     metricsFactory: metricsFactory ?? MetricsSystem.factory,
                     observers: observers,
@@ -134,8 +137,9 @@ public final class PoolManager: Service, Sendable {
     ///
     /// - Parameters:
     ///   - service: which pool.
-    ///   - timeout: how long to wait for a healthy connection when none is (under
-    ///     ``NoHealthyConnectionPolicy/waitUntilDeadline``); default the service's `timeout`.
+    ///   - timeout: how long to wait for a healthy connection with room when none is (under
+    ///     ``NoHealthyConnectionPolicy/waitUntilDeadline``); default the service's
+    ///     `connectionWaitTimeout`.
     /// - Throws: ``GRPCPoolError`` for an unknown service; `RPCError` `.unavailable` when no
     ///   connection can serve (or the pool is shutting down), `.deadlineExceeded` when none became
     ///   healthy in time; whatever `body` throws.
@@ -151,7 +155,7 @@ public final class PoolManager: Service, Sendable {
     /// a generated stub: `STT.Client(wrapping: try manager.client(for: "stt"))`.
     ///
     /// - Throws: ``GRPCPoolError`` `.unknownService`.
-    public func client(for service: ServiceID) throws(GRPCPoolError) -> GRPCClient<ConnectionPool.Transport> {
+    public func client(for service: ServiceID) throws(GRPCPoolError) -> GRPCClient<PooledTransport> {
         try self.pool(for: service).client
     }
 

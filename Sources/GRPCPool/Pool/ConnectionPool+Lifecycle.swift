@@ -40,7 +40,7 @@ extension ConnectionPool {
         await withDiscardingTaskGroup { group in
             for connection in self.connections {
                 group.addTask {
-                    if gracefully { await connection.channel.drainAndClose(timeLimit: self.config.timeout) }
+                    if gracefully { await connection.channel.drainAndClose(timeLimit: self.config.drainTimeout) }
                     connection.close()
                 }
             }

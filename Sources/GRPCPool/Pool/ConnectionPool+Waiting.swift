@@ -50,7 +50,7 @@ extension ConnectionPool {
 
         // The wait runs beside one timer for its whole length (not one per wake-up: a cancelled
         // Task.sleep holds its memory until its deadline), and whichever ends first ends the other.
-        let deadline = ContinuousClock.now.advanced(by: timeout ?? self.config.timeout)
+        let deadline = ContinuousClock.now.advanced(by: timeout ?? self.config.connectionWaitTimeout)
         self.waiting.add(1, ordering: .relaxed)
         defer { self.waiting.subtract(1, ordering: .relaxed) }
         do {

@@ -28,7 +28,7 @@ public final class ConnectionPool: Sendable {
     let lifecycleChanges = ChangeSignal()
     let outlierDetector: OutlierDetector?
     let events: PoolEventSink
-    let clientStorage = Locked<CachedClient<Transport>?>(nil)
+    let clientStorage = Locked<CachedClient?>(nil)
     /// The addresses the endpoints name, as last found.
     let addressBook: Locked<AddressBook>
     /// Signalled when a connection attempt fails: the endpoints' names are looked up again.
@@ -51,6 +51,7 @@ public final class ConnectionPool: Sendable {
     init(
         serviceID: ServiceID,
         config: PoolManager.ServiceConfig,
+        credentials: ChannelCredentials,
         logger: Logger,
         metricsFactory: any MetricsFactory,
         observers: [any PoolObserver] = [],
@@ -66,7 +67,6 @@ public final class ConnectionPool: Sendable {
         let changes = ChangeSignal()
         self.changes = changes
         self.state = Locked(State())
-        let credentials = try config.credentials()
         let size = max(config.poolSize, config.maxConnections ?? 0)
         let book = AddressBook(endpoints: config.endpoints, clientID: config.discovery.clientID ?? Self.hostName)
         self.addressBook = Locked(book)

@@ -154,7 +154,7 @@ extension PooledConnection {
                     _ = await self.replace(reason: reason, in: &group)
                 case .waitUntilDrained:
                     let generation = connection.currentGeneration.0
-                    let (limit, sink) = (connection.config.timeout, self.sink)
+                    let (limit, sink) = (connection.config.drainTimeout, self.sink)
                     group.addTask {
                         await connection.waitUntilUnloaded(timeLimit: limit)
                         sink.yield(.drained(generation: generation))
@@ -199,7 +199,7 @@ extension PooledConnection {
         /// it already) finish, or reach the usual deadline, before it goes.
         private func swapIn(_ replacement: CoreChannel, in group: inout DiscardingTaskGroup) {
             let (generation, old) = self.connection.replaceChannel(with: replacement)
-            let drainLimit = self.connection.config.timeout
+            let drainLimit = self.connection.config.drainTimeout
             group.addTask { await old.drainAndClose(timeLimit: drainLimit) }
             self.follow(replacement, generation: generation, in: &group)
         }

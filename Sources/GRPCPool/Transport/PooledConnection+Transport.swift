@@ -142,7 +142,7 @@ extension ChannelOptions.Compression {
     }
 }
 
-/// What GRPCCore applies to a service's methods: the message limits, and, with `enableRetries`,
+/// What GRPCCore applies to a service's methods: the message limits, `defaultCallTimeout`, and, with `enableRetries`,
 /// the retry policy for the streaming kinds (GRPCCore buffers their requests for replay, each
 /// attempt picking a connection again). Unary methods get no execution policy: the pool's
 /// transports retry them themselves (``CallRetry``). Each transport builds them once: GRPCCore
@@ -167,11 +167,13 @@ struct TransportMethodConfigs: Sendable {
         }
         self.unary = MethodConfig(
             names: [],
+            timeout: config.defaultCallTimeout,
             maxRequestMessageBytes: config.maxSendMessageSize,
             maxResponseMessageBytes: config.maxReceiveMessageSize
         )
         self.streaming = MethodConfig(
             names: [],
+            timeout: config.defaultCallTimeout,
             maxRequestMessageBytes: config.maxSendMessageSize,
             maxResponseMessageBytes: config.maxReceiveMessageSize,
             executionPolicy: executionPolicy
