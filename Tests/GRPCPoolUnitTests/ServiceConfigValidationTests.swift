@@ -21,6 +21,10 @@ struct ServiceConfigValidationTests {
         #expect(config.maxConnectionIdle == .seconds(300))
         #expect(config.enableRetries)
         #expect(config.compression)
+        #expect(config.compressionThreshold == 2048)
+        #expect(config.connectionWaitTimeout == .seconds(30))
+        #expect(config.drainTimeout == .seconds(30))
+        #expect(config.defaultCallTimeout == nil)
         #expect(config.healthCheck.interval == .seconds(30))
         #expect(config.balancing == .roundRobin)
         #expect(config.whenNoneHealthy == .waitUntilDeadline)
@@ -68,6 +72,13 @@ struct ServiceConfigValidationTests {
             "\(Duration.zero)"
         ),
         ("empty clientID", { $0.discovery.clientID = "" }, "discovery.clientID", "\"\""),
+        (
+            "zero connectionWaitTimeout", { $0.connectionWaitTimeout = .zero }, "connectionWaitTimeout",
+            "\(Duration.zero)"
+        ),
+        ("negative drainTimeout", { $0.drainTimeout = .seconds(-1) }, "drainTimeout", "\(Duration.seconds(-1))"),
+        ("zero defaultCallTimeout", { $0.defaultCallTimeout = .zero }, "defaultCallTimeout", "\(Duration.zero)"),
+        ("negative compressionThreshold", { $0.compressionThreshold = -1 }, "compressionThreshold", "-1"),
         ("poolSize 0", { $0.poolSize = 0 }, "poolSize", "0"),
         ("poolSize absurd", { $0.poolSize = 100_000 }, "poolSize", "100000"),
         ("negative maxRetries", { $0.maxRetries = -1 }, "maxRetries", "-1"),
