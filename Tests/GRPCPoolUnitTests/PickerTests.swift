@@ -17,9 +17,9 @@ private final class Snapshot: PickCandidate, CustomStringConvertible {
     var description: String { self.name }
 }
 
-private func name(_ pick: Picker.Pick<Snapshot>) -> String {
+private func name(_ pick: Picker.Pick, in snapshots: [Snapshot]) -> String {
     switch pick {
-    case .connection(let snapshot): snapshot.name
+    case .connection(let index): snapshots[index].name
     case .allAtCapacity: "allAtCapacity"
     case .noneHealthy: "noneHealthy"
     }
@@ -61,19 +61,25 @@ struct PickerTests {
     )
     func roundRobin(_ pick: Case) {
         let picker = Picker(balancing: .roundRobin, capacity: 4)
-        #expect(name(picker.pick(from: pick.snapshots, start: pick.start, now: Self.now)) == pick.expected)
+        #expect(
+            name(picker.pick(from: pick.snapshots, start: pick.start, now: Self.now), in: pick.snapshots)
+                == pick.expected
+        )
     }
 
     @Test("Least in flight: the least loaded with room; ties go to the first from the start")
     func leastInFlight() {
         let picker = Picker(balancing: .leastInFlight, capacity: 4)
         let loads = [Snapshot("0", load: 2), Snapshot("1", load: 1), Snapshot("2", load: 1), Snapshot("3", load: 3)]
-        #expect(name(picker.pick(from: loads, start: 0, now: Self.now)) == "1")
-        #expect(name(picker.pick(from: loads, start: 2, now: Self.now)) == "2", "the tie from index 2")
+        #expect(name(picker.pick(from: loads, start: 0, now: Self.now), in: loads) == "1")
+        #expect(name(picker.pick(from: loads, start: 2, now: Self.now), in: loads) == "2", "the tie from index 2")
         let full = [Snapshot("0", load: 4), Snapshot("1", healthy: false), Snapshot("2", load: 3)]
-        #expect(name(picker.pick(from: full, start: 0, now: Self.now)) == "2", "full and unhealthy are skipped")
+        #expect(
+            name(picker.pick(from: full, start: 0, now: Self.now), in: full) == "2",
+            "full and unhealthy are skipped"
+        )
         let none = [Snapshot("0", load: 4), Snapshot("1", load: 5)]
-        #expect(name(picker.pick(from: none, start: 0, now: Self.now)) == "allAtCapacity")
+        #expect(name(picker.pick(from: none, start: 0, now: Self.now), in: none) == "allAtCapacity")
     }
 
     @Test("Least busy: of two candidates, the one with less (load + 1) × latency, whatever the draw")
@@ -81,12 +87,12 @@ struct PickerTests {
         let picker = Picker(balancing: .leastBusy, capacity: 4)
         let pair = [Snapshot("slow", load: 0, latency: 100), Snapshot("fast", load: 2, latency: 1)]
         for start in 0..<50 {
-            #expect(name(picker.pick(from: pair, start: start, now: Self.now)) == "fast", "draw \(start)")
+            #expect(name(picker.pick(from: pair, start: start, now: Self.now), in: pair) == "fast", "draw \(start)")
         }
         // An unknown latency counts as the other's: load decides.
         let fresh = [Snapshot("new", load: 3, latency: nil), Snapshot("known", load: 1, latency: 5)]
         for start in 0..<50 {
-            #expect(name(picker.pick(from: fresh, start: start, now: Self.now)) == "known", "draw \(start)")
+            #expect(name(picker.pick(from: fresh, start: start, now: Self.now), in: fresh) == "known", "draw \(start)")
         }
     }
 
@@ -95,11 +101,19 @@ struct PickerTests {
         let picker = Picker(balancing: .leastBusy, capacity: 4)
         let one = [Snapshot("0", healthy: false), Snapshot("1", load: 1, latency: 50), Snapshot("2", load: 4)]
         for start in 0..<20 {
-            #expect(name(picker.pick(from: one, start: start, now: Self.now)) == "1", "draw \(start)")
+            #expect(name(picker.pick(from: one, start: start, now: Self.now), in: one) == "1", "draw \(start)")
         }
-        #expect(name(picker.pick(from: [Snapshot("0", load: 9)], start: 0, now: Self.now)) == "allAtCapacity")
-        #expect(name(picker.pick(from: [Snapshot("0", healthy: false)], start: 0, now: Self.now)) == "noneHealthy")
-        #expect(name(picker.pick(from: [Snapshot]([]), start: 0, now: Self.now)) == "noneHealthy")
+        #expect(
+            name(picker.pick(from: [Snapshot("0", load: 9)], start: 0, now: Self.now), in: [Snapshot("0", load: 9)])
+                == "allAtCapacity"
+        )
+        #expect(
+            name(
+                picker.pick(from: [Snapshot("0", healthy: false)], start: 0, now: Self.now),
+                in: [Snapshot("0", healthy: false)]
+            ) == "noneHealthy"
+        )
+        #expect(name(picker.pick(from: [Snapshot]([]), start: 0, now: Self.now), in: [Snapshot]([])) == "noneHealthy")
     }
 
     @Test("Least busy: among equal connections the draws spread the picks over all of them")
@@ -107,7 +121,9 @@ struct PickerTests {
         let picker = Picker(balancing: .leastBusy, capacity: 4)
         let equal = (0..<4).map { Snapshot("\($0)", load: 0, latency: 2) }
         var counts: [String: Int] = [:]
-        for start in 0..<4000 { counts[name(picker.pick(from: equal, start: start, now: Self.now)), default: 0] += 1 }
+        for start in 0..<4000 {
+            counts[name(picker.pick(from: equal, start: start, now: Self.now), in: equal), default: 0] += 1
+        }
         #expect(counts.count == 4, "\(counts)")
         #expect(counts.values.allSatisfy { $0 > 600 }, "each gets a fair part of 1000: \(counts)")
     }

@@ -56,40 +56,20 @@ extension PooledConnection {
         let start: ContinuousClock.Instant
     }
 
-    /// One call's place in the connection's load, counted before the call starts, so that a
-    /// drain (the connection leaving the working set) waits for it like a running call; the
-    /// call's end (``endCall(_:error:)``) or the lease's gives it back. The pool's pick makes one
-    /// with ``reserve()``; a call on a connection the caller holds takes one with ``slot()``.
+    /// One call's place in the connection's load (``CallDispatcher``), counted before the call
+    /// starts, so that a drain (the connection leaving the working set) waits for it like a
+    /// running call; the call's end (``endCall(_:error:)``) or the lease's gives it back. The
+    /// pool's pick makes one; a call on a connection the caller holds takes one with ``slot()``.
     struct CallSlot {
         let connection: PooledConnection
-        fileprivate init(_ connection: PooledConnection) { self.connection = connection }
-    }
-
-    /// A slot for a call the pool is handing this connection.
-    ///
-    /// - Returns: `nil`, counting nothing, when the connection has left the working set since
-    ///   it was picked; the pool then picks again.
-    func reserve() -> CallSlot? {
-        self.inFlightCalls.add(1, ordering: .sequentiallyConsistent)
-        guard self.active.load(ordering: .sequentiallyConsistent) else {
-            self.inFlightCalls.subtract(1, ordering: .sequentiallyConsistent)
-            self.onChange()
-            return nil
-        }
-        return CallSlot(self)
+        init(_ connection: PooledConnection) { self.connection = connection }
     }
 
     /// A slot for a call on this connection, whether or not it is in the working set (the
     /// caller holds it: a lease, a probe of the connection itself).
     func slot() -> CallSlot {
-        self.inFlightCalls.add(1, ordering: .relaxed)
+        self.dispatcher.occupy(self.index)
         return CallSlot(self)
-    }
-
-    /// Turns a slot into a `withConnection` lease (the load stays the same throughout).
-    func lease(_ slot: CallSlot) {
-        self.activeLeases.add(1, ordering: .sequentiallyConsistent)
-        self.inFlightCalls.subtract(1, ordering: .sequentiallyConsistent)
     }
 
     /// Starts a call in `slot`. The channel is read and reserved in one step, so a channel swap
@@ -102,81 +82,35 @@ extension PooledConnection {
         return StartedCall(channel: channel, start: .now)
     }
 
-    /// Records a finished call. An UNAVAILABLE failure takes the connection out of rotation if
-    /// its channel is no longer ready, and asks the monitor for a check at once.
+    /// Records a finished call. Failures in a row may eject the connection (the pool's machine
+    /// decides). An UNAVAILABLE failure takes the connection out of rotation if its channel is
+    /// no longer ready, and asks the monitor for a check at once.
     func endCall(_ call: StartedCall, error: RPCError?) {
         let latency = ContinuousClock.now - call.start
         call.channel.releaseCall()
-        self.inFlightCalls.subtract(1, ordering: .relaxed)
+        let eject = self.dispatcher.callEnded(on: self.index, latency: latency, error: error)
         let (seconds, attoseconds) = latency.components
         self.instruments.latency.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         (error == nil ? self.instruments.successes : self.instruments.failures).increment()
-        self.storage.withLock { state in
-            state.stats.latency.record(latency)
-            if let error {
-                state.stats.failures += 1
-                state.stats.lastFailure = (error, "\(error.code): \(error.message)", .now)
-            } else {
-                state.stats.successes += 1
-            }
-        }
-        let connectionFailure = error.map { Self.isConnectionFailure($0.code) } ?? false
-        if connectionFailure {
-            let streak = self.consecutiveFailures.add(1, ordering: .relaxed).newValue
-            if let detector = self.outlierDetector, streak >= detector.settings.consecutiveFailures, !self.isEjected {
-                detector.failureStreak(of: self)
-            }
-        } else {
-            self.consecutiveFailures.store(0, ordering: .relaxed)
-        }
-        if self.config.balancing == .leastBusy {
-            // A connection failure counts as a call of at least a second, so that a connection
-            // that fails fast looks slow, not idle.
-            let sample = connectionFailure ? max(latency, Self.failurePenalty) : latency
-            self.latency.withLock { $0.record(sample) }
-        }
+        if let eject { self.eject(failures: eject.failures) }
         if error?.code == .unavailable {
             // A channel that is no longer ready leaves rotation now, not only once its
             // connectivity watch has reached the monitor: fewer calls pick a dead connection.
             if self.channel.state() != .ready { self.setHealthy(false) }
             self.checkRequests.yield()
         }
-        self.onChange()
     }
 
-    /// Tells the pool, and a drain waiting here, that the health, the load or the channel
-    /// changed.
-    func onChange() {
-        self.changes.signal()
-        self.onChangeHandler()
-    }
-
-    /// Returns once no call or lease is left on the connection, or after `timeLimit`.
-    func waitUntilUnloaded(timeLimit: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while true {
-                    let observed = self.changes.generation
-                    if self.load == 0 { return }
-                    do { try await self.changes.wait(after: observed) } catch { return }
-                }
-            }
-            group.addTask { try? await Task.sleep(for: timeLimit) }
-            await group.next()
-            group.cancelAll()
-        }
-    }
-
-    /// The latency a connection failure counts as, for least-busy balancing.
-    static let failurePenalty = Duration.seconds(1)
-
-    /// Codes that say something about the connection rather than about the call.
-    static func isConnectionFailure(_ code: RPCError.Code) -> Bool {
-        code == .unavailable || code == .deadlineExceeded
-    }
-
+    /// A `withConnection` lease ended.
     func unlease() {
-        self.activeLeases.subtract(1, ordering: .relaxed)
-        self.onChange()
+        self.dispatcher.leaseEnded(on: self.index)
+    }
+
+    /// Returns once no call or lease is left on the connection, or after `timeLimit` on the
+    /// pool's clock.
+    func waitUntilUnloaded(timeLimit: Duration) async {
+        await self.clock.withTimeLimit(timeLimit) {
+            await self.dispatcher.changes.wait { self.load == 0 }
+        }
     }
 }

@@ -10,7 +10,7 @@ extension PooledConnection {
         let old = self.healthy.exchange(healthy, ordering: .relaxed)
         if old != healthy {
             self.instruments.healthy.record(healthy ? 1 : 0)
-            self.onChange()
+            self.publish()
         }
     }
 
@@ -36,7 +36,7 @@ extension PooledConnection {
 
     /// Puts a new channel in place of the old one, which is closed (its calls run on).
     func replaceChannel(with channel: CoreChannel) -> (generation: Int, old: CoreChannel) {
-        defer { self.onChange() }  // it may now go somewhere else
+        defer { self.dispatcher.changes.signal() }  // it may now go somewhere else
         return self.storage.withLock { state in
             let old = state.channel
             state.channel = channel
@@ -54,7 +54,7 @@ extension PooledConnection {
 
     func recordError(_ message: String) {
         let error = GRPCPoolError(code: .connectionFailed, message: "\(self.address): \(message)")
-        self.storage.withLock { $0.stats.lastFailure = (error, message, .now) }
+        self.storage.withLock { $0.stats.lastFailure = Failure(error: error, text: message, at: .now) }
     }
 
     /// A new channel to where the connection goes now.
@@ -87,7 +87,7 @@ extension PooledConnection {
             return (state.generation, old)
         }
         old.close()
-        self.onChange()
+        self.dispatcher.changes.signal()
         return (generation, fresh)
     }
 

@@ -21,9 +21,6 @@ public final class PooledConnection: Sendable {
     let logger: Logger
     let instruments: ConnectionInstruments
     let healthy = Atomic<Bool>(false)
-    let inFlightCalls = Atomic<Int>(0)
-    let activeLeases = Atomic<Int>(0)
-    let consecutiveFailures = Atomic<Int>(0)
     let ejected = Atomic<Bool>(false)
     let ejectionCount = Atomic<Int>(0)
     /// Whether it belongs to the pool's working set (dynamic sizing); inactive connections have
@@ -34,30 +31,26 @@ public final class PooledConnection: Sendable {
     let commandStream: AsyncStream<Command>
 
     enum Command: Sendable {
-        case eject
+        /// Outlier detection ejected it, after this many failed calls in a row.
+        case eject(failures: Int)
         case activate
         case deactivate
         /// It was placed on another address, away from `from`: connect there, make before break.
         case move(from: String)
     }
-    let outlierDetector: OutlierDetector?
+    /// Where its calls are counted and its availability goes: the pool's machine.
+    let dispatcher: CallDispatcher
     let events: PoolEventSink
     /// What the monitor's timers run on (``PoolClock``).
     let clock: any PoolClock
-    /// Recent latency for least-busy balancing (kept only under that policy).
-    let latency = Locked(PeakEWMA())
     let storage: Locked<State>
     /// Tells the monitor to check at once (a call failed with UNAVAILABLE).
     let checkRequests: AsyncStream<Void>.Continuation
     let checkRequestStream: AsyncStream<Void>
     /// The `GRPCClient` over this connection, made on first use.
     let clientStorage = Locked<CachedClient?>(nil)
-    /// Called whenever `isHealthy` or the load changes, so waiting callers can look again.
-    let onChangeHandler: @Sendable () -> Void
     /// Called when a connection attempt fails: the pool looks its names up again.
     let onConnectFailure: @Sendable () -> Void
-    /// Signalled with `onChangeHandler`: what a drain of this connection waits on.
-    let changes = ChangeSignal()
 
     struct State {
         var channel: CoreChannel
@@ -67,15 +60,15 @@ public final class PooledConnection: Sendable {
         var stats = Stats()
         var connectedSince: ContinuousClock.Instant?
         var everConnected = false
+        /// The version of the last availability published to the pool's machine.
+        var published: UInt64 = 0
     }
 
+    /// What the monitor counts (the calls' own counts are the dispatcher's).
     struct Stats {
-        var successes = 0
-        var failures = 0
         var reconnects = 0
-        /// The latest failure: a call's error, or what the monitor found.
-        var lastFailure: (error: any Error & Sendable, text: String, at: ContinuousClock.Instant)?
-        var latency = LatencyHistogram()
+        /// The latest failure the monitor found, and its text.
+        var lastFailure: Failure?
     }
 
     init(
@@ -86,16 +79,15 @@ public final class PooledConnection: Sendable {
         credentials: ChannelCredentials,
         logger: Logger,
         metricsFactory: any MetricsFactory,
-        outlierDetector: OutlierDetector? = nil,
         active: Bool = true,
+        dispatcher: CallDispatcher,
         events: PoolEventSink,
         clock: any PoolClock = .continuous,
-        onChange: @escaping @Sendable () -> Void,
         onConnectFailure: @escaping @Sendable () -> Void = {}
     ) throws {
         self.events = events
         self.clock = clock
-        self.outlierDetector = outlierDetector
+        self.dispatcher = dispatcher
         self.active = Atomic(active)
         (self.commandStream, self.commands) = AsyncStream.makeStream(of: Command.self)
         self.serviceID = serviceID
@@ -108,7 +100,6 @@ public final class PooledConnection: Sendable {
         logger[metadataKey: "grpc.pool.endpoint"] = "\(placement.endpoint)"
         self.logger = logger
         self.instruments = ConnectionInstruments(service: serviceID, index: index, factory: metricsFactory)
-        self.onChangeHandler = onChange
         self.onConnectFailure = onConnectFailure
         let channel = try CoreChannel(
             target: placement.address,
@@ -137,38 +128,29 @@ public final class PooledConnection: Sendable {
     /// Whether the pool hands this connection out.
     public var isHealthy: Bool { self.healthy.load(ordering: .relaxed) }
 
-    /// Calls running on it now.
-    public var inFlight: Int { self.inFlightCalls.load(ordering: .relaxed) }
+    /// Calls and `withConnection` leases on it now.
+    public var inFlight: Int { self.load }
 
     /// Its connectivity state as last reported by the core.
     public var state: ConnectionState { ConnectionState(self.storage.withLock { $0.connectivity }) }
 
     /// Calls plus `withConnection` leases: what least-in-flight balancing compares.
-    /// (Sequentially consistent with ``reserve()`` and ``deactivate()``: a drain that reads 0
-    /// here cannot miss a call the pool has just handed this connection to.)
-    package var load: Int {
-        self.inFlightCalls.load(ordering: .sequentiallyConsistent)
-            + self.activeLeases.load(ordering: .sequentiallyConsistent)
-    }
-
-    /// Recent latency in milliseconds for least-busy balancing; `nil` before its first call ends.
-    func latencyEstimate(at now: ContinuousClock.Instant) -> Double? {
-        self.latency.withLock { $0.hasSamples ? $0.estimate(at: now).milliseconds : nil }
-    }
-
-    /// Calls in a row that failed with UNAVAILABLE or DEADLINE_EXCEEDED.
-    var failuresInARow: Int { self.consecutiveFailures.load(ordering: .relaxed) }
+    package var load: Int { self.dispatcher.load(of: self.index) }
 
     /// Whether the outlier detector has taken it out of rotation.
     public var isEjected: Bool { self.ejected.load(ordering: .relaxed) }
 
     /// Takes it out of rotation and tells the monitor (which replaces the channel and restores
-    /// the connection after the ejection time). Called by the ``OutlierDetector``, under its lock.
-    func eject() {
-        guard self.ejected.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+    /// the connection after the ejection time): the pool's machine ejected it after `failures`
+    /// failed calls in a row.
+    func eject(failures: Int) {
+        guard self.ejected.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else {
+            return self.publish()
+        }
         self.ejectionCount.add(1, ordering: .relaxed)
         self.setHealthy(false)
-        self.commands.yield(.eject)
+        self.publish()
+        self.commands.yield(.eject(failures: failures))
     }
 
     /// Tells the pool's observers that `kind` happened to this connection.
@@ -188,6 +170,7 @@ public final class PooledConnection: Sendable {
     /// Brings it into the working set: the monitor connects it, and it is picked once healthy.
     func activate() {
         guard self.active.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        self.publish()
         self.commands.yield(.activate)
     }
 
@@ -199,13 +182,29 @@ public final class PooledConnection: Sendable {
             return
         }
         self.setHealthy(false)
+        self.publish()
         self.commands.yield(.deactivate)
     }
 
-    /// Ends an ejection: the failure streak starts over.
+    /// Ends an ejection (the pool's machine starts its failure streak over).
     func endEjection() {
-        self.consecutiveFailures.store(0, ordering: .relaxed)
         self.ejected.store(false, ordering: .relaxed)
+        self.publish()
+    }
+
+    /// Tells the pool's machine whether the connection may be picked now, in the working set,
+    /// ejected. Read and numbered in one step, so that the latest publication is the newest view.
+    func publish() {
+        let availability = self.storage.withLock { state in
+            state.published += 1
+            return CallDispatcher.Machine.Availability(
+                pickable: self.healthy.load(ordering: .relaxed),
+                active: self.active.load(ordering: .relaxed),
+                ejected: self.ejected.load(ordering: .relaxed),
+                version: state.published
+            )
+        }
+        self.dispatcher.published(self.index, availability)
     }
 
     /// The channel calls go to now.
@@ -216,32 +215,49 @@ public final class PooledConnection: Sendable {
         let (state, stats, since, placement) = self.storage.withLock {
             ($0.connectivity, $0.stats, $0.connectedSince, $0.placement)
         }
+        let calls = self.dispatcher.state.withLock { $0.stats[self.index] }
         return ConnectionMetrics(
             index: self.index,
             endpoint: placement.endpoint.description,
             address: placement.address,
             state: ConnectionState(state),
             isHealthy: self.isHealthy,
-            totalRequests: stats.successes + stats.failures,
-            successfulRequests: stats.successes,
-            failedRequests: stats.failures,
+            totalRequests: calls.successes + calls.failures,
+            successfulRequests: calls.successes,
+            failedRequests: calls.failures,
             inFlight: self.inFlight,
             reconnects: stats.reconnects,
             isActive: self.isActive,
             isEjected: self.isEjected,
             ejections: self.ejectionCount.load(ordering: .relaxed),
-            lastError: stats.lastFailure?.text,
+            lastError: Self.latest(stats.lastFailure, calls.lastFailure)?.text,
             connectedSince: since,
-            averageResponseTime: stats.latency.mean,
-            p50ResponseTime: stats.latency.percentile(0.5),
-            p99ResponseTime: stats.latency.percentile(0.99)
+            averageResponseTime: calls.latency.mean,
+            p50ResponseTime: calls.latency.percentile(0.5),
+            p99ResponseTime: calls.latency.percentile(0.99)
         )
     }
 
-    var latencyHistogram: LatencyHistogram { self.storage.withLock { $0.stats.latency } }
+    var latencyHistogram: LatencyHistogram { self.dispatcher.state.withLock { $0.stats[self.index].latency } }
 
-    /// The latest failure on it, with when it happened.
-    var lastFailure: (error: any Error & Sendable, at: ContinuousClock.Instant)? {
-        self.storage.withLock { state in state.stats.lastFailure.map { ($0.error, $0.at) } }
+    /// A failure: its error, its text for ``ConnectionMetrics/lastError``, and when it happened.
+    struct Failure: Sendable {
+        var error: any Error & Sendable
+        var text: String
+        var at: ContinuousClock.Instant
+    }
+
+    /// The latest failure on it, a call's or what the monitor found.
+    var lastFailure: Failure? {
+        let call = self.dispatcher.state.withLock { $0.stats[self.index].lastFailure }
+        return Self.latest(self.storage.withLock { $0.stats.lastFailure }, call)
+    }
+
+    private static func latest(_ found: Failure?, _ call: (error: RPCError, at: ContinuousClock.Instant)?) -> Failure? {
+        guard let call else { return found }
+        guard let found, found.at > call.at else {
+            return Failure(error: call.error, text: "\(call.error.code): \(call.error.message)", at: call.at)
+        }
+        return found
     }
 }

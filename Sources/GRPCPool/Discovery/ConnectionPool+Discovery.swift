@@ -33,19 +33,19 @@ extension ConnectionPool {
     func discover() async {
         guard self.addressBook.withLock({ $0.hasNames }) else { return }
         let discovery = self.config.discovery
-        var last = ContinuousClock.now
+        var last = self.clock.now
         while true {
             let observed = self.resolutionRequests.generation
-            do {
-                let asked = try await self.resolutionRequests.wait(
-                    after: observed,
-                    until: last + discovery.resolutionInterval
-                )
-                if asked { try await Task.sleep(until: last + discovery.minResolutionInterval) }
-            } catch {
-                return
+            // Asked for (a connection attempt failed), or the interval is up.
+            let remaining = self.clock.now.duration(to: last.advanced(by: discovery.resolutionInterval))
+            let asked = await self.clock.withTimeLimit(remaining) {
+                await self.resolutionRequests.wait(after: observed)
             }
-            last = .now
+            if Task.isCancelled { return }
+            if asked {
+                do { try await self.clock.sleep(until: last + discovery.minResolutionInterval) } catch { return }
+            }
+            last = self.clock.now
             await self.lookUpAddresses(beforeStart: false)
         }
     }
@@ -106,26 +106,6 @@ extension ConnectionPool {
             } else {
                 connection.commands.yield(.move(from: from))
             }
-        }
-    }
-}
-
-extension ChangeSignal {
-    /// Waits until the generation moves past `observed` (`true`) or until `deadline` (`false`).
-    ///
-    /// - Throws: `CancellationError` when the task is cancelled.
-    func wait(after observed: Int, until deadline: ContinuousClock.Instant) async throws -> Bool {
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                try await Task.sleep(until: deadline)
-                return false
-            }
-            group.addTask {
-                try await self.wait(after: observed)
-                return true
-            }
-            defer { group.cancelAll() }
-            return try await group.next() ?? false
         }
     }
 }

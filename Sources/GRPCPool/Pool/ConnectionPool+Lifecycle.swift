@@ -45,30 +45,18 @@ extension ConnectionPool {
                 }
             }
         }
-        // The outlier detector refers to the connections: let go of them, so that the pool, its
-        // channels and the core can be released.
-        self.outlierDetector?.detach()
-        self.state.withLock { $0.lifecycle = .closed }
-        self.changes.signal()
+        self.dispatcher.closed()
         self.logger.info("pool shut down")
     }
 
     /// Stops handing out connections; ``run()`` returns once the calls in flight have finished.
     func beginGracefulShutdown() {
-        let started = self.state.withLock { state -> Bool in
-            guard state.lifecycle == .open else { return false }
-            state.lifecycle = .draining
-            return true
-        }
-        if started {
+        if self.dispatcher.beginShutdown() {
             self.clientStorage.withLock { $0?.transport.beginGracefulShutdown() }
-            self.logger.info("pool draining", metadata: ["grpc.pool.in_flight": "\(self.totalLoad)"])
-            self.changes.signal()
+            self.logger.info("pool draining", metadata: ["grpc.pool.in_flight": "\(self.dispatcher.totalLoad)"])
             self.lifecycleChanges.signal()
         }
     }
-
-    var totalLoad: Int { self.connections.reduce(0) { $0 + $1.load } }
 
     /// One metrics line for this pool, every `interval`:
     ///
@@ -108,7 +96,7 @@ extension ConnectionPool {
             // interval after the last began, however long its decision took to carry out.
             next = now.advanced(by: self.config.scaling.interval)
             let active = self.connections.filter(\.isActive)
-            let demand = active.reduce(0) { $0 + $1.load } + self.queued.load(ordering: .relaxed)
+            let demand = active.reduce(0) { $0 + $1.load } + self.dispatcher.waiting.atCapacity
             switch scaler.reading(demand: demand, active: active.count, at: now) {
             case .stay:
                 break
@@ -132,7 +120,7 @@ extension ConnectionPool {
         var queueDepth = 0
         while !Task.isCancelled {
             for connection in self.connections { connection.instruments.inFlight.record(connection.inFlight) }
-            let queued = self.queued.load(ordering: .relaxed)
+            let queued = self.dispatcher.waiting.atCapacity
             if queued != queueDepth {
                 queueDepth = queued
                 self.events.emit(.queueDepth(queued))
@@ -146,19 +134,7 @@ extension ConnectionPool {
     /// after that, every call that ends signals `changes`, so it looks again exactly when the load
     /// may have dropped. Neither wait has a deadline: a waiting task costs nothing until it is woken.
     func waitUntilDrained() async -> Bool {
-        do {
-            while true {
-                let observed = self.lifecycleChanges.generation
-                if self.state.withLock({ $0.lifecycle != .open }) { break }
-                try await self.lifecycleChanges.wait(after: observed)
-            }
-            while true {
-                let observed = self.changes.generation
-                if self.totalLoad == 0 { return true }
-                try await self.changes.wait(after: observed)
-            }
-        } catch {
-            return false
-        }
+        guard await self.lifecycleChanges.wait(until: { self.dispatcher.lifecycle != .open }) else { return false }
+        return await self.changes.wait { self.dispatcher.totalLoad == 0 }
     }
 }

@@ -18,29 +18,16 @@ extension ConnectionPool {
     /// `pool.waitUntil(timeLimit: .seconds(5)) { $0.metrics().healthyConnections == 0 }`.
     ///
     /// `condition` is checked now and then at each change of a connection's health, load or channel
-    /// (a call's end is one), not on a timer: keep it cheap.
+    /// (a call's end is one), not on a timer: keep it cheap. The time limit runs on the pool's
+    /// clock.
     ///
     /// - Returns: whether the condition held in time; `false` also when the task is cancelled.
     public func waitUntil(
         timeLimit: Duration,
         _ condition: @escaping @Sendable (ConnectionPool) -> Bool
     ) async -> Bool {
-        let deadline = ContinuousClock.now.advanced(by: timeLimit)
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                try? await Task.sleep(until: deadline, clock: .continuous)
-                return condition(self)
-            }
-            group.addTask {
-                while true {
-                    let observed = self.changes.generation
-                    if condition(self) { return true }
-                    do { try await self.changes.wait(after: observed) } catch { return condition(self) }
-                }
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
+        let held = await self.clock.withTimeLimit(timeLimit) { await self.changes.wait { condition(self) } }
+        // At the time limit, one last look; cancelled, no answer.
+        return held || (!Task.isCancelled && condition(self))
     }
 }

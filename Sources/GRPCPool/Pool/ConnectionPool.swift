@@ -17,16 +17,11 @@ public final class ConnectionPool: Sendable {
     public let connections: [PooledConnection]
 
     let logger: Logger
-    let cursor = Atomic<Int>(0)
-    let rejected = Atomic<Int>(0)
-    let queued = Atomic<Int>(0)
-    let waiting = Atomic<Int>(0)
-    let state: Locked<State>
-    let changes: ChangeSignal
+    /// The pool's machine, with the calls' counts and the waiting callers.
+    let dispatcher: CallDispatcher
     /// Signalled when shutdown begins: what ``run()`` waits for while the pool is open (the
-    /// `changes` of every call would wake it for nothing).
+    /// dispatcher's `changes` of every call would wake it for nothing).
     let lifecycleChanges = ChangeSignal()
-    let outlierDetector: OutlierDetector?
     let events: PoolEventSink
     let clientStorage = Locked<CachedClient?>(nil)
     /// The addresses the endpoints name, as last found.
@@ -36,17 +31,10 @@ public final class ConnectionPool: Sendable {
     let resolutionFailureCounter: Counter
     /// What the pool's timers run on (``PoolClock``).
     let clock: any PoolClock
-    /// Picking's decision (``Picker``).
-    let picker: Picker
 
-    struct State {
-        enum Lifecycle {
-            case open
-            case draining
-            case closed
-        }
-        var lifecycle = Lifecycle.open
-    }
+    /// Signalled at each call's end and each change of a connection: what readiness and drain
+    /// waits look again at.
+    var changes: ChangeSignal { self.dispatcher.changes }
 
     init(
         serviceID: ServiceID,
@@ -59,14 +47,10 @@ public final class ConnectionPool: Sendable {
     ) throws {
         self.serviceID = serviceID
         self.clock = clock
-        self.picker = Picker(balancing: config.balancing, capacity: config.callCapacity)
         self.config = config
         var logger = logger
         logger[metadataKey: "grpc.pool.service"] = "\(serviceID)"
         self.logger = logger
-        let changes = ChangeSignal()
-        self.changes = changes
-        self.state = Locked(State())
         let size = max(config.poolSize, config.maxConnections ?? 0)
         let book = AddressBook(endpoints: config.endpoints, clientID: config.discovery.clientID ?? Self.hostName)
         self.addressBook = Locked(book)
@@ -88,8 +72,12 @@ public final class ConnectionPool: Sendable {
             observers: observers + [PoolEventLogger(logger: logger), subchannelMetrics]
         )
         self.events = events
-        let detector = config.outlierDetection.map(OutlierDetector.init(settings:))
-        self.outlierDetector = detector
+        let dispatcher = CallDispatcher(
+            config: config,
+            active: (0..<size).map { $0 < config.poolSize },
+            clock: clock
+        )
+        self.dispatcher = dispatcher
         // With dynamic sizing, the connections beyond `poolSize` exist from the start (their
         // metrics stay with them), inactive: no TCP connection until the pool grows.
         let resolutionRequests = self.resolutionRequests
@@ -102,15 +90,13 @@ public final class ConnectionPool: Sendable {
                 credentials: credentials,
                 logger: logger,
                 metricsFactory: metricsFactory,
-                outlierDetector: detector,
                 active: index < config.poolSize,
+                dispatcher: dispatcher,
                 events: events,
                 clock: clock,
-                onChange: { changes.signal() },
                 onConnectFailure: { resolutionRequests.signal() }
             )
         }
-        detector?.attach(self.connections)
     }
 
     /// Leases a connection for `body`; it is returned when `body` ends, throws or is cancelled.
@@ -118,9 +104,7 @@ public final class ConnectionPool: Sendable {
         timeout: Duration?,
         _ body: (PooledConnection) async throws -> Result
     ) async throws -> Result {
-        let slot = try await self.connection(waitingAtMost: timeout)
-        let connection = slot.connection
-        connection.lease(slot)
+        let connection = try await self.connection(waitingAtMost: timeout).connection
         defer { connection.unlease() }
         return try await body(connection)
     }
@@ -149,6 +133,7 @@ public final class ConnectionPool: Sendable {
         let connections = self.connections.map { $0.metrics() }
         var latency = LatencyHistogram()
         for connection in self.connections { latency.merge(connection.latencyHistogram) }
+        let (rejected, queued) = self.dispatcher.state.withLock { ($0.rejected, $0.machine.queued) }
         return PoolMetrics(
             serviceID: self.serviceID,
             poolSize: connections.count { $0.isActive },
@@ -156,8 +141,8 @@ public final class ConnectionPool: Sendable {
             totalRequests: connections.reduce(0) { $0 + $1.totalRequests },
             successfulRequests: connections.reduce(0) { $0 + $1.successfulRequests },
             failedRequests: connections.reduce(0) { $0 + $1.failedRequests },
-            rejectedRequests: self.rejected.load(ordering: .relaxed),
-            queuedCalls: self.queued.load(ordering: .relaxed),
+            rejectedRequests: rejected,
+            queuedCalls: queued,
             inFlight: connections.reduce(0) { $0 + $1.inFlight },
             reconnects: connections.reduce(0) { $0 + $1.reconnects },
             averageResponseTime: latency.mean,

@@ -1,5 +1,5 @@
 /// What the picker reads of a connection.
-protocol PickCandidate: AnyObject {
+protocol PickCandidate {
     var isHealthy: Bool { get }
     /// Calls plus leases on it now.
     var load: Int { get }
@@ -12,9 +12,9 @@ protocol PickCandidate: AnyObject {
 /// and carries out the pick.
 struct Picker: Sendable {
     /// What picking found.
-    enum Pick<Candidate: PickCandidate> {
-        /// A healthy connection with room.
-        case connection(Candidate)
+    enum Pick: Sendable, Equatable {
+        /// A healthy connection with room: its index among the candidates.
+        case connection(Int)
         /// Healthy connections exist, but every one is full.
         case allAtCapacity
         /// No connection is healthy.
@@ -27,15 +27,15 @@ struct Picker: Sendable {
 
     /// The pick among `candidates`: `start` rotates from call to call (round robin's next,
     /// least-in-flight's tie-break, least-busy's random draw).
-    func pick<Candidate>(
+    func pick<Candidate: PickCandidate>(
         from candidates: [Candidate],
         start: Int,
         now: @autoclosure () -> ContinuousClock.Instant
-    ) -> Pick<Candidate> {
-        let found: Candidate?
+    ) -> Pick {
+        let found: Int?
         switch self.balancing.value {
         case .roundRobin:
-            found = self.firstAvailable(in: candidates, from: start)?.candidate
+            found = self.firstAvailable(in: candidates, from: start)
         case .leastInFlight:
             found = self.leastLoaded(in: candidates, from: start)
         case .leastBusy:
@@ -49,30 +49,28 @@ struct Picker: Sendable {
         candidate.isHealthy && candidate.load < self.capacity
     }
 
-    /// The first healthy candidate with room at or after `index`, wrapping around, and where it is.
-    private func firstAvailable<Candidate: PickCandidate>(
-        in candidates: [Candidate],
-        from index: Int
-    ) -> (candidate: Candidate, index: Int)? {
+    /// Where the first healthy candidate with room at or after `index` is, wrapping around.
+    private func firstAvailable<Candidate: PickCandidate>(in candidates: [Candidate], from index: Int) -> Int? {
         let count = candidates.count
         for offset in 0..<count {
             let at = (index &+ offset) % count
-            if self.hasRoom(candidates[at]) { return (candidates[at], at) }
+            if self.hasRoom(candidates[at]) { return at }
         }
         return nil
     }
 
     /// The healthy candidate with room and the least load; ties go to the first from `start`.
-    private func leastLoaded<Candidate: PickCandidate>(in candidates: [Candidate], from start: Int) -> Candidate? {
-        var best: Candidate?
+    private func leastLoaded<Candidate: PickCandidate>(in candidates: [Candidate], from start: Int) -> Int? {
+        var best: Int?
         var bestLoad = Int.max
         let count = candidates.count
         for offset in 0..<count {
-            let candidate = candidates[(start &+ offset) % count]
+            let at = (start &+ offset) % count
+            let candidate = candidates[at]
             guard candidate.isHealthy else { continue }
             let load = candidate.load
             if load < bestLoad && load < self.capacity {
-                best = candidate
+                best = at
                 bestLoad = load
             }
         }
@@ -85,22 +83,22 @@ struct Picker: Sendable {
         in candidates: [Candidate],
         start: Int,
         now: ContinuousClock.Instant
-    ) -> Candidate? {
+    ) -> Int? {
         let count = candidates.count
         guard count > 0 else { return nil }
         var mixer = SplitMix64(state: UInt64(truncatingIfNeeded: start))
         let random = mixer.next()
-        guard let (first, firstAt) = self.firstAvailable(in: candidates, from: Int(random % UInt64(count))) else {
+        guard let first = self.firstAvailable(in: candidates, from: Int(random % UInt64(count))) else {
             return nil
         }
         guard count > 1 else { return first }
-        let secondStart = firstAt + 1 + Int((random >> 32) % UInt64(count - 1))
-        guard let (second, _) = self.firstAvailable(in: candidates, from: secondStart), second !== first else {
+        let secondStart = first + 1 + Int((random >> 32) % UInt64(count - 1))
+        guard let second = self.firstAvailable(in: candidates, from: secondStart), second != first else {
             return first
         }
         let firstWins = Self.lessBusy(
-            (first.latencyEstimate(at: now), first.load),
-            than: (second.latencyEstimate(at: now), second.load)
+            (candidates[first].latencyEstimate(at: now), candidates[first].load),
+            than: (candidates[second].latencyEstimate(at: now), candidates[second].load)
         )
         return firstWins ? first : second
     }

@@ -37,3 +37,31 @@ extension PoolClock where Self == ContinuousPoolClock {
     /// The real clock.
     package static var continuous: ContinuousPoolClock { ContinuousPoolClock() }
 }
+
+extension PoolClock {
+    /// Runs `operation`, cancelling it when `limit` passes on this clock first, and returns what
+    /// it returns: a cancelled operation answers with what it has, or with its own answer to
+    /// cancellation. The pool's one race between work and a timer.
+    func withTimeLimit<Result: Sendable>(
+        _ limit: Duration,
+        _ operation: @escaping @Sendable () async -> Result
+    ) async -> Result {
+        await withTaskGroup(of: Result?.self) { group in
+            group.addTask { await operation() }
+            group.addTask {
+                try? await self.sleep(for: limit)
+                return nil
+            }
+            while let next = await group.next() {
+                // The operation's answer, or the time limit (or the task's cancellation): then the
+                // operation is cancelled, and its answer comes next.
+                if let result = next {
+                    group.cancelAll()
+                    return result
+                }
+                group.cancelAll()
+            }
+            fatalError("a time limit's operation ended without an answer")
+        }
+    }
+}

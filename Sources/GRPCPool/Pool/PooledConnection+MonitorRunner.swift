@@ -84,11 +84,8 @@ extension PooledConnection {
                 let current = generation == connection.currentGeneration.0
                 await self.run(self.machine.drained(isActive: connection.isActive, current: current), in: &group)
 
-            case .command(.eject):
-                let actions = self.machine.ejected(
-                    failures: connection.failuresInARow,
-                    ejectionTime: connection.ejectionTime
-                )
+            case .command(.eject(let failures)):
+                let actions = self.machine.ejected(failures: failures, ejectionTime: connection.ejectionTime)
                 await self.run(actions, in: &group)
 
             case .refresh:

@@ -1,0 +1,151 @@
+package import DequeModule
+
+/// Tasks waiting on state behind a ``Locked``, oldest first: the package's one waiter list.
+///
+/// The idiom it serves: a task that finds what it waits for missing registers here, under the
+/// state's lock (``Locked/wait(in:until:cancelled:)``); whoever changes the state takes the
+/// waiters out under the same lock and resumes them after releasing it (``Resumption``). Never
+/// resume under the lock: a resumed task may run at once and need it.
+package struct WaiterQueue<Value: Sendable>: Sendable {
+    package typealias ID = UInt64
+
+    private var nextID: ID = 0
+    private var entries: Deque<(id: ID, continuation: CheckedContinuation<Value, Never>)> = []
+
+    package init() {}
+
+    /// Waiters now.
+    package var count: Int { self.entries.count }
+    package var isEmpty: Bool { self.entries.isEmpty }
+
+    /// An id for a waiter about to register (made first, so that its cancellation can find it).
+    package mutating func makeID() -> ID {
+        defer { self.nextID &+= 1 }
+        return self.nextID
+    }
+
+    package mutating func enqueue(_ continuation: CheckedContinuation<Value, Never>, id: ID) {
+        self.entries.append((id, continuation))
+    }
+
+    /// The oldest waiter's id, without taking it out.
+    package var firstID: ID? { self.entries.first?.id }
+
+    /// Takes the oldest waiter out.
+    package mutating func removeFirst() -> Resumption<Value> {
+        Resumption(self.entries.popFirst().map { [$0.continuation] } ?? [])
+    }
+
+    /// Takes the waiter `id` out, if it is still waiting.
+    package mutating func remove(_ id: ID) -> Resumption<Value> {
+        guard let index = self.entries.firstIndex(where: { $0.id == id }) else { return Resumption([]) }
+        return Resumption([self.entries.remove(at: index).continuation])
+    }
+
+    /// Takes every waiter out.
+    package mutating func removeAll() -> Resumption<Value> {
+        defer { self.entries.removeAll() }
+        return Resumption(self.entries.map(\.continuation))
+    }
+}
+
+/// Waiters taken out of a ``WaiterQueue``, to resume once the lock is released.
+package struct Resumption<Value: Sendable>: Sendable {
+    private let continuations: [CheckedContinuation<Value, Never>]
+
+    init(_ continuations: [CheckedContinuation<Value, Never>]) {
+        self.continuations = continuations
+    }
+
+    package var isEmpty: Bool { self.continuations.isEmpty }
+
+    /// No waiter.
+    package static var none: Resumption { Resumption([]) }
+
+    package func resume(returning value: Value) {
+        for continuation in self.continuations { continuation.resume(returning: value) }
+    }
+
+    /// Joins two resumptions of the same value.
+    package static func + (lhs: Self, rhs: Self) -> Self {
+        Self(lhs.continuations + rhs.continuations)
+    }
+}
+
+extension Locked where Value: Sendable {
+    /// Waits until `ready` finds a result in the state, registering in the state's waiter
+    /// queue at `queue` meanwhile; whoever makes the result available resumes the waiter with it.
+    ///
+    /// `ready` runs under the lock, once, with the id the waiter registers under if it returns
+    /// `nil`: the result then comes from the resumer. When the task is cancelled first, the waiter
+    /// leaves the queue, `leave` runs under the lock with its id (the state may know the waiter
+    /// too), and `cancelled` is returned.
+    package func wait<Result: Sendable>(
+        in queue: WritableKeyPath<Value, WaiterQueue<Result>> & Sendable,
+        until ready: (inout Value, WaiterQueue<Result>.ID) -> Result?,
+        leave: @escaping @Sendable (inout Value, WaiterQueue<Result>.ID) -> Void = { _, _ in },
+        cancelled: Result
+    ) async -> Result {
+        let id = self.withLock { $0[keyPath: queue].makeID() }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Result, Never>) in
+                let now: Result? = self.withLock { state in
+                    // Cancelled before registering: the cancellation handler found nothing to take out.
+                    if Task.isCancelled { return cancelled }
+                    if let result = ready(&state, id) { return result }
+                    state[keyPath: queue].enqueue(continuation, id: id)
+                    return nil
+                }
+                if let now { continuation.resume(returning: now) }
+            }
+        } onCancel: {
+            let waiter = self.withLock { state in
+                let waiter = state[keyPath: queue].remove(id)
+                if !waiter.isEmpty { leave(&state, id) }
+                return waiter
+            }
+            waiter.resume(returning: cancelled)
+        }
+    }
+
+    /// ``wait(in:until:leave:cancelled:)`` for a `ready` that needs no id.
+    package func wait<Result: Sendable>(
+        in queue: WritableKeyPath<Value, WaiterQueue<Result>> & Sendable,
+        until ready: (inout Value) -> Result?,
+        cancelled: Result
+    ) async -> Result {
+        await self.wait(in: queue, until: { state, _ in ready(&state) }, cancelled: cancelled)
+    }
+}
+
+/// A value set once and awaited by any number of tasks: a call's status, a stream's end.
+package final class OneShot<Value: Sendable>: Sendable {
+    private struct State: Sendable {
+        var value: Value?
+        var waiters = WaiterQueue<Value>()
+    }
+
+    private let state = Locked(State())
+
+    package init() {}
+
+    /// The value, if it has been set.
+    package var value: Value? { self.state.withLock { $0.value } }
+
+    /// Sets the value and resumes every waiter; `false`, changing nothing, when it was set before.
+    @discardableResult
+    package func set(_ value: Value) -> Bool {
+        let waiters = self.state.withLock { state -> Resumption<Value>? in
+            guard state.value == nil else { return nil }
+            state.value = value
+            return state.waiters.removeAll()
+        }
+        waiters?.resume(returning: value)
+        return waiters != nil
+    }
+
+    /// The value, once it is set; `cancelled` when the task is cancelled first.
+    package func wait(cancelled: Value) async -> Value {
+        await self.state.wait(in: \.waiters, until: { $0.value }, cancelled: cancelled)
+    }
+}
