@@ -40,7 +40,9 @@ extension ConnectionPool {
         await withDiscardingTaskGroup { group in
             for connection in self.connections {
                 group.addTask {
-                    if gracefully { await connection.channel.drainAndClose(timeLimit: self.config.drainTimeout) }
+                    if gracefully {
+                        await self.clock.drainAndClose(connection.channel, within: self.config.drainTimeout)
+                    }
                     connection.close()
                 }
             }

@@ -1,3 +1,5 @@
+internal import GRPCPoolCoreBridge
+
 /// The clock the pool's own timers run on: dynamic sizing's readings, the periodic health check,
 /// the keepalive RPC, recovery attempts, the end of an ejection, a connection's maximum age, and
 /// the gauges. RPC deadlines and the C core's own timers (keepalive pings, its reconnection
@@ -63,5 +65,19 @@ extension PoolClock {
             }
             fatalError("a time limit's operation ended without an answer")
         }
+    }
+}
+
+extension PoolClock {
+    /// Closes `channel` once its calls have finished, or after `limit` on this clock (the calls
+    /// left are then ended by the core).
+    func drainAndClose(_ channel: CoreChannel, within limit: Duration) async {
+        await self.withTimeLimit(limit) { await channel.waitUntilIdle() }
+        channel.close()
+    }
+
+    /// Connects `channel`, waiting at most `limit` on this clock: the state it reached.
+    func connect(_ channel: CoreChannel, within limit: Duration) async -> ChannelConnectivity {
+        await self.withTimeLimit(limit) { await channel.connect() }
     }
 }

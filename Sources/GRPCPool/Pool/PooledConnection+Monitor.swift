@@ -113,7 +113,7 @@ extension PooledConnection {
             self.recordError("cannot create a channel: \(error)")
             return nil
         }
-        let state = await candidate.connect(timeout: self.config.timeout)
+        let state = await self.clock.connect(candidate, within: self.config.timeout)
         guard state == .ready else {
             self.recordError("new channel did not connect within \(self.config.timeout) (\(state))")
             candidate.close()

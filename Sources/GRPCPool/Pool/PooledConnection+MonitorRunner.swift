@@ -197,7 +197,7 @@ extension PooledConnection {
         private func swapIn(_ replacement: CoreChannel, in group: inout DiscardingTaskGroup) {
             let (generation, old) = self.connection.replaceChannel(with: replacement)
             let drainLimit = self.connection.config.drainTimeout
-            group.addTask { await old.drainAndClose(timeLimit: drainLimit) }
+            group.addTask { [clock = self.connection.clock] in await clock.drainAndClose(old, within: drainLimit) }
             self.follow(replacement, generation: generation, in: &group)
         }
 

@@ -7,39 +7,34 @@ extension CoreStream {
     /// already written, the reader starts the call itself (a bidirectional call that waits for
     /// its first response before it writes more).
     func waitForStart() async -> RPCError? {
-        let ready: Bool = self.state.withLock { state in
-            if case .pending = state { return false }
-            return true
+        let pending: Bool = self.state.withLock { state in
+            if case .pending = state.phase { return true }
+            return false
         }
-        if !ready {
+        if pending {
             // Give the writer a moment to finish the request, so it can go out in one batch.
             await Task.yield()
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                enum Next { case resume, wait, start }
-                let next: Next = self.state.withLock { state in
-                    guard case .pending(let metadata, let message, let closed, var waiters) = state else {
-                        return .resume
-                    }
+            let next = await self.state.wait(
+                in: \.starters,
+                until: { state in
+                    guard case .pending(let metadata, let message, _) = state.phase else { return .ready }
                     // Checked under the same lock as the writer's: a message written just now
                     // either sees this waiter (and starts the call) or is seen here.
-                    if metadata != nil && message != nil { return .start }
-                    waiters.append(continuation)
-                    state = .pending(metadata: metadata, message: message, closed: closed, waiters: waiters)
-                    return .wait
-                }
-                switch next {
-                case .resume:
-                    continuation.resume()
-                case .start:
-                    self.startIfPending(closing: false)
-                    continuation.resume()
-                case .wait:
-                    break
-                }
+                    return metadata != nil && message != nil ? .start : nil
+                },
+                cancelled: .cancelled
+            )
+            switch next {
+            case .ready:
+                break
+            case .start:
+                self.startIfPending(closing: false)
+            case .cancelled:
+                self.fail(RPCError(code: .cancelled, message: "the RPC was cancelled"))
             }
         }
         return self.state.withLock { state in
-            if case .failed(let error) = state { return error }
+            if case .failed(let error) = state.phase { return error }
             return nil
         }
     }

@@ -14,18 +14,33 @@ final class CoreStream: Sendable {
     let maxResponseBytes: Int?
     let state: Locked<State>
 
-    enum State {
-        /// Not on the wire yet: what was written so far, and readers waiting for the start.
-        case pending(metadata: Metadata?, message: [UInt8]?, closed: Bool, waiters: [CheckedContinuation<Void, Never>])
+    struct State: Sendable {
+        var phase = Phase.pending(metadata: nil, message: nil, closed: false)
+        /// Readers waiting for the start.
+        var starters = WaiterQueue<StartWait>()
+    }
+
+    enum Phase: Sendable {
+        /// Not on the wire yet: what was written so far.
+        case pending(metadata: Metadata?, message: [UInt8]?, closed: Bool)
         case started
         case failed(RPCError)
+    }
+
+    /// How a reader's wait for the start ends.
+    enum StartWait: Sendable {
+        /// The call is on the wire, or failed.
+        case ready
+        /// The metadata and a message are written: the reader starts the call itself.
+        case start
+        case cancelled
     }
 
     init(call: CoreCall, maxRequestBytes: Int?, maxResponseBytes: Int?) {
         self.call = call
         self.maxRequestBytes = maxRequestBytes
         self.maxResponseBytes = maxResponseBytes
-        self.state = Locked(.pending(metadata: nil, message: nil, closed: false, waiters: []))
+        self.state = Locked(State())
     }
 
     // MARK: - Request side
@@ -34,8 +49,8 @@ final class CoreStream: Sendable {
         switch part {
         case .metadata(let metadata):
             self.state.withLock { state in
-                if case .pending(nil, let message, let closed, let waiters) = state {
-                    state = .pending(metadata: metadata, message: message, closed: closed, waiters: waiters)
+                if case .pending(nil, let message, let closed) = state.phase {
+                    state.phase = .pending(metadata: metadata, message: message, closed: closed)
                 }
             }
         case .message(let message):
@@ -46,11 +61,11 @@ final class CoreStream: Sendable {
                 )
             }
             let next: AfterWrite = self.state.withLock { state in
-                switch state {
-                case .pending(let metadata, nil, false, let waiters):
-                    state = .pending(metadata: metadata, message: message, closed: false, waiters: waiters)
+                switch state.phase {
+                case .pending(let metadata, nil, false):
+                    state.phase = .pending(metadata: metadata, message: message, closed: false)
                     // A reader already waits for the response: it will not come before the call starts.
-                    return waiters.isEmpty ? .hold : .startHeld
+                    return state.starters.isEmpty ? .hold : .startHeld
                 case .pending, .started:
                     return .send
                 case .failed:
@@ -64,7 +79,7 @@ final class CoreStream: Sendable {
                 self.startIfPending(closing: false)
             case .send:
                 self.startIfPending(closing: false)
-                if case .started = self.state.withLock({ $0 }) {
+                if case .started = self.state.withLock({ $0.phase }) {
                     _ = await self.call.send(message)
                 }
             }
@@ -82,9 +97,9 @@ final class CoreStream: Sendable {
 
     func finish() async {
         let alreadyStarted: Bool = self.state.withLock { state in
-            switch state {
-            case .pending(let metadata, let message, _, let waiters):
-                state = .pending(metadata: metadata, message: message, closed: true, waiters: waiters)
+            switch state.phase {
+            case .pending(let metadata, let message, _):
+                state.phase = .pending(metadata: metadata, message: message, closed: true)
                 return false
             case .started:
                 return true
@@ -112,33 +127,33 @@ final class CoreStream: Sendable {
     /// does not wait: completions arrive on the poller thread, never inside it. A message that
     /// follows the start batch's own waits for it in ``CoreCall/send(_:)``.
     func startIfPending(closing: Bool) {
-        let waiters: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
-            guard case .pending(let metadata, let message, let closed, let waiters) = state else { return [] }
+        let waiters = self.state.withLock { state -> Resumption<StartWait> in
+            guard case .pending(let metadata, let message, let closed) = state.phase else { return .none }
             do throws(RPCError) {
                 try self.call.start(metadata: metadata ?? [:], message: message, closeSend: closed || closing)
-                state = .started
+                state.phase = .started
             } catch {
-                state = .failed(error)
+                state.phase = .failed(error)
             }
-            return waiters
+            return state.starters.removeAll()
         }
-        for waiter in waiters { waiter.resume() }
+        waiters.resume(returning: .ready)
     }
 
     func fail(_ error: RPCError) {
-        let waiters: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
-            switch state {
-            case .pending(_, _, _, let waiters):
-                state = .failed(error)
-                return waiters
+        let waiters = self.state.withLock { state -> Resumption<StartWait> in
+            switch state.phase {
+            case .pending:
+                state.phase = .failed(error)
+                return state.starters.removeAll()
             case .started:
                 self.call.cancel()
-                return []
+                return .none
             case .failed:
-                return []
+                return .none
             }
         }
-        for waiter in waiters { waiter.resume() }
+        waiters.resume(returning: .ready)
     }
 }
 

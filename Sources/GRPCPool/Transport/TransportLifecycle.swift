@@ -7,10 +7,12 @@ internal import GRPCPoolCoreBridge
 final class TransportLifecycle: Sendable {
     private let state = Locked(State())
 
-    private struct State {
+    private struct State: Sendable {
         var closing = false
         var openStreams = 0
-        var waiters: [CheckedContinuation<Void, Never>] = []
+        var waiters = WaiterQueue<Void>()
+
+        var closed: Bool { self.closing && self.openStreams == 0 }
     }
 
     /// Runs `body` as one stream of a transport of `service`, counted until it ends; once
@@ -31,42 +33,21 @@ final class TransportLifecycle: Sendable {
     }
 
     private func closeStream() {
-        let waiters = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
+        self.state.withLock { state in
             state.openStreams -= 1
-            guard state.closing, state.openStreams == 0 else { return [] }
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume() }
+            return state.closed ? state.waiters.removeAll() : .none
+        }.resume(returning: ())
     }
 
     func beginGracefulShutdown() {
-        let waiters = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
+        self.state.withLock { state in
             state.closing = true
-            guard state.openStreams == 0 else { return [] }
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume() }
+            return state.closed ? state.waiters.removeAll() : .none
+        }.resume(returning: ())
     }
 
     /// Returns once shutdown has begun and every stream has closed, or when the task is cancelled.
     func waitUntilClosed() async {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let done = self.state.withLock { state -> Bool in
-                    if (state.closing && state.openStreams == 0) || Task.isCancelled { return true }
-                    state.waiters.append(continuation)
-                    return false
-                }
-                if done { continuation.resume() }
-            }
-        } onCancel: {
-            let waiters = self.state.withLock { state in
-                defer { state.waiters = [] }
-                return state.waiters
-            }
-            for waiter in waiters { waiter.resume() }
-        }
+        await self.state.wait(in: \.waiters, until: { $0.closed ? () : nil }, cancelled: ())
     }
 }

@@ -32,7 +32,7 @@ final class UnaryCoreStream: Sendable {
     let maxResponseBytes: Int?
     private let state: Locked<State>
 
-    private struct State {
+    private struct State: Sendable {
         var metadata: Metadata = [:]
         var message: [UInt8]?
         var requestEnded = false
@@ -42,7 +42,7 @@ final class UnaryCoreStream: Sendable {
         var sent = false
         /// The current attempt's outcome, once it ended.
         var outcome: UnaryOutcome?
-        var waiter: CheckedContinuation<UnaryOutcome, Never>?
+        var waiters = WaiterQueue<UnaryOutcome>()
         var retrier: Retrier?
     }
 
@@ -124,13 +124,11 @@ final class UnaryCoreStream: Sendable {
     }
 
     private func complete(_ outcome: UnaryOutcome) {
-        let waiter = self.state.withLock { state -> CheckedContinuation<UnaryOutcome, Never>? in
-            guard state.outcome == nil else { return nil }
+        self.state.withLock { state -> Resumption<UnaryOutcome> in
+            guard state.outcome == nil else { return .none }
             state.outcome = outcome
-            defer { state.waiter = nil }
-            return state.waiter
-        }
-        waiter?.resume(returning: outcome)
+            return state.waiters.removeAll()
+        }.resume(returning: outcome)
     }
 
     // MARK: - Response side
@@ -149,17 +147,11 @@ final class UnaryCoreStream: Sendable {
 
     /// The current attempt's outcome; cancelling the task cancels its call.
     private func attemptOutcome() async -> UnaryOutcome {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let outcome = self.state.withLock { state -> UnaryOutcome? in
-                    if let outcome = state.outcome { return outcome }
-                    state.waiter = continuation
-                    return nil
-                }
-                if let outcome { continuation.resume(returning: outcome) }
-            }
+        let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
+        return await withTaskCancellationHandler {
+            await self.state.wait(in: \.waiters, until: { $0.outcome }, cancelled: UnaryOutcome(failure: cancelled))
         } onCancel: {
-            self.fail(RPCError(code: .cancelled, message: "the RPC was cancelled"))
+            self.fail(cancelled)
         }
     }
 

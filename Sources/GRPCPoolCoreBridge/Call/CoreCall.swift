@@ -31,11 +31,12 @@ package final class CoreCall: Sendable {
         var initialMetadataRequested = false
         var initialMetadata: Metadata?
         var status: CallStatus?
-        var statusWaiters: [CheckedContinuation<CallStatus, Never>] = []
+        var statusWaiters = WaiterQueue<CallStatus>()
         /// A SEND_MESSAGE is in flight (the start batch's or a ``send(_:)``'s): the core refuses
         /// a second one (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS) until it completes.
         var sending = false
-        var sendWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Senders waiting for the one in flight; each is handed the in-flight mark (`true`).
+        var senders = WaiterQueue<Bool>()
     }
 
     private init(handle: CallHandle, options: CoreCallOptions, method: String, deadline: gpr_timespec) {
@@ -155,7 +156,7 @@ package final class CoreCall: Sendable {
     /// - Returns: `false` when the call is already over (its status says why).
     @discardableResult
     package func send(_ message: [UInt8]) async -> Bool {
-        await self.waitToSend()
+        guard await self.waitToSend() else { return false }
         defer { self.sendCompleted() }
         let buffer = ByteBuffers.make(message)
         var op = grpc_op()
@@ -167,32 +168,28 @@ package final class CoreCall: Sendable {
         return ok
     }
 
-    /// Waits until no SEND_MESSAGE is in flight, and marks one as in flight.
-    private func waitToSend() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now: Bool = self.state.withLock { state in
-                guard state.sending else {
-                    state.sending = true
-                    return true
-                }
-                state.sendWaiters.append(continuation)
-                return false
-            }
-            if now { continuation.resume() }
-        }
+    /// Waits until no SEND_MESSAGE is in flight, and marks one as in flight; `false` when the
+    /// task is cancelled first.
+    private func waitToSend() async -> Bool {
+        await self.state.wait(
+            in: \.senders,
+            until: { state in
+                guard !state.sending else { return nil }
+                state.sending = true
+                return true
+            },
+            cancelled: false
+        )
     }
 
-    /// The SEND_MESSAGE in flight has completed: the next waiting sender goes (it inherits the
+    /// The SEND_MESSAGE in flight has completed: the oldest waiting sender goes (it inherits the
     /// in-flight mark), or none is in flight.
     private func sendCompleted() {
-        let next: CheckedContinuation<Void, Never>? = self.state.withLock { state in
-            guard !state.sendWaiters.isEmpty else {
-                state.sending = false
-                return nil
-            }
-            return state.sendWaiters.removeFirst()
+        let next = self.state.withLock { state in
+            if state.senders.isEmpty { state.sending = false }
+            return state.senders.removeFirst()
         }
-        next?.resume()
+        next.resume(returning: true)
     }
 
     /// Half-closes the call: the server sees the end of the request stream.
@@ -257,16 +254,17 @@ package final class CoreCall: Sendable {
         return received
     }
 
-    /// Waits for the end of the call.
+    /// Waits for the end of the call; CANCELLED when the task is cancelled first.
     package func status() async -> CallStatus {
-        await withCheckedContinuation { continuation in
-            let status: CallStatus? = self.state.withLock { state in
-                if let status = state.status { return status }
-                state.statusWaiters.append(continuation)
-                return nil
-            }
-            if let status { continuation.resume(returning: status) }
-        }
+        await self.state.wait(
+            in: \.statusWaiters,
+            until: { $0.status },
+            cancelled: CallStatus(
+                code: .cancelled,
+                message: "cancelled while waiting for the call's end",
+                trailingMetadata: [:]
+            )
+        )
     }
 
     /// The status, if the call has ended.
@@ -285,12 +283,10 @@ package final class CoreCall: Sendable {
     }
 
     func statusReceived(_ status: CallStatus) {
-        let waiters = self.state.withLock { state in
+        self.state.withLock { state in
             state.status = status
-            defer { state.statusWaiters = [] }
-            return state.statusWaiters
-        }
-        for waiter in waiters { waiter.resume(returning: status) }
+            return state.statusWaiters.removeAll()
+        }.resume(returning: status)
     }
 
     /// Runs one batch and waits for it; `false` when it failed or the core refused it.

@@ -8,7 +8,11 @@ private import Synchronization
 final class ChannelCalls: Sendable {
     private let live = Atomic<Int>(0)
     private let reserved = Atomic<Int>(0)
-    private let waiters = Locked<[CheckedContinuation<Void, Never>]>([])
+    private let waiters = Locked(Waiters())
+
+    private struct Waiters: Sendable {
+        var queue = WaiterQueue<Void>()
+    }
     private let waiting = Atomic<Int>(0)
 
     var liveCount: Int { self.live.load(ordering: .sequentiallyConsistent) }
@@ -31,37 +35,16 @@ final class ChannelCalls: Sendable {
 
     private func wakeIfIdle() {
         guard self.waiting.load(ordering: .sequentiallyConsistent) > 0, self.total == 0 else { return }
-        let woken = self.waiters.withLock { waiters in
-            defer { waiters = [] }
-            return waiters
-        }
-        for waiter in woken { waiter.resume() }
+        self.waiters.withLock { $0.queue.removeAll() }.resume(returning: ())
     }
 
-    /// Returns once no call is live or reserved (at once if none is). Not cancellable: the caller
-    /// bounds the wait (``CoreChannel/drainAndClose(timeLimit:)`` races it against a timer and
-    /// then wakes it with ``wakeAll()``).
+    /// Returns once no call is live or reserved (at once if none is), or when the task is
+    /// cancelled (the caller bounds the wait).
     func waitUntilIdle() async {
         self.waiting.add(1, ordering: .sequentiallyConsistent)
         defer { self.waiting.subtract(1, ordering: .sequentiallyConsistent) }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let idle = self.waiters.withLock { waiters -> Bool in
-                // Checked under the lock, after registering as waiting: a count that reached zero
-                // before this point is seen here, one that reaches it later finds the waiter.
-                if self.total == 0 { return true }
-                waiters.append(continuation)
-                return false
-            }
-            if idle { continuation.resume() }
-        }
-    }
-
-    /// Wakes every waiter, idle or not.
-    func wakeAll() {
-        let woken = self.waiters.withLock { waiters in
-            defer { waiters = [] }
-            return waiters
-        }
-        for waiter in woken { waiter.resume() }
+        // Checked under the lock, after registering as waiting: a count that reached zero before
+        // this point is seen here, one that reaches it later finds the waiter.
+        await self.waiters.wait(in: \.queue, until: { _ in self.total == 0 ? () : nil }, cancelled: ())
     }
 }

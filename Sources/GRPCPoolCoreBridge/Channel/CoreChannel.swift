@@ -59,29 +59,15 @@ package final class CoreChannel: Sendable {
 
     /// Destroys the channel. Idempotent. New calls fail with UNAVAILABLE; calls already on the
     /// wire run on, but calls still waiting for a transport fail with UNKNOWN "Channel Destroyed"
-    /// (the core's own status), so close a channel that may have calls with ``drainAndClose(timeLimit:)``.
+    /// (the core's own status), so close a channel that may have calls once ``waitUntilIdle()`` returns.
     package func close() {
         self.handle.close()
     }
 
-    /// Closes the channel once the calls on it (live or reserved) have finished, or when
-    /// `timeLimit` is up (the calls left are then ended by the core).
-    package func drainAndClose(timeLimit: Duration) async {
-        let calls = self.handle.calls
-        if calls.total > 0 {
-            // Woken by the last call's end, or by the timer at the time limit.
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { await calls.waitUntilIdle() }
-                group.addTask {
-                    try? await Task.sleep(for: timeLimit)
-                    calls.wakeAll()
-                }
-                await group.next()
-                group.cancelAll()
-                calls.wakeAll()
-            }
-        }
-        self.close()
+    /// Returns once no call is live or reserved on the channel, or when the task is cancelled
+    /// (the caller bounds the wait, then closes the channel).
+    package func waitUntilIdle() async {
+        await self.handle.calls.waitUntilIdle()
     }
 
     /// The current connectivity state; with `tryToConnect`, an idle channel starts connecting.
@@ -89,8 +75,8 @@ package final class CoreChannel: Sendable {
         self.handle.check(tryToConnect: tryToConnect)
     }
 
-    /// Announces a call that is about to be made on this channel: ``drainAndClose(timeLimit:)``
-    /// waits for it as for a live call, so a caller that has chosen this channel before it was
+    /// Announces a call that is about to be made on this channel: ``waitUntilIdle()`` waits
+    /// for it as for a live call, so a caller that has chosen this channel before it was
     /// replaced still finds it open. Pair every reservation with ``releaseCall()``.
     package func reserveCall() {
         self.handle.calls.reserve()
@@ -112,22 +98,25 @@ package final class CoreChannel: Sendable {
         self.handle.subscribe()
     }
 
-    /// Starts connecting and waits until the channel is `ready`, or until `timeout` passes.
+    /// Starts connecting and waits until the channel is `ready` (or shut down), or until the task
+    /// is cancelled (the caller bounds the wait).
     ///
     /// - Returns: the state it ended in.
     @discardableResult
-    package func connect(timeout: Duration) async -> ChannelConnectivity {
+    package func connect() async -> ChannelConnectivity {
         let updates = self.connectivityUpdates()
         _ = self.state(tryToConnect: true)
-        return await withTaskGroup(of: ChannelConnectivity?.self) { group in
-            group.addTask {
-                var last = ChannelConnectivity.idle
-                for await state in updates {
-                    last = state
-                    if state == .ready || state == .shutdown { return state }
-                }
-                return last
-            }
+        for await state in updates where state == .ready || state == .shutdown {
+            return state
+        }
+        return self.state()
+    }
+
+    /// ``connect()`` for at most `timeout` of real time.
+    @discardableResult
+    package func connect(timeout: Duration) async -> ChannelConnectivity {
+        await withTaskGroup(of: ChannelConnectivity?.self) { group in
+            group.addTask { await self.connect() }
             group.addTask {
                 try? await Task.sleep(for: timeout)
                 return nil

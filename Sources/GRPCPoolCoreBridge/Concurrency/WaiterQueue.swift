@@ -1,4 +1,9 @@
 package import DequeModule
+private import Synchronization
+
+/// Waiters' ids, unique in the process: taken without a lock, so that a waiter knows its id
+/// before it registers (its cancellation must find it).
+private let waiterIDs = Atomic<UInt64>(0)
 
 /// Tasks waiting on state behind a ``Locked``, oldest first: the package's one waiter list.
 ///
@@ -9,7 +14,6 @@ package import DequeModule
 package struct WaiterQueue<Value: Sendable>: Sendable {
     package typealias ID = UInt64
 
-    private var nextID: ID = 0
     private var entries: Deque<(id: ID, continuation: CheckedContinuation<Value, Never>)> = []
 
     package init() {}
@@ -19,9 +23,8 @@ package struct WaiterQueue<Value: Sendable>: Sendable {
     package var isEmpty: Bool { self.entries.isEmpty }
 
     /// An id for a waiter about to register (made first, so that its cancellation can find it).
-    package mutating func makeID() -> ID {
-        defer { self.nextID &+= 1 }
-        return self.nextID
+    package static func makeID() -> ID {
+        waiterIDs.wrappingAdd(1, ordering: .relaxed).oldValue
     }
 
     package mutating func enqueue(_ continuation: CheckedContinuation<Value, Never>, id: ID) {
@@ -86,7 +89,7 @@ extension Locked where Value: Sendable {
         leave: @escaping @Sendable (inout Value, WaiterQueue<Result>.ID) -> Void = { _, _ in },
         cancelled: Result
     ) async -> Result {
-        let id = self.withLock { $0[keyPath: queue].makeID() }
+        let id = WaiterQueue<Result>.makeID()
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result, Never>) in
                 let now: Result? = self.withLock { state in

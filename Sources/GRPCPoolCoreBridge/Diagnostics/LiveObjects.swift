@@ -44,8 +44,12 @@ package enum LiveObjects {
 package final class LiveCounter: Sendable {
     private let count = Atomic<Int>(0)
     /// Tasks in ``waitUntilZero()``, and how many; the count lets a decrement skip the lock.
-    private let waiters = Locked<[CheckedContinuation<Void, Never>]>([])
+    private let waiters = Locked(Waiters())
     private let waiting = Atomic<Int>(0)
+
+    private struct Waiters: Sendable {
+        var queue = WaiterQueue<Void>()
+    }
 
     package var value: Int { self.count.load(ordering: .relaxed) }
 
@@ -57,24 +61,18 @@ package final class LiveCounter: Sendable {
         guard self.count.subtract(1, ordering: .sequentiallyConsistent).newValue == 0,
             self.waiting.load(ordering: .sequentiallyConsistent) > 0
         else { return }
-        self.wakeWaiters()
+        self.waiters.withLock { $0.queue.removeAll() }.resume(returning: ())
     }
 
-    /// Returns once the count is zero (now, or at a later decrement), woken by the decrement.
+    /// Returns once the count is zero (now, or at a later decrement, which wakes it), or when the
+    /// task is cancelled.
     package func waitUntilZero() async {
-        await withCheckedContinuation { continuation in
-            self.waiters.withLock { $0.append(continuation) }
-            self.waiting.add(1, ordering: .sequentiallyConsistent)
-            if self.count.load(ordering: .sequentiallyConsistent) == 0 { self.wakeWaiters() }
-        }
-    }
-
-    private func wakeWaiters() {
-        let woken = self.waiters.withLock { waiters in
-            defer { waiters = [] }
-            return waiters
-        }
-        self.waiting.subtract(woken.count, ordering: .sequentiallyConsistent)
-        for continuation in woken { continuation.resume() }
+        self.waiting.add(1, ordering: .sequentiallyConsistent)
+        defer { self.waiting.subtract(1, ordering: .sequentiallyConsistent) }
+        await self.waiters.wait(
+            in: \.queue,
+            until: { _ in self.count.load(ordering: .sequentiallyConsistent) == 0 ? () : nil },
+            cancelled: ()
+        )
     }
 }
