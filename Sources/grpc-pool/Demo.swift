@@ -57,9 +57,11 @@ struct Demo: AsyncParsableCommand {
 
             // 3. Mixed load through generated stubs.
             let stop = StopSignal()
-            for caller in 0..<self.concurrency {
-                group.addTask {
-                    await Self.callLoop(caller: caller, manager: manager, tally: tally, stop: stop)
+            async let load: Void = withDiscardingTaskGroup { callers in
+                for caller in 0..<self.concurrency {
+                    callers.addTask {
+                        await Self.callLoop(caller: caller, manager: manager, tally: tally, stop: stop)
+                    }
                 }
             }
 
@@ -76,7 +78,10 @@ struct Demo: AsyncParsableCommand {
 
             // 5. The live line, until the time is up.
             try await self.liveLine(manager, order: order, tally: tally, from: started, lasting: total, say: say)
+            // The load stops; once every caller has its last answer, the pool's counts and the
+            // callers' agree.
             stop.set()
+            await load
             finalMetrics.withLockedValue { $0 = manager.metrics() }
             manager.beginGracefulShutdown()
         }
@@ -306,6 +311,7 @@ struct Demo: AsyncParsableCommand {
                     "requests": m.totalRequests,
                     "successes": m.successfulRequests,
                     "failures": m.failedRequests,
+                    "rejected": m.rejectedRequests,
                     "success_rate": m.successRate,
                     "avg_ms": m.averageResponseTime.seconds * 1000,
                     "p50_ms": m.p50ResponseTime.seconds * 1000,

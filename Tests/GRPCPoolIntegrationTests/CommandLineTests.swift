@@ -64,7 +64,7 @@ struct CommandLineTests {
         #expect(output.contains("16 passed, 0 failed"))
     }
 
-    @Test("demo --json: the numbers add up and the outage is seen and repaired")
+    @Test("demo --json: the pool counted every call its callers made, the outage is seen and repaired")
     func demoJSON() async throws {
         let (status, output) = try await runGRPCPool(["demo", "--duration", "4", "--json"])
         #expect(status == 0, "\(output)")
@@ -76,8 +76,19 @@ struct CommandLineTests {
             let requests = try #require(service["requests"] as? Int)
             let successes = try #require(service["successes"] as? Int)
             let failures = try #require(service["failures"] as? Int)
+            let clientSuccesses = try #require(service["client_successes"] as? Int)
+            let clientFailures = try #require(service["client_failures"] as? Int)
             #expect(requests == successes + failures, "\(name)")
             #expect(requests > 0, "\(name)")
+            // Read as the load stopped: each call is counted before its caller has the answer.
+            #expect(successes == clientSuccesses, "\(name): pool \(successes), callers \(clientSuccesses)")
+            // A caller's failure is a failed attempt or a call the pool refused; a retried call
+            // adds its earlier attempts.
+            let rejected = try #require(service["rejected"] as? Int)
+            #expect(
+                failures + rejected >= clientFailures,
+                "\(name): pool \(failures) + \(rejected), callers \(clientFailures)"
+            )
         }
         let events = try #require(object["events"] as? [[String: Any]]).compactMap { $0["event"] as? String }
         #expect(events.contains { $0.hasPrefix("pool noticed: summary 0/2 healthy") }, "\(events)")

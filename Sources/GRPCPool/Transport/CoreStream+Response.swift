@@ -70,6 +70,7 @@ extension CoreStream {
                 case .metadata:
                     if let error = await self.stream.waitForStart() {
                         self.phase = .done
+                        self.stream.ended(error)
                         return .status(Status(code: Status.Code(error.code), message: error.message), error.metadata)
                     }
                     let first = await self.stream.call.receive()
@@ -82,6 +83,7 @@ extension CoreStream {
                     let status = await self.stream.call.status()
                     if status.code != .ok && metadata.isEmpty {
                         self.phase = .done
+                        self.stream.ended(status.error)
                         return .status(Status(code: status.code, message: status.message), status.trailingMetadata)
                     }
                     self.phase = .status
@@ -98,6 +100,7 @@ extension CoreStream {
                 case .status:
                     self.phase = .done
                     let status = await self.stream.call.status()
+                    self.stream.ended(status.error)
                     return .status(Status(code: status.code, message: status.message), status.trailingMetadata)
                 case .done:
                     return nil

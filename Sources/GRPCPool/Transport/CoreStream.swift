@@ -18,6 +18,8 @@ final class CoreStream: Sendable {
         var phase = Phase.pending(metadata: nil, message: nil, closed: false)
         /// Readers waiting for the start.
         var starters = WaiterQueue<StartWait>()
+        /// The call's end is recorded (``ended(_:)``).
+        var ended = false
     }
 
     enum Phase: Sendable {
@@ -36,7 +38,16 @@ final class CoreStream: Sendable {
         case cancelled
     }
 
-    init(call: CoreCall, maxRequestBytes: Int?, maxResponseBytes: Int?) {
+    /// Records the call's end on its connection.
+    private let onEnd: @Sendable (RPCError?) -> Void
+
+    init(
+        call: CoreCall,
+        maxRequestBytes: Int?,
+        maxResponseBytes: Int?,
+        onEnd: @escaping @Sendable (RPCError?) -> Void
+    ) {
+        self.onEnd = onEnd
         self.call = call
         self.maxRequestBytes = maxRequestBytes
         self.maxResponseBytes = maxResponseBytes
@@ -138,6 +149,16 @@ final class CoreStream: Sendable {
             return state.starters.removeAll()
         }
         waiters.resume(returning: .ready)
+    }
+
+    /// Records the call's end, once: as the caller gets its status (so that the count is in
+    /// before the caller has its answer), or when the transport is done with the RPC.
+    func ended(_ error: RPCError?) {
+        let first = self.state.withLock { state -> Bool in
+            defer { state.ended = true }
+            return !state.ended
+        }
+        if first { self.onEnd(error) }
     }
 
     func fail(_ error: RPCError) {

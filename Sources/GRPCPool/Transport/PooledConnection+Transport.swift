@@ -83,7 +83,9 @@ extension PooledConnection {
             return try await Refusal.run(error, final: false, descriptor: descriptor, peer: self.peer, closure)
         }
         let context = ClientContext(descriptor: descriptor, remotePeer: self.peer, localPeer: "")
-        let stream = CoreStream(call: call, maxRequestBytes: maxRequestBytes, maxResponseBytes: maxResponseBytes)
+        let stream = CoreStream(call: call, maxRequestBytes: maxRequestBytes, maxResponseBytes: maxResponseBytes) {
+            self.endCall(started, error: $0)
+        }
         let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
         do {
             let result = try await withTaskCancellationHandler {
@@ -92,19 +94,16 @@ extension PooledConnection {
                 stream.fail(cancelled)
             }
             if let status = call.finishedStatus {
-                self.endCall(started, error: status.error)
+                stream.ended(status.error)
             } else {
                 stream.fail(cancelled)
-                self.endCall(
-                    started,
-                    error: RPCError(code: .cancelled, message: "the RPC ended before its status arrived")
-                )
+                stream.ended(RPCError(code: .cancelled, message: "the RPC ended before its status arrived"))
             }
             return result
         } catch {
             stream.fail(cancelled)
             let status = call.finishedStatus
-            self.endCall(started, error: status.map { $0.error ?? Self.rpcError(error) } ?? Self.rpcError(error))
+            stream.ended(status.map { $0.error ?? Self.rpcError(error) } ?? Self.rpcError(error))
             throw error
         }
     }
