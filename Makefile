@@ -12,7 +12,7 @@ PROTOC_GEN_SWIFT      = $(GEN_SCRATCH)/release/protoc-gen-swift
 PROTOC_GEN_GRPC_SWIFT = $(GEN_SCRATCH)/release/protoc-gen-grpc-swift-2
 
 VENV         := .build-venv
-PY_PKGS      := grpcio>=1.60,<2
+PY_PKGS      := grpcio>=1.60,<2 grpcio-tools>=1.60,<2
 
 .PHONY: all build test tsan asan demo bench profile generate deps testdeps deps-generate pydeps clean format
 
@@ -36,11 +36,12 @@ testdeps:
 	fi
 
 # The tests' second server stack: gRPC's C core as a server (grpcio from PyPI, with its default
-# settings), in a virtual environment of its own, installed when missing.
+# settings; grpcio-tools generates the interop messages it serves), in a virtual environment of
+# its own, installed when missing.
 pydeps:
-	@$(VENV)/bin/python -c 'import grpc' >/dev/null 2>&1 || { \
-		echo "installing grpcio into $(VENV)"; \
-		python3 -m venv $(VENV) && $(VENV)/bin/pip install -q '$(PY_PKGS)'; }
+	@$(VENV)/bin/python -c 'import grpc, grpc_tools' >/dev/null 2>&1 || { \
+		echo "installing grpcio and grpcio-tools into $(VENV)"; \
+		{ [ -x $(VENV)/bin/pip ] || python3 -m venv $(VENV); } && $(VENV)/bin/pip install -q $(foreach p,$(PY_PKGS),'$(p)'); }
 
 deps-generate: deps
 	@command -v protoc >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(GEN_PKGS); }

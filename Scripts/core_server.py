@@ -9,6 +9,10 @@ against both stacks:
   message as it arrives. Request metadata ``echo-delay-ms`` delays the answer;
   ``echo-status`` / ``echo-message`` fail the call with that code and message.
 - ``grpc.health.v1.Health/Check``: SERVING for every service name.
+- ``grpc.testing.TestService``: ``EmptyCall`` and ``UnaryCall`` (a payload of zeros of
+  ``response_size``, the interop cases' ``response_status`` honoured), on messages generated at
+  start from ``Protos/grpc/testing`` with grpcio-tools (installed beside grpcio). The soak
+  cases (``rpc_soak``, ``channel_soak``) run against it.
 
 No server option is set: the ping policy, the stream limits and the keepalive are the core's
 defaults (gRFC A8: pings without data at most every 5 minutes, two strikes), as on most
@@ -78,6 +82,57 @@ def health_check(request, context):
     return SERVING
 
 
+def testing_messages():
+    """grpc.testing's messages, generated now from the repository's protos by grpcio-tools."""
+    import importlib.util
+    import tempfile
+
+    from grpc_tools import protoc
+
+    protos = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Protos")
+    out = tempfile.mkdtemp(prefix="grpc-testing-")
+    files = ["grpc/testing/empty.proto", "grpc/testing/messages.proto"]
+    if protoc.main(["protoc", f"-I{protos}", f"--python_out={out}"] + files) != 0:
+        raise RuntimeError("grpcio-tools could not generate grpc.testing's messages")
+    def load(name):
+        # By path: the package name grpc.testing is grpcio's own.
+        spec = importlib.util.spec_from_file_location(f"grpc_testing_{name}", os.path.join(out, "grpc", "testing", f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load("empty_pb2"), load("messages_pb2")
+
+
+def testing_service():
+    """grpc.testing.TestService's EmptyCall and UnaryCall."""
+    empty_pb2, messages_pb2 = testing_messages()
+
+    def empty_call(request, context):
+        return empty_pb2.Empty()
+
+    def unary_call(request, context):
+        if request.HasField("response_status") and request.response_status.code != 0:
+            context.abort(grpc.StatusCode(_code(request.response_status.code)), request.response_status.message)
+        return messages_pb2.SimpleResponse(payload=messages_pb2.Payload(body=bytes(request.response_size)))
+
+    return grpc.method_handlers_generic_handler(
+        "grpc.testing.TestService",
+        {
+            "EmptyCall": grpc.unary_unary_rpc_method_handler(
+                empty_call,
+                request_deserializer=empty_pb2.Empty.FromString,
+                response_serializer=empty_pb2.Empty.SerializeToString,
+            ),
+            "UnaryCall": grpc.unary_unary_rpc_method_handler(
+                unary_call,
+                request_deserializer=messages_pb2.SimpleRequest.FromString,
+                response_serializer=messages_pb2.SimpleResponse.SerializeToString,
+            ),
+        },
+    )
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
@@ -102,7 +157,7 @@ def main():
     from concurrent import futures
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
-    server.add_generic_rpc_handlers((echo, health))
+    server.add_generic_rpc_handlers((echo, health, testing_service()))
     port = server.add_insecure_port(f"{args.host}:{args.port}")
     if port == 0:
         print(f"cannot listen on {args.host}:{args.port}", file=sys.stderr)

@@ -314,7 +314,7 @@ public enum InteropCase: String, CaseIterable, Sendable {
         }
     }
 
-    private static func largeRequest() -> Grpc_Testing_SimpleRequest {
+    static func largeRequest() -> Grpc_Testing_SimpleRequest {
         .with {
             $0.responseSize = 314_159
             $0.payload = TestService.payload(size: 271_828)

@@ -64,6 +64,27 @@ struct CommandLineTests {
         #expect(output.contains("16 passed, 0 failed"))
     }
 
+    @Test("interop's soak cases pass through the pool: rpc_soak and channel_soak", arguments: Stack.allCases)
+    func soak(stack: Stack) async throws {
+        try await withBackend(stack) { server in
+            for (name, iterations) in [("rpc_soak", 20), ("channel_soak", 5)] {
+                let (status, output) = try await runGRPCPool([
+                    "interop", "--target", server.target, "--test_case", name, "--soak_iterations", "\(iterations)",
+                    "--soak_overall_timeout_seconds", "60",
+                ])
+                #expect(status == 0, "\(name): \(output)")
+                #expect(
+                    output.contains("soak test ran: \(iterations) / \(iterations) iterations. total failures: 0."),
+                    "\(output)"
+                )
+                let succeeded = output.split(separator: "\n").count {
+                    $0.hasPrefix("soak iteration: ") && $0.hasSuffix(" succeeded")
+                }
+                #expect(succeeded == iterations, "\(name): \(output)")
+            }
+        }
+    }
+
     @Test("demo --json: the pool counted every call its callers made, the outage is seen and repaired")
     func demoJSON() async throws {
         let (status, output) = try await runGRPCPool(["demo", "--duration", "4", "--json"])
