@@ -67,10 +67,13 @@ struct CommandLineTests {
     @Test("interop's soak cases pass through the pool: rpc_soak and channel_soak", arguments: Stack.allCases)
     func soak(stack: Stack) async throws {
         try await withBackend(stack) { server in
+            // Each iteration's RPC must succeed; its latency is a benchmark's concern, not this test's:
+            // gRPC's 1 s default for an iteration is missed on a 2-core machine running the suite in
+            // parallel, so the limit here only catches an RPC that hangs.
             for (name, iterations) in [("rpc_soak", 20), ("channel_soak", 5)] {
                 let (status, output) = try await runGRPCPool([
                     "interop", "--target", server.target, "--test_case", name, "--soak_iterations", "\(iterations)",
-                    "--soak_overall_timeout_seconds", "60",
+                    "--soak_overall_timeout_seconds", "120", "--soak_per_iteration_max_acceptable_latency_ms", "20000",
                 ])
                 #expect(status == 0, "\(name): \(output)")
                 #expect(
