@@ -14,7 +14,7 @@ PROTOC_GEN_GRPC_SWIFT = $(GEN_SCRATCH)/release/protoc-gen-grpc-swift-2
 VENV         := .build-venv
 PY_PKGS      := grpcio>=1.60,<2 grpcio-tools>=1.60,<2
 
-.PHONY: all build test tsan asan demo bench profile generate deps testdeps deps-generate pydeps clean format
+.PHONY: all build test tsan asan demo bench bench-allocs profile generate deps testdeps deps-generate pydeps clean format
 
 all: build
 
@@ -104,6 +104,21 @@ bench: deps testdeps pydeps
 	$(BENCH_BUILD)
 	$(BENCH_SCRATCH)/release/grpc-pool bench $(BENCH_ARGS)
 
+# What one call costs, counted: allocations per call (ordo-one/benchmark with its malloc
+# interposer; the package adds the harness only when GRPC_POOL_BENCHMARKS is set, so that `make
+# test` never builds it) for (e) the bare C-core call, (a′) the pool's own call, (a) a generated
+# stub on manager.client(for:) and a bidi message round trip, each against `grpc-pool serve` in
+# another process; fails when a row passes its committed threshold (Benchmarks/Thresholds/;
+# `make bench-allocs UPDATE=1` writes them anew). Then syscalls per call, counted by strace.
+BENCH_ALLOCS = GRPC_POOL_BENCHMARKS=1 $(SWIFT) package --scratch-path .build-benchmarks --disable-sandbox \
+	benchmark --target CallCost --no-progress
+bench-allocs: deps
+	@command -v strace >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace; }
+	GRPC_POOL_BENCHMARKS=1 $(SWIFT) build -c release --scratch-path .build-benchmarks --product grpc-pool
+	$(BENCH_ALLOCS) $(if $(UPDATE),thresholds update --path Benchmarks/Thresholds,--format markdown)
+	$(if $(UPDATE),,$(BENCH_ALLOCS) thresholds check --path Benchmarks/Thresholds)
+	Scripts/syscalls.sh .build-benchmarks/release/grpc-pool
+
 # Where a unary call's client CPU goes, layer by layer, and the Swift runtime's events per call
 # (perf sampling and uprobes; BENCHMARKS.md explains the tables). Needs root and linux-perf.
 profile: deps
@@ -125,4 +140,4 @@ format:
 	@$(SWIFT) format $(if $(FIX),format -i,lint --strict) --parallel $(FORMAT_FILES)
 
 clean:
-	rm -rf .build .build-tsan .build-asan $(GEN_SCRATCH) $(VENV)
+	rm -rf .build .build-tsan .build-asan .build-benchmarks $(GEN_SCRATCH) $(VENV)

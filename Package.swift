@@ -1,6 +1,8 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
+import class Foundation.ProcessInfo
+
 /// Settings every target shares, as grpc-swift-2 sets them for its own: Swift 6 mode, `any`, imports that are internal unless marked.
 let swiftSettings: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
@@ -142,3 +144,25 @@ let package = Package(
         ),
     ]
 )
+
+// The allocation benchmarks (`make bench-allocs`): ordo-one/benchmark with its malloc interposer,
+// in the package only when GRPC_POOL_BENCHMARKS is set, so that `swift build` and `make test`
+// never build the harness.
+if ProcessInfo.processInfo.environment["GRPC_POOL_BENCHMARKS"] != nil {
+    package.dependencies.append(
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"])
+    )
+    package.targets.append(
+        .executableTarget(
+            name: "CallCost",
+            dependencies: [
+                "GRPCPool",
+                "DemoServices",
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+            ],
+            path: "Benchmarks/CallCost",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        )
+    )
+}

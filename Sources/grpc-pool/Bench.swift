@@ -87,7 +87,28 @@ struct Bench: AsyncParsableCommand {
         case ceiling
     }
 
+    @Option(
+        help: """
+            External mode: make exactly this many calls of --call-client one after another (after 100 \
+            to warm up) and exit, printing nothing else: for counting what a call costs (strace -c -f).
+            """
+    )
+    var countCalls: Int?
+
+    @Option(help: "The client of --count-calls: core-channel (e), pool-raw (a′), pool-stub (a), or bidi (a's stream).")
+    var callClient: CountedClient = .poolStub
+
+    enum CountedClient: String, ExpressibleByArgument, CaseIterable, Sendable {
+        case coreChannel = "core-channel"
+        case poolRaw = "pool-raw"
+        case poolStub = "pool-stub"
+        case bidi
+    }
+
     func run() async throws {
+        if let target = self.target, let count = self.countCalls {
+            return try await Self.countedCalls(count, of: self.callClient, target: target)
+        }
         if let target = self.target { return try await self.runAgainst(target) }
 
         let server = try await ServerProcess.start()
@@ -199,6 +220,28 @@ struct Bench: AsyncParsableCommand {
 }
 
 extension Bench {
+    /// `count` calls of `client`, one after another, after 100 to warm up; the pool on the
+    /// README's defaults, one connection. What strace counts in `make bench-allocs`.
+    static func countedCalls(_ count: Int, of client: CountedClient, target: String) async throws {
+        let clients = try await BenchClients(
+            endpoint: try Endpoints.parse(target),
+            connections: 1,
+            nioClients: 0,
+            settings: [.defaults]
+        )
+        defer { clients.shutdown() }
+        let payload = [UInt8](repeating: 7, count: 32)
+        let call: @Sendable () async throws -> Void
+        switch client {
+        case .coreChannel: call = { try await clients.coreChannel(payload) }
+        case .poolRaw: call = { try await clients.poolRaw(payload) }
+        case .poolStub: call = { try await clients.poolStub(payload, settings: .defaults) }
+        case .bidi: call = { try await clients.poolPingPong(payload, settings: .defaults) }
+        }
+        for _ in 0..<100 { try await call() }
+        for _ in 0..<count { try await call() }
+    }
+
     /// Resident size after `total` / 10 and after `total` unary 32 B calls at concurrency 64: the
     /// pool must not grow with the number of calls it has made. `client` picks whose calls, so
     /// that growth can be traced to a layer.
