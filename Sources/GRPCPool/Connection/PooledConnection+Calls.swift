@@ -83,8 +83,7 @@ extension PooledConnection {
     }
 
     /// Records a finished call. Failures in a row may eject the connection (the pool's machine
-    /// decides). An UNAVAILABLE failure takes the connection out of rotation if its channel is
-    /// no longer ready, and asks the monitor for a check at once.
+    /// decides); an UNAVAILABLE failure goes to the connection's machine.
     func endCall(_ call: StartedCall, error: RPCError?) {
         let latency = ContinuousClock.now - call.start
         call.channel.releaseCall()
@@ -94,10 +93,8 @@ extension PooledConnection {
         (error == nil ? self.instruments.successes : self.instruments.failures).increment()
         if let eject { self.eject(failures: eject.failures) }
         if error?.code == .unavailable {
-            // A channel that is no longer ready leaves rotation now, not only once its
-            // connectivity watch has reached the monitor: fewer calls pick a dead connection.
-            if self.channel.state() != .ready { self.setHealthy(false) }
-            self.checkRequests.yield()
+            let ready = call.channel.state() == .ready
+            self.handle { $0.machine.callUnavailable(channelReady: ready) }
         }
     }
 

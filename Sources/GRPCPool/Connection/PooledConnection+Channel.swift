@@ -1,24 +1,15 @@
 internal import CoreMetrics
 internal import GRPCPoolCoreBridge
-internal import Synchronization
 
 /// The connection's channel and state, as the monitor changes them.
 extension PooledConnection {
-    /// Puts it in or out of rotation. It is never in rotation while inactive or ejected.
-    func setHealthy(_ healthy: Bool) {
-        let healthy = healthy && self.isActive && !self.isEjected
-        let old = self.healthy.exchange(healthy, ordering: .relaxed)
-        if old != healthy {
-            self.instruments.healthy.record(healthy ? 1 : 0)
-            self.publish()
-        }
-    }
-
-    /// Records a connectivity change of the current channel (a `ready` after the first counts as
-    /// a reconnection); returns whether it was one.
-    func connectivityChanged(_ connectivity: ChannelConnectivity, generation: Int) -> Bool {
-        self.storage.withLock { state in
-            guard generation == state.generation, state.connectivity != connectivity else { return false }
+    /// Hands a connectivity change of channel `generation` to the machine, if it is news about
+    /// the current channel (a `ready` after the first counts as a reconnection).
+    func connectivityChanged(_ connectivity: ChannelConnectivity, generation: Int) -> (news: Bool, work: [Action]) {
+        var news = false
+        let work = self.step { state in
+            guard generation == state.generation, state.connectivity != connectivity else { return [] }
+            news = true
             state.connectivity = connectivity
             if connectivity == .ready {
                 state.connectedSince = .now
@@ -30,8 +21,9 @@ extension PooledConnection {
             } else {
                 state.connectedSince = nil
             }
-            return true
+            return state.machine.connectivityChanged(to: connectivity)
         }
+        return (news, work)
     }
 
     /// Puts a new channel in place of the old one, which is closed (its calls run on).
@@ -91,10 +83,6 @@ extension PooledConnection {
         return (generation, fresh)
     }
 
-    func requestCheck() {
-        self.checkRequests.yield()
-    }
-
     /// Closes the current channel (when the connection leaves the working set, it stays, to be
     /// activated again with a new channel; ``close()`` closes it for good).
     func closeChannel() {
@@ -107,9 +95,8 @@ extension PooledConnection {
 
     func close() {
         self.clientStorage.withLock { $0?.transport.beginGracefulShutdown() }
-        self.setHealthy(false)
-        self.checkRequests.finish()
-        self.commands.finish()
+        _ = self.step { $0.machine.closed() }
+        self.inbox.finish()
         self.closeChannel()
         self.emit(.closed)
     }

@@ -1,10 +1,12 @@
 internal import GRPCPoolCoreBridge
 
 extension PooledConnection {
-    /// The decisions of a connection's monitor, as a value: no I/O, no clock, no logging. Each
-    /// event returns the actions to carry out; the monitor (``PooledConnection/monitor()``) feeds
-    /// it events — connectivity changes, check results, timers, the pool's commands — and does
-    /// the I/O.
+    /// A connection's state and the decisions about it, as a value: no I/O, no clock, no logging.
+    /// It lives under the connection's lock (``PooledConnection/step(_:)``); the pool (eject,
+    /// activate, deactivate, move, a call that ended with UNAVAILABLE) and the monitor (timers,
+    /// connectivity, the results of its checks and replacement attempts) call it synchronously.
+    /// Each event returns the actions to carry out; I/O actions run as the monitor's child tasks,
+    /// whose results come back as events.
     ///
     /// ```
     ///            lost / failed check                 core reconnects, check passes
@@ -17,77 +19,71 @@ extension PooledConnection {
     ///          ready but failing, or shut down: connect a replacement, swap it in
     /// ```
     ///
-    /// Ejection (outlier detection) and the working set (dynamic sizing) are the pool's facts,
-    /// passed in with each event as ``Facts``.
+    /// At most one replacement connects at a time; a newer reason (an ejection, a move, leaving
+    /// the working set) cancels the one under way. Whether the connection may be picked is
+    /// decided here only (``inRotation``).
     struct StateMachine: Sendable {
-        /// What the pool knows of the connection when an event is handled.
-        struct Facts: Sendable, Equatable {
-            var isActive: Bool
-            var isHealthy: Bool
-            var isEjected: Bool
-
-            init(isActive: Bool = true, isHealthy: Bool = false, isEjected: Bool = false) {
-                self.isActive = isActive
-                self.isHealthy = isHealthy
-                self.isEjected = isEjected
-            }
+        /// An ejection under way: its number (each has its own restore timer).
+        struct Ejection: Sendable, Equatable {
+            var number: Int
         }
 
-        enum Action: Sendable, Equatable {
-            /// Put the connection in or out of rotation.
-            case setHealthy(Bool)
-            /// Tell the observers.
-            case emit(PoolEvent.Kind)
-            /// Remember as the connection's latest failure.
-            case recordError(String)
-            /// An info log line, with an optional reason.
-            case log(String, reason: String? = nil)
-            /// Ask the channel to connect (it is idle).
-            case requestConnect
-            /// Check the connection now and hand the result to ``probed(_:facts:)``.
-            case probe
-            /// Fire the retry timer of `episode` for `attempt` after the backoff's delay.
-            case scheduleRetry(episode: Int, attempt: Int)
-            /// Fire the restore timer of ejection number `ejection` after `after`.
-            case scheduleRestore(ejection: Int, after: Duration)
-            /// Connect a replacement channel and swap it in if it connects and passes a check.
-            case replaceChannel(reason: String)
-            /// Wait until no call or lease is left, then report ``drained(isActive:current:)``.
-            case waitUntilDrained
-            /// Close the current channel (the connection stays, to be activated again).
-            case closeChannel
+        /// A replacement channel connecting, and what it is for.
+        struct Attempt: Sendable, Equatable {
+            var id: Int
+            var purpose: Purpose
         }
 
-        /// What a retry attempt does.
-        enum RetryStep: Sendable, Equatable {
-            /// Carry these out; the attempt is over.
-            case actions([Action])
-            /// Connect a replacement channel (after logging `log`); report the outcome with
-            /// ``replacement(connected:attempt:facts:)``.
-            case replace(log: String, reason: String)
+        enum Purpose: Sendable, Equatable {
+            /// Recovery attempt `n` of the current episode.
+            case recovery(attempt: Int)
+            case ejected
+            case maxConnectionAge
+            /// The pool placed the connection on another address, away from `from`.
+            case move(from: String)
         }
 
-        let maxRetries: Int
-        let maxRetryDelay: Duration
+        // The fields below change only through the machine's events (here and in
+        // +Commands); the connection reads them under its lock.
+        let backoff: Backoff
+        /// In the pool's working set; an inactive connection has no TCP connection.
+        var active: Bool
+        /// Connected, passed its last check, active and not ejected: the pool may pick it.
+        var inRotation = false
+        var ejection: Ejection?
+        var ejections = 0
         /// The recovery episode under way, or the last one; each has its own retry timers.
-        private(set) var episode = 0
-        /// Whether a recovery episode is under way.
-        private(set) var recovering = false
+        var episode = 0
+        var recovering = false
         /// Whether the channel was ready when its state last changed: leaving ready is a
         /// disconnection, failing before it a failed attempt.
-        private(set) var wasReady = false
-        /// The number of the latest ejection; each has its own restore timer.
-        private(set) var ejection = 0
+        var wasReady = false
+        var attempt: Attempt?
+        var attempts = 0
+        /// A check in flight (at most one); another asked for meanwhile runs after it.
+        var checking = false
+        var checkAgain = false
+        /// The retry attempt whose check is in flight: a failed answer replaces the channel.
+        var retryCheck: Int?
+        /// An ejection ended: a healthy answer to the next check restores the connection.
+        var restoring = false
+        var keepaliveInFlight = false
+        var isClosed = false
 
-        init(maxRetries: Int, maxRetryDelay: Duration) {
-            self.maxRetries = maxRetries
-            self.maxRetryDelay = maxRetryDelay
+        init(active: Bool, backoff: Backoff) {
+            self.active = active
+            self.backoff = backoff
+        }
+
+        /// Puts the connection in or out of rotation: never in while inactive, ejected or closed.
+        mutating func setInRotation(_ value: Bool) {
+            self.inRotation = value && self.active && self.ejection == nil && !self.isClosed
         }
 
         // MARK: - Connectivity and checks
 
         /// The current channel's connectivity changed to `state`.
-        mutating func connectivityChanged(to state: ChannelConnectivity, facts: Facts) -> [Action] {
+        mutating func connectivityChanged(to state: ChannelConnectivity) -> [Action] {
             var actions: [Action] = []
             if state != .ready, self.wasReady {
                 actions.append(.emit(.disconnected(reason: "\(state)")))
@@ -97,47 +93,82 @@ extension PooledConnection {
             self.wasReady = state == .ready
             switch state {
             case .ready:
-                actions += [.emit(.connected), .probe]
+                return actions + [.emit(.connected)] + self.check()
             case .idle:
                 // Lost, or idle-timed-out: out of rotation until it is ready again; pooled
                 // connections stay warm, so an active one reconnects at once.
-                actions.append(.setHealthy(false))
-                if facts.isActive { actions.append(.requestConnect) }
+                self.setInRotation(false)
+                return actions + (self.active ? [.requestConnect] : [])
             case .connecting:
-                break
+                return actions
             case .transientFailure, .shutdown:
-                actions += self.probed(.unhealthy(reason: "connection lost (\(state))", replace: true), facts: facts)
+                return actions + self.judge(.unhealthy(reason: "connection lost (\(state))", replace: true))
             }
-            return actions
         }
 
-        /// A check found `probe`.
-        mutating func probed(_ probe: HealthProbe, facts: Facts) -> [Action] {
+        /// A check now: the periodic one, one a call asked for, or a keepalive RPC that got no
+        /// answer. One runs at a time; one asked for meanwhile runs after it.
+        mutating func check() -> [Action] {
+            // Outside the working set there is nothing to put in rotation or repair.
+            guard self.active, !self.isClosed else { return [] }
+            guard !self.checking else {
+                self.checkAgain = true
+                return []
+            }
+            self.checking = true
+            return [.check]
+        }
+
+        /// A call on the connection ended with UNAVAILABLE: a channel that is no longer ready
+        /// leaves rotation now, not once its connectivity watch has been heard; a check follows.
+        mutating func callUnavailable(channelReady: Bool) -> [Action] {
+            if !channelReady { self.setInRotation(false) }
+            return self.check()
+        }
+
+        /// The check found `probe`; `current` when it checked the channel in place now.
+        mutating func checked(_ probe: HealthProbe, current: Bool) -> [Action] {
+            self.checking = false
+            let again = self.checkAgain || !current
+            self.checkAgain = false
+            var actions: [Action] = []
+            if current {
+                let (retry, restoring) = (self.retryCheck, self.restoring)
+                (self.retryCheck, self.restoring) = (nil, false)
+                if let retry, probe != .healthy, self.recovering, self.active {
+                    actions = self.replace(for: .recovery(attempt: retry))
+                } else {
+                    actions = (restoring && probe == .healthy ? [.emit(.restored)] : []) + self.judge(probe)
+                }
+            }
+            return again ? actions + self.check() : actions
+        }
+
+        /// What a check's answer means for the rotation and for recovery.
+        private mutating func judge(_ probe: HealthProbe) -> [Action] {
             switch probe {
             case .pending:
                 // Connecting: out of rotation until it is ready, but no recovery episode yet.
-                return [.setHealthy(false)]
+                self.setInRotation(false)
+                return []
             case .healthy:
-                // An ejected connection comes back only when its ejection time is over.
-                guard !facts.isEjected else {
-                    self.recovering = false
-                    return []
-                }
-                let recovered = self.recovering
+                let recovered = self.recovering && self.ejection == nil
                 self.recovering = false
-                return (recovered ? [.log("connection recovered")] : []) + [.setHealthy(true)]
-            case .unhealthy where !facts.isActive:
+                self.setInRotation(true)
+                return recovered ? [.log(.recovered)] : []
+            case .unhealthy where !self.active:
                 // Outside the working set: nothing to repair until it is activated.
-                return [.setHealthy(false)]
+                self.setInRotation(false)
+                return []
             case .unhealthy(let reason, _):
-                var actions: [Action] = [.setHealthy(false), .recordError(reason)]
-                if facts.isHealthy || !self.recovering {
-                    actions.append(.log("health check failed", reason: reason))
-                }
+                let wasInRotation = self.inRotation
+                self.setInRotation(false)
+                var actions: [Action] = [.recordError(reason)]
+                if wasInRotation || !self.recovering { actions.append(.log(.checkFailed(reason: reason))) }
                 if !self.recovering {
                     self.recovering = true
                     self.episode += 1
-                    actions.append(.scheduleRetry(episode: self.episode, attempt: 1))
+                    actions += self.scheduleRetry(attempt: 1)
                 }
                 return actions
             }
@@ -145,115 +176,95 @@ extension PooledConnection {
 
         // MARK: - Recovery
 
-        /// Whether a retry timer of `episode` still counts: the episode is the current one and
-        /// still under way.
-        func isCurrent(episode: Int) -> Bool {
-            self.recovering && episode == self.episode
-        }
-
-        /// A retry attempt, given the channel's `state` and whether a check just found it
-        /// healthy (only looked at when it is ready).
-        mutating func retry(attempt: Int, state: ChannelConnectivity, healthyNow: Bool, facts: Facts) -> RetryStep {
-            if state == .ready, healthyNow {
-                // Recovered by itself: the core reconnects a channel on its own.
-                return .actions(self.probed(.healthy, facts: facts))
-            }
-            let phase =
-                attempt <= self.maxRetries
-                ? "\(attempt) of \(self.maxRetries)" : "\(attempt) (at the capped interval)"
+        /// The retry timer of `episode` fired for `attempt`; `state` is the channel's now.
+        mutating func retryTimerFired(episode: Int, attempt: Int, state: ChannelConnectivity) -> [Action] {
+            guard self.recovering, episode == self.episode, !self.isClosed else { return [] }
+            // A replacement connecting for another reason answers for this attempt too.
+            guard self.attempt == nil else { return self.next(after: attempt) }
+            let of = self.backoff.fastAttempts
             switch state {
+            case .ready:
+                // Recovered by itself (the core reconnects a channel on its own), or connected
+                // but failing its checks: a check decides.
+                self.retryCheck = attempt
+                return self.check()
             case .connecting, .transientFailure:
                 // The core is reconnecting it, backing off from retryDelay to maxRetryDelay; a
                 // second channel would only add connection attempts.
-                let log = Action.log("reconnection attempt \(phase): the channel is reconnecting (\(state))")
-                return .actions([log] + self.next(after: attempt))
+                let log = Action.log(.reconnecting(attempt: attempt, of: of, step: .coreReconnecting(state)))
+                return [log] + self.next(after: attempt)
             case .idle:
-                let log = Action.log("reconnection attempt \(phase): asking the idle channel to connect")
-                return .actions([log, .requestConnect] + self.next(after: attempt))
-            case .ready, .shutdown:
-                // Connected but failing its checks (unresponsive), or shut down under us.
-                return .replace(
-                    log: "reconnection attempt \(phase): connecting a new channel",
-                    reason: "unresponsive (reconnection attempt \(attempt))"
-                )
+                let log = Action.log(.reconnecting(attempt: attempt, of: of, step: .askingIdleChannel))
+                return [log, .requestConnect] + self.next(after: attempt)
+            case .shutdown:
+                return self.replace(for: .recovery(attempt: attempt))
             }
         }
 
-        /// The replacement a retry attempt asked for connected (and was swapped in), or not.
-        mutating func replacement(connected: Bool, attempt: Int, facts: Facts) -> [Action] {
-            connected ? self.probed(.healthy, facts: facts) : self.next(after: attempt)
-        }
-
-        /// The next attempt of the current episode, with a note when the fast ones are used up.
-        private func next(after attempt: Int) -> [Action] {
-            let exhausted: [Action] =
-                attempt == self.maxRetries
-                ? [.log("reconnection attempts exhausted; retrying every \(self.maxRetryDelay) until it recovers")] : []
-            return exhausted + [.scheduleRetry(episode: self.episode, attempt: attempt + 1)]
-        }
-
-        // MARK: - The pool's commands
-
-        /// The outlier detector took the connection out of rotation after `failures` failed
-        /// calls in a row: replace the channel now, look again after `ejectionTime`.
-        mutating func ejected(failures: Int, ejectionTime: Duration) -> [Action] {
-            self.ejection += 1
+        mutating func scheduleRetry(attempt: Int) -> [Action] {
+            let delay = self.backoff.delay(attempt: attempt)
             return [
-                .scheduleRestore(ejection: self.ejection, after: ejectionTime),
-                .recordError("ejected after \(failures) failed calls in a row"),
-                .emit(.ejected(failures: failures, ejectionTime: ejectionTime)),
-                .replaceChannel(reason: "ejected"),
+                .scheduleRetry(episode: self.episode, attempt: attempt, after: delay),
+                .log(.retryScheduled(attempt: attempt, delay: delay)),
             ]
         }
 
-        /// Whether the restore timer of ejection number `ejection` ends the ejection now.
-        func restores(ejection: Int, facts: Facts) -> Bool {
-            ejection == self.ejection && facts.isEjected
+        /// The next attempt of the current episode, with a note when the fast ones are used up.
+        mutating func next(after attempt: Int) -> [Action] {
+            let exhausted: [Action] =
+                attempt == self.backoff.fastAttempts
+                ? [.log(.attemptsExhausted(retryEvery: self.backoff.maximum))] : []
+            return exhausted + self.scheduleRetry(attempt: attempt + 1)
         }
 
-        /// The check after an ejection ended found `probe`.
-        mutating func restored(_ probe: HealthProbe, facts: Facts) -> [Action] {
-            (probe == .healthy ? [.emit(.restored)] : []) + self.probed(probe, facts: facts)
+        // MARK: - Replacement channels
+
+        /// Starts connecting a replacement for `purpose`, cancelling the one under way.
+        mutating func replace(for purpose: Purpose) -> [Action] {
+            var actions = self.cancelAttempt()
+            if case .recovery(let n) = purpose {
+                let of = self.backoff.fastAttempts
+                actions.append(.log(.reconnecting(attempt: n, of: of, step: .newChannel)))
+            }
+            self.attempts += 1
+            self.attempt = Attempt(id: self.attempts, purpose: purpose)
+            return actions + [.connectReplacement(id: self.attempts)]
         }
 
-        /// Into the pool's working set: connect, check, and put in rotation.
-        func activated() -> [Action] {
-            [.log("connection activated"), .emit(.connecting), .requestConnect, .probe]
+        /// Cancels the replacement under way; a recovery attempt cancelled counts as failed.
+        mutating func cancelAttempt() -> [Action] {
+            guard let attempt = self.attempt else { return [] }
+            self.attempt = nil
+            guard case .recovery(let n) = attempt.purpose, self.recovering, self.active else {
+                return [.cancelReplacement(id: attempt.id)]
+            }
+            return [.cancelReplacement(id: attempt.id)] + self.next(after: n)
         }
 
-        /// Out of the working set: no new calls; the channel closes once the calls on it have
-        /// finished (or at the time limit).
-        mutating func deactivated() -> [Action] {
-            self.recovering = false
-            return [.setHealthy(false), .waitUntilDrained]
-        }
-
-        /// The drain that ``deactivated()`` started is over; `current` when the channel is still
-        /// the one it drained.
-        func drained(isActive: Bool, current: Bool) -> [Action] {
-            guard !isActive, current else { return [] }
-            return [.closeChannel, .emit(.drained)]
-        }
-
-        /// Whether `maxConnectionAge` replaces the channel now (make before break): not while it
-        /// is being repaired, ejected, or out of the working set.
-        func refreshes(facts: Facts) -> Bool {
-            facts.isHealthy && facts.isActive && !facts.isEjected
-        }
-
-        /// The channel was swapped for a connected one: it is ready.
-        mutating func swapped() {
-            self.wasReady = true
-        }
-
-        /// The pool moved the connection to another address. `connected`: the new channel
-        /// connected, passed its check and took the old one's place (make before break).
-        /// Otherwise a channel still trying to connect took it: out of rotation until it is
-        /// ready, the usual recovery after that.
-        mutating func moved(connected: Bool, facts: Facts) -> [Action] {
-            if connected { return self.probed(.healthy, facts: facts) }
-            self.wasReady = false
-            return [.setHealthy(false), .requestConnect]
+        /// Replacement `id` connected and passed a check (`connected`), or did not.
+        mutating func replacementFinished(id: Int, connected: Bool) -> [Action] {
+            guard let attempt = self.attempt, attempt.id == id, !self.isClosed else { return [.discardReplacement] }
+            self.attempt = nil
+            switch attempt.purpose {
+            case .recovery(let n):
+                guard connected else { return self.next(after: n) }
+                self.wasReady = true
+                return [.swapIn(reason: "unresponsive (reconnection attempt \(n))")] + self.judge(.healthy)
+            case .ejected, .maxConnectionAge:
+                guard connected else { return [] }
+                self.wasReady = true
+                return [.swapIn(reason: attempt.purpose == .ejected ? "ejected" : "maxConnectionAge")]
+            case .move(let from):
+                guard connected else {
+                    // A channel still trying to connect takes its place: out of rotation until
+                    // it is ready, the usual recovery after that.
+                    self.wasReady = false
+                    self.setInRotation(false)
+                    return [.swapInUnconnected, .emitMoved(from: from), .requestConnect]
+                }
+                self.wasReady = true
+                return [.swapIn(reason: "moved from \(from)"), .emitMoved(from: from)] + self.judge(.healthy)
+            }
         }
     }
 }

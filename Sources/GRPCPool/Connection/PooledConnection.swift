@@ -20,48 +20,35 @@ public final class PooledConnection: Sendable {
     let options: ChannelOptions
     let logger: Logger
     let instruments: ConnectionInstruments
-    let healthy = Atomic<Bool>(false)
-    let ejected = Atomic<Bool>(false)
-    let ejectionCount = Atomic<Int>(0)
-    /// Whether it belongs to the pool's working set (dynamic sizing); inactive connections have
-    /// no TCP connection and are never picked.
-    let active: Atomic<Bool>
-    /// What the pool tells the monitor to do: eject, activate, deactivate, move.
-    let commands: AsyncStream<Command>.Continuation
-    let commandStream: AsyncStream<Command>
-
-    enum Command: Sendable {
-        /// Outlier detection ejected it, after this many failed calls in a row.
-        case eject(failures: Int)
-        case activate
-        case deactivate
-        /// It was placed on another address, away from `from`: connect there, make before break.
-        case move(from: String)
-    }
+    /// What the monitor hears: the pool's commands, timers, connectivity, and the results of its
+    /// child tasks (``MonitorEvent``).
+    let inbox: AsyncStream<MonitorEvent>.Continuation
+    let inboxStream: AsyncStream<MonitorEvent>
     /// Where its calls are counted and its availability goes: the pool's machine.
     let dispatcher: CallDispatcher
     let events: PoolEventSink
     /// What the monitor's timers run on (``PoolClock``).
     let clock: any PoolClock
+    /// The connection's state: its machine, its channel, the replacement connecting.
     let storage: Locked<State>
-    /// Tells the monitor to check at once (a call failed with UNAVAILABLE).
-    let checkRequests: AsyncStream<Void>.Continuation
-    let checkRequestStream: AsyncStream<Void>
     /// The `GRPCClient` over this connection, made on first use.
     let clientStorage = Locked<CachedClient?>(nil)
     /// Called when a connection attempt fails: the pool looks its names up again.
     let onConnectFailure: @Sendable () -> Void
 
     struct State {
+        var machine: StateMachine
         var channel: CoreChannel
+        /// The replacement channel connecting now, and its attempt's id.
+        var candidate: (id: Int, channel: CoreChannel)?
         var placement: Placement
         var generation = 0
         var connectivity = ChannelConnectivity.idle
         var stats = Stats()
         var connectedSince: ContinuousClock.Instant?
         var everConnected = false
-        /// The version of the last availability published to the pool's machine.
-        var published: UInt64 = 0
+        /// The last availability published to the pool's machine.
+        var published = CallDispatcher.Machine.Availability(pickable: false, active: false, ejected: false, version: 0)
     }
 
     /// What the monitor counts (the calls' own counts are the dispatcher's).
@@ -88,8 +75,7 @@ public final class PooledConnection: Sendable {
         self.events = events
         self.clock = clock
         self.dispatcher = dispatcher
-        self.active = Atomic(active)
-        (self.commandStream, self.commands) = AsyncStream.makeStream(of: Command.self)
+        (self.inboxStream, self.inbox) = AsyncStream.makeStream(of: MonitorEvent.self)
         self.serviceID = serviceID
         self.index = index
         self.config = config
@@ -106,11 +92,13 @@ public final class PooledConnection: Sendable {
             credentials: credentials,
             options: placement.channelOptions(self.options, tls: config.usesTLS)
         )
-        self.storage = Locked(State(channel: channel, placement: placement))
-        (self.checkRequestStream, self.checkRequests) = AsyncStream.makeStream(
-            of: Void.self,
-            bufferingPolicy: .bufferingNewest(1)
+        let backoff = Backoff(
+            initial: config.retryDelay,
+            maximum: config.maxRetryDelay,
+            fastAttempts: config.maxRetries
         )
+        let machine = StateMachine(active: active, backoff: backoff)
+        self.storage = Locked(State(machine: machine, channel: channel, placement: placement))
     }
 
     /// The endpoint it belongs to, as configured.
@@ -126,7 +114,7 @@ public final class PooledConnection: Sendable {
     var peer: String { self.placement.address }
 
     /// Whether the pool hands this connection out.
-    public var isHealthy: Bool { self.healthy.load(ordering: .relaxed) }
+    public var isHealthy: Bool { self.storage.withLock { $0.machine.inRotation } }
 
     /// Calls and `withConnection` leases on it now.
     public var inFlight: Int { self.load }
@@ -138,20 +126,7 @@ public final class PooledConnection: Sendable {
     package var load: Int { self.dispatcher.load(of: self.index) }
 
     /// Whether the outlier detector has taken it out of rotation.
-    public var isEjected: Bool { self.ejected.load(ordering: .relaxed) }
-
-    /// Takes it out of rotation and tells the monitor (which replaces the channel and restores
-    /// the connection after the ejection time): the pool's machine ejected it after `failures`
-    /// failed calls in a row.
-    func eject(failures: Int) {
-        guard self.ejected.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else {
-            return self.publish()
-        }
-        self.ejectionCount.add(1, ordering: .relaxed)
-        self.setHealthy(false)
-        self.publish()
-        self.commands.yield(.eject(failures: failures))
-    }
+    public var isEjected: Bool { self.storage.withLock { $0.machine.ejection != nil } }
 
     /// Tells the pool's observers that `kind` happened to this connection.
     func emit(_ kind: PoolEvent.Kind) {
@@ -165,55 +140,15 @@ public final class PooledConnection: Sendable {
     }
 
     /// Whether it is in the pool's working set now.
-    public var isActive: Bool { self.active.load(ordering: .relaxed) }
-
-    /// Brings it into the working set: the monitor connects it, and it is picked once healthy.
-    func activate() {
-        guard self.active.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
-        self.publish()
-        self.commands.yield(.activate)
-    }
-
-    /// Takes it out of the working set: no new calls; the monitor closes its channel once the
-    /// calls on it have finished.
-    func deactivate() {
-        guard self.active.compareExchange(expected: true, desired: false, ordering: .sequentiallyConsistent).exchanged
-        else {
-            return
-        }
-        self.setHealthy(false)
-        self.publish()
-        self.commands.yield(.deactivate)
-    }
-
-    /// Ends an ejection (the pool's machine starts its failure streak over).
-    func endEjection() {
-        self.ejected.store(false, ordering: .relaxed)
-        self.publish()
-    }
-
-    /// Tells the pool's machine whether the connection may be picked now, in the working set,
-    /// ejected. Read and numbered in one step, so that the latest publication is the newest view.
-    func publish() {
-        let availability = self.storage.withLock { state in
-            state.published += 1
-            return CallDispatcher.Machine.Availability(
-                pickable: self.healthy.load(ordering: .relaxed),
-                active: self.active.load(ordering: .relaxed),
-                ejected: self.ejected.load(ordering: .relaxed),
-                version: state.published
-            )
-        }
-        self.dispatcher.published(self.index, availability)
-    }
+    public var isActive: Bool { self.storage.withLock { $0.machine.active } }
 
     /// The channel calls go to now.
     package var channel: CoreChannel { self.storage.withLock { $0.channel } }
 
     /// A snapshot of its counters.
     public func metrics() -> ConnectionMetrics {
-        let (state, stats, since, placement) = self.storage.withLock {
-            ($0.connectivity, $0.stats, $0.connectedSince, $0.placement)
+        let (state, stats, since, placement, machine) = self.storage.withLock {
+            ($0.connectivity, $0.stats, $0.connectedSince, $0.placement, $0.machine)
         }
         let calls = self.dispatcher.state.withLock { $0.stats[self.index] }
         return ConnectionMetrics(
@@ -221,15 +156,15 @@ public final class PooledConnection: Sendable {
             endpoint: placement.endpoint.description,
             address: placement.address,
             state: ConnectionState(state),
-            isHealthy: self.isHealthy,
+            isHealthy: machine.inRotation,
             totalRequests: calls.successes + calls.failures,
             successfulRequests: calls.successes,
             failedRequests: calls.failures,
             inFlight: self.inFlight,
             reconnects: stats.reconnects,
-            isActive: self.isActive,
-            isEjected: self.isEjected,
-            ejections: self.ejectionCount.load(ordering: .relaxed),
+            isActive: machine.active,
+            isEjected: machine.ejection != nil,
+            ejections: machine.ejections,
             lastError: Self.latest(stats.lastFailure, calls.lastFailure)?.text,
             connectedSince: since,
             averageResponseTime: calls.latency.mean,

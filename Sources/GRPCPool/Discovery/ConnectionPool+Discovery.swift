@@ -104,7 +104,7 @@ extension ConnectionPool {
             if beforeStart {
                 connection.retarget()
             } else {
-                connection.commands.yield(.move(from: from))
+                connection.move(from: from)
             }
         }
     }

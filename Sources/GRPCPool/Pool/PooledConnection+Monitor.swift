@@ -3,20 +3,28 @@ internal import GRPCPoolCoreBridge
 internal import Logging
 
 extension PooledConnection {
+    /// What the monitor hears, one at a time: timers, the current channel's connectivity, the
+    /// work another caller's event left for it (``step(publish:_:)``), and the results of the
+    /// child tasks it started.
     enum MonitorEvent: Sendable {
         case connectivity(ChannelConnectivity, generation: Int)
-        case check
-        case keepalive
-        case retry(episode: Int, attempt: Int)
-        case command(PooledConnection.Command)
-        case restore(ejection: Int)
-        case refresh
+        case checkTimer
+        case keepaliveTimer
+        case retryTimer(episode: Int, attempt: Int)
+        case restoreTimer(ejection: Int)
+        case maxAge
+        case work([Action])
+        case checked(HealthProbe, generation: Int)
+        case keepaliveAnswered(Bool)
+        /// Replacement `id` connected and passed a check (its channel), or did not (`nil`).
+        case replacementFinished(id: Int, channel: CoreChannel?)
         case drained(generation: Int)
     }
 
     /// Connects, then keeps the connection healthy until the task is cancelled: a runner over
-    /// one stream of events (connectivity, timers, checks asked for, the pool's commands) that
-    /// hands each to the ``StateMachine`` and carries out the actions it returns.
+    /// the connection's inbox that hands each event to the connection's machine and starts the
+    /// work it asks for as child tasks, whose results come back as events. No event waits for
+    /// I/O, so an eject or a deactivate is handled while a replacement connects.
     ///
     /// - It follows the channel's connectivity: leaving `ready` takes the connection out of
     ///   rotation at once; a channel that went idle is asked to reconnect (pooled connections
@@ -30,47 +38,31 @@ extension PooledConnection {
     ///   shut down, is replaced: a new channel is connected, checked, and swapped in, and the old
     ///   one drains. After `maxRetries` attempts it logs that it settles on `maxRetryDelay`.
     func monitor() async {
-        let (events, sink) = AsyncStream.makeStream(of: MonitorEvent.self)
         await withDiscardingTaskGroup { group in
-            var runner = MonitorRunner(connection: self, sink: sink)
+            let runner = MonitorRunner(connection: self)
             runner.start(in: &group)
-            for await event in events {
-                await runner.handle(event, in: &group)
+            for await event in self.inboxStream {
+                runner.handle(event, in: &group)
             }
             group.cancelAll()
         }
     }
 
-    /// The event sources that run beside the channel's own connectivity: the periodic health
-    /// check, checks asked for by calls, the keepalive RPC, the pool's commands, and the
-    /// connection's maximum age.
-    func startEventSources(in group: inout DiscardingTaskGroup, sink: AsyncStream<MonitorEvent>.Continuation) {
+    /// The timers that run beside the channel's own connectivity: the periodic health check,
+    /// the keepalive RPC, and the connection's maximum age.
+    func startTimers(in group: inout DiscardingTaskGroup) {
+        let (inbox, clock) = (self.inbox, self.clock)
         let interval = self.config.healthCheck.interval
         group.addTask {
-            while !Task.isCancelled {
-                do { try await self.clock.sleep(for: interval) } catch { return }
-                sink.yield(.check)
-            }
-        }
-        group.addTask {
-            for await _ in self.checkRequestStream { sink.yield(.check) }
+            while (try? await clock.sleep(for: interval)) != nil { inbox.yield(.checkTimer) }
         }
         let keepaliveInterval = self.config.keepaliveTime * 2
         group.addTask {
-            while true {
-                do { try await self.clock.sleep(for: keepaliveInterval) } catch { return }
-                sink.yield(.keepalive)
-            }
-        }
-        group.addTask {
-            for await command in self.commandStream { sink.yield(.command(command)) }
+            while (try? await clock.sleep(for: keepaliveInterval)) != nil { inbox.yield(.keepaliveTimer) }
         }
         if let age = self.config.maxConnectionAge {
             group.addTask {
-                while true {
-                    do { try await self.clock.sleep(for: age * Double.random(in: 0.9...1.1)) } catch { return }
-                    sink.yield(.refresh)
-                }
+                while (try? await clock.sleep(for: age * Double.random(in: 0.9...1.1))) != nil { inbox.yield(.maxAge) }
             }
         }
     }
@@ -86,9 +78,8 @@ extension PooledConnection {
     /// streams fail. With an answered RPC between every two pings, no ping is ever a third strike.
     /// The RPC is `grpc.health.v1.Health/Check` (for the configured service name, or ""): any
     /// answer, UNIMPLEMENTED included, counts; no answer within `keepaliveTimeout` asks the
-    /// monitor for a check. The monitor sends it between its other events, so that the pool's
-    /// own RPCs on a connection never run two at a time: together with the calls they fit in
-    /// `streamCapacity`.
+    /// machine for a check. One runs at a time, and at most one check beside it: together with
+    /// the calls they fit in `streamCapacity`.
     func keepaliveRPC() async -> Bool {
         let channel = self.channel
         guard self.isActive, channel.state() == .ready else { return true }
@@ -101,11 +92,10 @@ extension PooledConnection {
         return false
     }
 
-    /// How long an ejection lasts.
-    var ejectionTime: Duration { self.config.outlierDetection?.ejectionTime ?? self.config.retryDelay }
-
-    /// A new channel that connected within `timeout` and passed a health check, or `nil`.
-    func connectReplacement() async -> CoreChannel? {
+    /// Replacement `id`: a new channel that connected within `timeout` and passed a health
+    /// check, or `nil`. The channel is the connection's candidate while it connects, so that the
+    /// machine can cancel the attempt (closing the channel ends the wait).
+    func connectReplacement(id: Int) async -> CoreChannel? {
         let candidate: CoreChannel
         do {
             candidate = try self.makeChannel()
@@ -113,16 +103,24 @@ extension PooledConnection {
             self.recordError("cannot create a channel: \(error)")
             return nil
         }
-        let state = await self.clock.connect(candidate, within: self.config.timeout)
-        guard state == .ready else {
+        let registered = self.storage.withLock { state in
+            guard state.machine.attempt?.id == id else { return false }
+            state.candidate = (id, candidate)
+            return true
+        }
+        let state = registered ? await self.clock.connect(candidate, within: self.config.timeout) : .shutdown
+        let connected = state == .ready ? await self.probe(candidate) == .healthy : false
+        // Still this attempt's (not cancelled meanwhile)?
+        let current = self.storage.withLock { state in
+            guard state.candidate?.id == id else { return false }
+            state.candidate = nil
+            return true
+        }
+        if connected, current { return candidate }
+        if current, state != .ready {
             self.recordError("new channel did not connect within \(self.config.timeout) (\(state))")
-            candidate.close()
-            return nil
         }
-        guard case .healthy = await self.probe(candidate) else {
-            candidate.close()
-            return nil
-        }
-        return candidate
+        candidate.close()
+        return nil
     }
 }
