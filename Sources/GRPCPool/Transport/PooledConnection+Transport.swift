@@ -47,7 +47,8 @@ extension PooledConnection {
                 retry: CallRetry(policy: self.config.retryPolicy, deadline: deadline),
                 method: descriptor.path,
                 options: coreOptions,
-                pick: retryPick
+                pick: retryPick,
+                clock: self.clock
             )
         }
         let stream = UnaryCoreStream(

@@ -26,6 +26,8 @@ final class UnaryCoreStream: Sendable {
         /// connection the caller holds; `nil` when there is none (the RPC then ends with the last
         /// attempt's status).
         let pick: @Sendable (_ timeLimit: Duration?) async -> PooledConnection.CallSlot?
+        /// What the backoff between attempts waits on: the pool's clock.
+        let clock: any PoolClock
     }
 
     let maxRequestBytes: Int?
@@ -77,15 +79,17 @@ final class UnaryCoreStream: Sendable {
         }
     }
 
-    /// The request is complete: the first attempt goes out.
+    /// The request is complete: the first attempt goes out (read and marked sent in the same
+    /// step that ends the request).
     func finish() {
-        let request: (first: Attempt?, hasMessage: Bool)? = self.state.withLock { state in
+        let request: (first: Attempt?, metadata: Metadata, message: [UInt8]?)? = self.state.withLock { state in
             guard !state.requestEnded, state.outcome == nil else { return nil }
             state.requestEnded = true
-            return (state.attempt, state.message != nil)
+            state.sent = state.message != nil && state.attempt != nil
+            return (state.attempt, state.metadata, state.message)
         }
         guard let request else { return }
-        guard request.hasMessage, let first = request.first else {
+        guard let message = request.message, let first = request.first else {
             // Never send a unary request without its message: the server would answer an empty one.
             // A request writer that was cancelled ends that way (GRPCCore's replay buffer ends the
             // sequence for a cancelled subscriber): that is a cancellation, not a protocol error.
@@ -96,17 +100,21 @@ final class UnaryCoreStream: Sendable {
             self.complete(UnaryOutcome(failure: error))
             return
         }
-        self.send(first)
+        self.send(first, metadata: request.metadata, message: message)
     }
 
-    /// Sends the request on `attempt`'s call.
-    private func send(_ attempt: Attempt) {
+    /// Sends the request again, on a retry's `attempt`.
+    private func resend(_ attempt: Attempt) {
         let request: (Metadata, [UInt8])? = self.state.withLock { state in
             guard state.outcome == nil, let message = state.message else { return nil }
             state.sent = true
             return (state.metadata, message)
         }
         guard let (metadata, message) = request else { return }
+        self.send(attempt, metadata: metadata, message: message)
+    }
+
+    private func send(_ attempt: Attempt, metadata: Metadata, message: [UInt8]) {
         switch attempt.call {
         case .success(let call): call.startUnary(metadata: metadata, message: message) { self.complete($0) }
         case .failure(let error): self.complete(UnaryOutcome(failure: error))
@@ -138,7 +146,7 @@ final class UnaryCoreStream: Sendable {
         var outcome = await self.attemptOutcome()
         self.recordAttempt(outcome)
         while let next = await self.nextAttempt(after: outcome) {
-            self.send(next)
+            self.resend(next)
             outcome = await self.attemptOutcome()
             self.recordAttempt(outcome)
         }
@@ -158,6 +166,7 @@ final class UnaryCoreStream: Sendable {
     /// The next attempt after `outcome`, once its backoff has passed and it has a connection;
     /// `nil` when the RPC ends with `outcome`.
     private func nextAttempt(after outcome: UnaryOutcome) async -> Attempt? {
+        guard outcome.status.code != .ok else { return nil }  // the common case, without the lock
         let decision = self.state.withLock { state -> (CallRetry.Decision, Retrier)? in
             guard var retrier = state.retrier else { return nil }
             let decision = retrier.retry.next(after: outcome.status, now: .now, random: .random(in: 0..<1))
@@ -165,7 +174,7 @@ final class UnaryCoreStream: Sendable {
             return (decision, retrier)
         }
         guard let (decision, retrier) = decision, case .retry(let delay) = decision else { return nil }
-        do { try await Task.sleep(for: delay) } catch { return nil }
+        do { try await retrier.clock.sleep(for: delay) } catch { return nil }
         let remaining = retrier.retry.deadline.map { ContinuousClock.now.duration(to: $0) }
         if let remaining, remaining <= .zero { return nil }
         guard let slot = await retrier.pick(remaining) else { return nil }
