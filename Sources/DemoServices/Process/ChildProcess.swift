@@ -101,6 +101,10 @@ public final class ChildProcess: Sendable {
             case .discard: posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_WRONLY, 0)
             }
         }
+        // Nothing else of this process goes to the child: a listening socket it inherited would
+        // keep this process's port bound after this process closed it (a server restarted on its
+        // port then finds it in use for as long as the child runs).
+        Self.closeFrom(3, in: &actions)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -271,5 +275,26 @@ public final class ChildProcess: Sendable {
             return Array(state.outputWaiters.values)
         }
         for waiter in waiters { waiter.resume() }
+    }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later; Glibc's Swift module
+    /// does not declare it), looked up once.
+    private static let addCloseFrom:
+        (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+            guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+            else {
+                return nil
+            }
+            return unsafeBitCast(
+                symbol,
+                to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self
+            )
+        }()
+
+    /// Closes every descriptor from `lowest` up in the child.
+    private static func closeFrom(_ lowest: Int32, in actions: inout posix_spawn_file_actions_t) {
+        if let addCloseFrom = Self.addCloseFrom {
+            _ = addCloseFrom(&actions, lowest)
+        }
     }
 }
