@@ -54,6 +54,8 @@ extension PooledConnection {
     struct StartedCall {
         let channel: CoreChannel
         let start: ContinuousClock.Instant
+        /// The address the connection went to when the call started: its `ClientContext`'s peer.
+        let peer: String
     }
 
     /// One call's place in the connection's load (``CallDispatcher``), counted before the call
@@ -75,11 +77,11 @@ extension PooledConnection {
     /// Starts a call in `slot`. The channel is read and reserved in one step, so a channel swap
     /// cannot close it under the call.
     func beginCall(in slot: CallSlot) -> StartedCall {
-        let channel = self.storage.withLock { state in
+        let (channel, peer) = self.storage.withLock { state in
             state.channel.reserveCall()
-            return state.channel
+            return (state.channel, state.placement.address)
         }
-        return StartedCall(channel: channel, start: .now)
+        return StartedCall(channel: channel, start: .now, peer: peer)
     }
 
     /// Records a finished call. Failures in a row may eject the connection (the pool's machine

@@ -1,5 +1,5 @@
 internal import CoreMetrics
-package import GRPCCore
+internal import GRPCCore
 package import GRPCPoolCoreBridge
 internal import Logging
 internal import Synchronization

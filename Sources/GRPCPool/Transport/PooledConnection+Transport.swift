@@ -28,8 +28,6 @@ extension PooledConnection {
         )
         let maxRequest = options.maxRequestMessageBytes ?? self.config.maxSendMessageSize
         let maxResponse = options.maxResponseMessageBytes ?? self.config.maxReceiveMessageSize
-        let context = ClientContext(descriptor: descriptor, remotePeer: self.peer, localPeer: "")
-        let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
         guard descriptor.type == .unary else {
             return try await self.withStreamingCall(
                 descriptor: descriptor,
@@ -51,8 +49,11 @@ extension PooledConnection {
                 clock: self.clock
             )
         }
+        let first = UnaryCoreStream.Attempt(slot, method: descriptor.path, options: coreOptions)
+        let context = ClientContext(descriptor: descriptor, remotePeer: first.started.peer, localPeer: "")
+        let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
         let stream = UnaryCoreStream(
-            first: .init(slot, method: descriptor.path, options: coreOptions),
+            first: first,
             retrier: retrier,
             maxRequestBytes: maxRequest,
             maxResponseBytes: maxResponse
@@ -83,7 +84,7 @@ extension PooledConnection {
             self.endCall(started, error: error)
             return try await Refusal.run(error, final: false, descriptor: descriptor, peer: self.peer, closure)
         }
-        let context = ClientContext(descriptor: descriptor, remotePeer: self.peer, localPeer: "")
+        let context = ClientContext(descriptor: descriptor, remotePeer: started.peer, localPeer: "")
         let stream = CoreStream(call: call, maxRequestBytes: maxRequestBytes, maxResponseBytes: maxResponseBytes) {
             self.endCall(started, error: $0)
         }

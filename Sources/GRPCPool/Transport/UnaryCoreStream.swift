@@ -44,7 +44,7 @@ final class UnaryCoreStream: Sendable {
         var sent = false
         /// The current attempt's outcome, once it ended.
         var outcome: UnaryOutcome?
-        var waiters = WaiterQueue<UnaryOutcome>()
+        var waiters = WaiterQueue<Finished>()
         var retrier: Retrier?
     }
 
@@ -131,36 +131,59 @@ final class UnaryCoreStream: Sendable {
         }
     }
 
+    /// An attempt's outcome, and the attempt itself for its waiter to record (taken from the
+    /// state in the step that hands the outcome over, so that it is recorded once).
+    struct Finished: Sendable {
+        var outcome: UnaryOutcome
+        var attempt: Attempt?
+    }
+
     private func complete(_ outcome: UnaryOutcome) {
-        self.state.withLock { state -> Resumption<UnaryOutcome> in
-            guard state.outcome == nil else { return .none }
+        let (waiters, attempt) = self.state.withLock { state -> (Resumption<Finished>, Attempt?) in
+            guard state.outcome == nil else { return (.none, nil) }
             state.outcome = outcome
-            return state.waiters.removeAll()
-        }.resume(returning: outcome)
+            let waiters = state.waiters.removeAll()
+            guard !waiters.isEmpty else { return (waiters, nil) }
+            defer { state.attempt = nil }
+            return (waiters, state.attempt)
+        }
+        waiters.resume(returning: Finished(outcome: outcome, attempt: attempt))
     }
 
     // MARK: - Response side
 
-    /// The RPC's outcome: the first attempt's, or the last retry's.
+    /// The RPC's outcome: the first attempt's, or the last retry's. Each attempt is recorded on
+    /// its connection as its outcome arrives, before the caller has it.
     func response() async -> UnaryOutcome {
         var outcome = await self.attemptOutcome()
-        self.recordAttempt(outcome)
         while let next = await self.nextAttempt(after: outcome) {
             self.resend(next)
             outcome = await self.attemptOutcome()
-            self.recordAttempt(outcome)
         }
         return outcome
     }
 
-    /// The current attempt's outcome; cancelling the task cancels its call.
+    /// The current attempt's outcome, recorded; cancelling the task cancels its call.
     private func attemptOutcome() async -> UnaryOutcome {
         let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
-        return await withTaskCancellationHandler {
-            await self.state.wait(in: \.waiters, until: { $0.outcome }, cancelled: UnaryOutcome(failure: cancelled))
+        let finished = await withTaskCancellationHandler {
+            await self.state.wait(
+                in: \.waiters,
+                until: { state in
+                    guard let outcome = state.outcome else { return nil }
+                    defer { state.attempt = nil }
+                    return Finished(outcome: outcome, attempt: state.attempt)
+                },
+                // The attempt stays in the state: `close()` records it.
+                cancelled: Finished(outcome: UnaryOutcome(failure: cancelled), attempt: nil)
+            )
         } onCancel: {
             self.fail(cancelled)
         }
+        if let attempt = finished.attempt {
+            attempt.connection.endCall(attempt.started, error: finished.outcome.status.error)
+        }
+        return finished.outcome
     }
 
     /// The next attempt after `outcome`, once its backoff has passed and it has a connection;
@@ -187,17 +210,6 @@ final class UnaryCoreStream: Sendable {
             state.sent = false
         }
         return attempt
-    }
-
-    /// Records the current attempt on its connection, once.
-    private func recordAttempt(_ outcome: UnaryOutcome) {
-        guard
-            let attempt = self.state.withLock({ state in
-                defer { state.attempt = nil }
-                return state.attempt
-            })
-        else { return }
-        attempt.connection.endCall(attempt.started, error: outcome.status.error)
     }
 
     /// The RPC is over for the transport: an attempt not recorded yet (the response was never

@@ -91,7 +91,8 @@ extension CoreChannel {
 
 extension CoreCall {
     /// Sends a whole unary request and receives the whole response in one batch of six ops.
-    /// `completion` runs on the poller; afterwards ``finishedStatus`` is the outcome's status.
+    /// `completion` runs on the poller with the outcome, which is the call's status too: nobody
+    /// waits on ``status()`` for a unary call, so it is not stored there.
     ///
     /// When the server refuses the call's compression (it never reached a handler), the request
     /// goes again at once, uncompressed, on a new call to the same channel with the same deadline;
@@ -101,13 +102,15 @@ extension CoreCall {
         message: [UInt8],
         completion: @escaping @Sendable (UnaryOutcome) -> Void
     ) {
-        let finish: @Sendable (UnaryOutcome) -> Void = { outcome in
-            self.statusReceived(outcome.status)
-            completion(outcome)
-        }
         UnaryBatch.start(on: self.handle, request: message, metadata: metadata, options: self.options) { outcome in
-            guard outcome.compressionRefused, let again = self.resendHandle() else { return finish(outcome) }
-            UnaryBatch.start(on: again, request: message, metadata: metadata, options: self.options, completion: finish)
+            guard outcome.compressionRefused, let again = self.resendHandle() else { return completion(outcome) }
+            UnaryBatch.start(
+                on: again,
+                request: message,
+                metadata: metadata,
+                options: self.options,
+                completion: completion
+            )
         }
     }
 
