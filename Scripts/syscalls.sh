@@ -5,6 +5,9 @@
 # Each client runs twice, N and 3N calls; the difference, divided by 2N, is the cost of one call
 # (start-up and shut-down cancel out). The bidi row's calls are streams of 10 round trips.
 #
+# Then, for the pool's two unary rows, the package's locks per call by the line that takes them
+# (the benchmark build counts them: GRPC_POOL_COUNT_LOCKS).
+#
 # Usage: Scripts/syscalls.sh PATH/TO/grpc-pool [N]
 set -euo pipefail
 bin=$1
@@ -36,4 +39,9 @@ for client in core-channel pool-raw pool-stub bidi; do
         bidi) name="bidi message round trip" ;;
     esac
     printf '%-30s %12s\n' "$name" "$per"
+done
+
+for client in pool-raw pool-stub; do
+    printf '\n%s, ' "$client"
+    "$bin" bench --target "$target" --count-calls "$n" --call-client "$client" | grep -v '^[0-9]\{4\}-'
 done

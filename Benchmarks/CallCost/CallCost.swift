@@ -15,43 +15,55 @@ import GRPCPool
 /// - `a-stub-call`, (a) a generated stub over `manager.client(for:)`: GRPCCore's client on the pool;
 /// - `bidi-round-trip`, a bidirectional stream's message round trip through the same stub.
 ///
+/// Each row also reports `locks`: the package's own lock acquisitions (`Locked.withLock`, counted
+/// in this build only) per call, the pool's background work included (rare at these rates).
+///
 /// `make bench-allocs` runs them and checks the committed thresholds (Thresholds/).
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
-        metrics: [.mallocCountTotal],
+        metrics: [.mallocCountTotal, locks],
         warmupIterations: 200,
         maxDuration: .seconds(20),
         maxIterations: 2_000,
-        thresholds: [.mallocCountTotal: .init(absolute: [.p50: 1, .p90: 2])]
+        thresholds: [
+            .mallocCountTotal: .init(absolute: [.p50: 1, .p90: 2]),
+            locks: .init(absolute: [.p50: 0, .p90: 1]),
+        ]
     )
     Benchmark.setup = { try await Fixture.shared.start() }
     Benchmark.teardown = { await Fixture.shared.stop() }
 
     Benchmark("e-core-call") { benchmark in
         let channel = Fixture.shared.core!
-        for _ in benchmark.scaledIterations {
-            blackHole(try await channel.unary(method: Fixture.emptyCall, request: []))
-        }
+        try await counted(benchmark) { try await channel.unary(method: Fixture.emptyCall, request: []) }
     }
     Benchmark("a-prime-pool-call") { benchmark in
         let pool = Fixture.shared.pool
-        for _ in benchmark.scaledIterations {
-            blackHole(try await pool.unary(method: Fixture.emptyCall, request: [], timeout: nil))
-        }
+        try await counted(benchmark) { try await pool.unary(method: Fixture.emptyCall, request: [], timeout: nil) }
     }
     Benchmark("a-stub-call") { benchmark in
         let stub = Grpc_Testing_TestService.Client(wrapping: Fixture.shared.client)
-        for _ in benchmark.scaledIterations {
-            blackHole(try await stub.emptyCall(Grpc_Testing_Empty()))
-        }
+        try await counted(benchmark) { try await stub.emptyCall(Grpc_Testing_Empty()) }
     }
     Benchmark("bidi-round-trip") { benchmark in
         let stream = try await Fixture.shared.openStream()
-        for _ in benchmark.scaledIterations {
-            blackHole(try await stream.roundTrip())
-        }
+        try await counted(benchmark) { try await stream.roundTrip() }
         await stream.close()
     }
+}
+
+/// The package's lock acquisitions per call.
+let locks = BenchmarkMetric.custom("locks")
+
+/// Runs `call` once per scaled iteration and reports the locks it took per call.
+func counted<T>(_ benchmark: Benchmark, _ call: () async throws -> T) async throws {
+    let before = LockCounts.total
+    let calls = benchmark.scaledIterations.count
+    for _ in 0..<calls {
+        blackHole(try await call())
+    }
+    let taken = LockCounts.total - before
+    benchmark.measurement(locks, taken / max(calls, 1))
 }
 
 /// The server process and the clients of one benchmark process.

@@ -239,7 +239,17 @@ extension Bench {
         case .bidi: call = { try await clients.poolPingPong(payload, settings: .defaults) }
         }
         for _ in 0..<100 { try await call() }
+        LockCounts.reset()
         for _ in 0..<count { try await call() }
+        // A build that counts locks (make bench-allocs) lists them per call, by the line that
+        // takes them; the pool's background work rounds away.
+        guard LockCounts.isCounting else { return }
+        let sites = LockCounts.bySite().filter { $0.count * 2 >= count }.sorted { $0.site < $1.site }
+        let total = sites.reduce(0) { $0 + $1.count }
+        print("locks per call: \(String(format: "%.1f", Double(total) / Double(count)))")
+        for (site, taken) in sites {
+            print(String(format: "  %5.1f  ", Double(taken) / Double(count)) + site)
+        }
     }
 
     /// Resident size after `total` / 10 and after `total` unary 32 B calls at concurrency 64: the

@@ -64,3 +64,12 @@ extension ConnectionPool {
         try await self.unary(method: method, request: request, options: CoreCallOptions(timeout: timeout)).message
     }
 }
+
+/// The package's lock acquisitions, counted in a `make bench-allocs` build only (the bridge's
+/// `LockCount`, for the command line and the benchmarks).
+package enum LockCounts {
+    package static var isCounting: Bool { LockCount.isCounting }
+    package static var total: Int { LockCount.total }
+    package static func bySite() -> [(site: String, count: Int)] { LockCount.bySite() }
+    package static func reset() { LockCount.reset() }
+}

@@ -25,11 +25,22 @@ package struct Locked<Value> {
     ///
     /// `body` must not call `withLock` on the same lock (the mutex is not recursive) and must not
     /// wait: everything else that needs this lock waits for it.
+    #if GRPC_POOL_COUNT_LOCKS
+    package func withLock<Result, Failure: Error>(
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
+        _ body: (inout Value) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        LockCount.record(fileID, line)
+        return try self.storage.withLock(body)
+    }
+    #else
     package func withLock<Result, Failure: Error>(
         _ body: (inout Value) throws(Failure) -> Result
     ) throws(Failure) -> Result {
         try self.storage.withLock(body)
     }
+    #endif
 }
 
 extension Locked {
