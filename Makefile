@@ -110,14 +110,18 @@ bench: deps testdeps pydeps
 # stub on manager.client(for:) and a bidi message round trip, each against `grpc-pool serve` in
 # another process; fails when a row passes its committed threshold (Benchmarks/Thresholds/;
 # `make bench-allocs UPDATE=1` writes them anew). Then syscalls per call, counted by strace.
-BENCH_ALLOCS = GRPC_POOL_BENCHMARKS=1 $(SWIFT) package --scratch-path .build-benchmarks --disable-sandbox \
+# grpc-pool (the server, and the syscall and lock counts) builds in a scratch folder of its own:
+# sharing the benchmark plugin's, each build would undo the other's.
+BENCH_CLI = .build-benchmarks-cli/release/grpc-pool
+BENCH_ALLOCS = GRPC_POOL_BENCHMARKS=1 GRPC_POOL_BINARY=$(CURDIR)/$(BENCH_CLI) \
+	$(SWIFT) package --scratch-path .build-benchmarks --disable-sandbox \
 	benchmark --target CallCost --no-progress
 bench-allocs: deps
 	@command -v strace >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace; }
-	GRPC_POOL_BENCHMARKS=1 $(SWIFT) build -c release --scratch-path .build-benchmarks --product grpc-pool
+	GRPC_POOL_BENCHMARKS=1 $(SWIFT) build -c release --scratch-path .build-benchmarks-cli --product grpc-pool
 	$(BENCH_ALLOCS) $(if $(UPDATE),thresholds update --path Benchmarks/Thresholds,--format markdown)
 	$(if $(UPDATE),,$(BENCH_ALLOCS) thresholds check --path Benchmarks/Thresholds)
-	Scripts/syscalls.sh .build-benchmarks/release/grpc-pool
+	Scripts/syscalls.sh $(BENCH_CLI)
 
 # Where a unary call's client CPU goes, layer by layer, and the Swift runtime's events per call
 # (perf sampling and uprobes; BENCHMARKS.md explains the tables). Needs root and linux-perf.
@@ -140,4 +144,4 @@ format:
 	@$(SWIFT) format $(if $(FIX),format -i,lint --strict) --parallel $(FORMAT_FILES)
 
 clean:
-	rm -rf .build .build-tsan .build-asan .build-benchmarks $(GEN_SCRATCH) $(VENV)
+	rm -rf .build .build-tsan .build-asan .build-benchmarks .build-benchmarks-cli $(GEN_SCRATCH) $(VENV)

@@ -79,11 +79,14 @@ final class Fixture: @unchecked Sendable {
     var pool: ConnectionPool { try! self.manager.pool(for: "bench") }
     var client: GRPCClient<PooledTransport> { try! self.manager.client(for: "bench") }
 
-    /// Starts `grpc-pool serve` (built beside this executable) and connects the clients.
+    /// Starts `grpc-pool serve` (`GRPC_POOL_BINARY`, else the one built beside this executable)
+    /// and connects the clients.
     func start() async throws {
-        // The executable's own folder (argv[0] may be a bare name): grpc-pool is built there too.
-        let directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-        let server = try ChildProcess(directory.appendingPathComponent("grpc-pool").path, ["serve", "--port", "0"], output: .capture)
+        // The executable's own folder (argv[0] may be a bare name).
+        let beside = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        let binary =
+            ProcessInfo.processInfo.environment["GRPC_POOL_BINARY"] ?? beside.appendingPathComponent("grpc-pool").path
+        let server = try ChildProcess(binary, ["serve", "--port", "0"], output: .capture)
         var line = ""
         for await first in server.lines() {
             line = first
