@@ -41,9 +41,9 @@ struct HostileNetworkTests {
         // The server wants 3 s between pings without data, with two strikes; the client pings
         // every 2 s (the seed's 10 s against a 5-minute server policy, scaled down). Pings alone
         // draw GOAWAY `too_many_pings` at the fourth ping after the server last wrote, 8 s; the
-        // pool's keepalive RPC every 4 s makes the server write, which clears its strikes, so it
-        // never sends one. The scale leaves a keepalive RPC 4 s to spare: in `make test` some 80
-        // tests share two cores, and a tighter scale drew a GOAWAY there now and then.
+        // pool's keepalive RPC every 2 s makes the server write, which clears its strikes, so it
+        // never sends one. A GOAWAY would need the RPC late by about 4 s: in `make test` some 80
+        // tests share two cores, and an RPC every 4 s (2 s to spare) drew one now and then.
         let server = DemoServer(connectionPolicy: .init(minPingInterval: .seconds(3)))
         try await withStarted(server) {
             let config = testConfig([server.target], poolSize: 1) { config in

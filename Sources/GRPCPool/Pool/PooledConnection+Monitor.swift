@@ -56,7 +56,7 @@ extension PooledConnection {
         group.addTask {
             while (try? await clock.sleep(for: interval)) != nil { inbox.yield(.checkTimer) }
         }
-        let keepaliveInterval = self.config.keepaliveTime * 2
+        let keepaliveInterval = self.config.keepaliveTime
         group.addTask {
             while (try? await clock.sleep(for: keepaliveInterval)) != nil { inbox.yield(.keepaliveTimer) }
         }
@@ -68,14 +68,15 @@ extension PooledConnection {
     }
 
     /// The keepalive RPC: one small RPC that the monitor sends on the connection every
-    /// 2 × `keepaliveTime`, whatever else it carries, so that the server writes to it at least
-    /// that often. Whether it got an answer; a connection out of rotation or not ready sends none.
+    /// `keepaliveTime`, whatever else it carries, so that the server writes to it at least that
+    /// often. Whether it got an answer; a connection out of rotation or not ready sends none.
     ///
     /// A server forgives keepalive pings whenever it sends headers or data (gRFC A8), and a
     /// server with default settings allows a ping without data only every 5 minutes, with two
     /// strikes: a connection that only pings every `keepaliveTime` (an idle one, or one carrying
     /// a quiet long-lived stream) draws GOAWAY `too_many_pings` after its fourth ping, and its
-    /// streams fail. With an answered RPC between every two pings, no ping is ever a third strike.
+    /// streams fail. With an answered RPC as often as a ping, a third strike needs the RPC late by
+    /// two whole intervals: a margin that holds when the process is too busy to send it on time.
     /// The RPC is `grpc.health.v1.Health/Check` (for the configured service name, or ""): any
     /// answer, UNIMPLEMENTED included, counts; no answer within `keepaliveTimeout` asks the
     /// machine for a check. One runs at a time, and at most one check beside it: together with
