@@ -59,13 +59,19 @@ extension ConnectionPool {
         for (index, target) in targets.enumerated() {
             guard case .dns(let server, let host, let port) = target else { continue }
             let endpoint = self.config.endpoints[index].description
+            let timeout = self.config.discovery.resolutionTimeout
+            // The lookup's time limit runs on the pool's clock; its sockets' own timeouts bound
+            // the thread that asks.
+            let lookup = await self.clock.withTimeLimit(timeout) {
+                () async -> Result<[String], DNSResolver.Failure> in
+                do throws(DNSResolver.Failure) {
+                    return .success(try await DNSResolver.resolve(host: host, port: port, server: server, timeout: timeout))
+                } catch {
+                    return .failure(error)
+                }
+            }
             do {
-                let addresses = try await DNSResolver.resolve(
-                    host: host,
-                    port: port,
-                    server: server,
-                    timeout: self.config.discovery.resolutionTimeout
-                )
+                let addresses = try lookup.get()
                 let authority = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
                 let placements = addresses.map {
                     Placement(address: $0, endpoint: self.config.endpoints[index], authority: authority)

@@ -1,4 +1,5 @@
 internal import Foundation
+internal import GRPCPoolCoreBridge
 
 #if canImport(Glibc)
 internal import Glibc
@@ -24,20 +25,23 @@ enum DNSResolver {
         timeout: Duration
     ) async throws(Failure) -> [String] {
         if Self.isIPLiteral(host) { return [ServiceTarget.address(ip: host, port: port)] }
-        let result: Result<[String], Failure> = await withCheckedContinuation { continuation in
-            let thread = Thread {
-                let ips: Result<[String], Failure>
-                if let server {
-                    ips = Result { () throws(Failure) in try Self.query(host, at: server, timeout: timeout) }
-                } else {
-                    ips = Result { () throws(Failure) in try Self.systemLookup(host) }
-                }
-                continuation.resume(returning: ips)
+        // The thread's answer, or the task's cancellation (the caller's time limit on the pool's
+        // clock) first: then the thread finishes on its own, within its sockets' `timeout`, and
+        // its answer is dropped.
+        let answer = OneShot<Result<[String], Failure>>()
+        let thread = Thread {
+            let ips: Result<[String], Failure>
+            if let server {
+                ips = Result { () throws(Failure) in try Self.query(host, at: server, timeout: timeout) }
+            } else {
+                ips = Result { () throws(Failure) in try Self.systemLookup(host) }
             }
-            thread.name = "grpc-pool-dns"
-            thread.start()
+            _ = answer.set(ips)
         }
-        let ips = try result.get()
+        thread.name = "grpc-pool-dns"
+        thread.start()
+        let unanswered = Failure(description: "\(host): no answer within \(timeout)\(server.map { " from \($0)" } ?? "")")
+        let ips = try await answer.wait(cancelled: .failure(unanswered)).get()
         guard !ips.isEmpty else {
             throw Failure(description: "\(host): no addresses\(server.map { " at \($0)" } ?? "")")
         }
