@@ -65,7 +65,9 @@ extension ConnectionPool {
             let lookup = await self.clock.withTimeLimit(timeout) {
                 () async -> Result<[String], DNSResolver.Failure> in
                 do throws(DNSResolver.Failure) {
-                    return .success(try await DNSResolver.resolve(host: host, port: port, server: server, timeout: timeout))
+                    return .success(
+                        try await DNSResolver.resolve(host: host, port: port, server: server, timeout: timeout)
+                    )
                 } catch {
                     return .failure(error)
                 }

@@ -40,7 +40,9 @@ enum DNSResolver {
         }
         thread.name = "grpc-pool-dns"
         thread.start()
-        let unanswered = Failure(description: "\(host): no answer within \(timeout)\(server.map { " from \($0)" } ?? "")")
+        let unanswered = Failure(
+            description: "\(host): no answer within \(timeout)\(server.map { " from \($0)" } ?? "")"
+        )
         let ips = try await answer.wait(cancelled: .failure(unanswered)).get()
         guard !ips.isEmpty else {
             throw Failure(description: "\(host): no addresses\(server.map { " at \($0)" } ?? "")")
