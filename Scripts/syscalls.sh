@@ -5,8 +5,8 @@
 # Each client runs twice, N and 3N calls; the difference, divided by 2N, is the cost of one call
 # (start-up and shut-down cancel out). The bidi row's calls are streams of 10 round trips.
 #
-# Then, for the pool's two unary rows, the package's locks per call by the line that takes them
-# (the benchmark build counts them: GRPC_POOL_COUNT_LOCKS).
+# Then, for the pool's two unary rows, the package's locks per call by the line that takes them,
+# as those runs printed them (the benchmark build counts them: GRPC_POOL_COUNT_LOCKS).
 #
 # Usage: Scripts/syscalls.sh PATH/TO/grpc-pool [N]
 set -euo pipefail
@@ -28,7 +28,8 @@ total() {  # the "calls" column of strace's total line
 printf '%-30s %12s\n' "client" "syscalls/call"
 for client in core-channel pool-raw pool-stub bidi; do
     for count in "$n" $((3 * n)); do
-        strace -f -c -o "$out/$client.$count" "$bin" bench --target "$target" --count-calls "$count" --call-client "$client" > /dev/null
+        strace -f -c -o "$out/$client.$count" "$bin" bench --target "$target" --count-calls "$count" \
+            --call-client "$client" > "$out/$client.$count.out"
     done
     per=$(awk -v a="$(total "$out/$client.$n")" -v b="$(total "$out/$client.$((3 * n))")" -v n="$n" -v c="$client" \
         'BEGIN { per = (b - a) / (2 * n); if (c == "bidi") per /= 10; printf "%.1f", per }')
@@ -41,7 +42,8 @@ for client in core-channel pool-raw pool-stub bidi; do
     printf '%-30s %12s\n' "$name" "$per"
 done
 
+# The lock table each counted run printed (the 3N run's: strace does not change the count).
 for client in pool-raw pool-stub; do
     printf '\n%s, ' "$client"
-    "$bin" bench --target "$target" --count-calls "$n" --call-client "$client" | grep -v '^[0-9]\{4\}-'
+    grep -v '^[0-9]\{4\}-' "$out/$client.$((3 * n)).out"
 done

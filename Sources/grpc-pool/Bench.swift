@@ -90,7 +90,8 @@ struct Bench: AsyncParsableCommand {
     @Option(
         help: """
             External mode: make exactly this many calls of --call-client one after another (after 100 \
-            to warm up) and exit, printing nothing else: for counting what a call costs (strace -c -f).
+            to warm up) and exit: for counting what a call costs (strace -c -f). A build that counts \
+            locks (make bench-allocs) then prints the locks per call by the line that takes them.
             """
     )
     var countCalls: Int?

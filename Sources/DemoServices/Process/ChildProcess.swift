@@ -291,7 +291,7 @@ public final class ChildProcess: Sendable {
             )
         }()
 
-    /// Closes every descriptor from `lowest` up in the child.
+    /// Closes every descriptor from `lowest` up in the child (nothing, on a glibc without it).
     private static func closeFrom(_ lowest: Int32, in actions: inout posix_spawn_file_actions_t) {
         if let addCloseFrom = Self.addCloseFrom {
             _ = addCloseFrom(&actions, lowest)

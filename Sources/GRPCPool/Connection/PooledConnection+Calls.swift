@@ -95,7 +95,8 @@ extension PooledConnection {
         (error == nil ? self.instruments.successes : self.instruments.failures).increment()
         if let eject { self.eject(failures: eject.failures) }
         if error?.code == .unavailable {
-            let ready = call.channel.state() == .ready
+            // The connection's channel now (the call's may be one swapped out since).
+            let ready = self.channel.state() == .ready
             self.handle { $0.machine.callUnavailable(channelReady: ready) }
         }
     }

@@ -82,7 +82,7 @@ extension PooledConnection {
         } catch {
             // The channel closed under the pick (a swap or a drain): a retry may pick another.
             self.endCall(started, error: error)
-            return try await Refusal.run(error, final: false, descriptor: descriptor, peer: self.peer, closure)
+            return try await Refusal.run(error, final: false, descriptor: descriptor, peer: started.peer, closure)
         }
         let context = ClientContext(descriptor: descriptor, remotePeer: started.peer, localPeer: "")
         let stream = CoreStream(call: call, maxRequestBytes: maxRequestBytes, maxResponseBytes: maxResponseBytes) {
