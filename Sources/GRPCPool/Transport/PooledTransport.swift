@@ -62,33 +62,33 @@ public final class PooledTransport: ClientTransport {
         func refuse(_ error: RPCError) async throws -> T {
             try await Refusal.run(error, descriptor: descriptor, peer: self.peer, closure)
         }
-        return try await self.lifecycle.stream(of: self.serviceID, refused: refuse) {
-            switch self.target {
-            case .connection(let owner):
-                guard let connection = owner.value else {
-                    return try await refuse(Refusal.shuttingDown(self.serviceID))
-                }
-                return try await connection.withStream(
+        guard self.lifecycle.openStream() else { return try await refuse(Refusal.shuttingDown(self.serviceID)) }
+        defer { self.lifecycle.closeStream() }
+        switch self.target {
+        case .connection(let owner):
+            guard let connection = owner.value else {
+                return try await refuse(Refusal.shuttingDown(self.serviceID))
+            }
+            return try await connection.withStream(
+                descriptor: descriptor,
+                options: options,
+                in: connection.slot(),
+                retryPick: { _ in connection.slot() },
+                closure
+            )
+        case .pool(let owner):
+            guard let pool = owner.value else { return try await refuse(Refusal.shuttingDown(self.serviceID)) }
+            switch await pool.connectionResult(waitingAtMost: options.timeout) {
+            case .success(let slot):
+                return try await slot.connection.withStream(
                     descriptor: descriptor,
                     options: options,
-                    in: connection.slot(),
-                    retryPick: { _ in connection.slot() },
+                    in: slot,
+                    retryPick: { timeLimit in try? await pool.connection(waitingAtMost: timeLimit) },
                     closure
                 )
-            case .pool(let owner):
-                guard let pool = owner.value else { return try await refuse(Refusal.shuttingDown(self.serviceID)) }
-                switch await pool.connectionResult(waitingAtMost: options.timeout) {
-                case .success(let slot):
-                    return try await slot.connection.withStream(
-                        descriptor: descriptor,
-                        options: options,
-                        in: slot,
-                        retryPick: { timeLimit in try? await pool.connection(waitingAtMost: timeLimit) },
-                        closure
-                    )
-                case .failure(let error):
-                    return try await refuse(error)
-                }
+            case .failure(let error):
+                return try await refuse(error)
             }
         }
     }

@@ -15,24 +15,20 @@ final class TransportLifecycle: Sendable {
         var closed: Bool { self.closing && self.openStreams == 0 }
     }
 
-    /// Runs `body` as one stream of a transport of `service`, counted until it ends; once
-    /// shutdown has begun, `refused` runs instead, with the FAILED_PRECONDITION refusal.
-    func stream<Result>(
-        of service: ServiceID,
-        refused: (RPCError) async throws -> Result,
-        _ body: () async throws -> Result
-    ) async throws -> Result {
-        let opened = self.state.withLock { state -> Bool in
+    /// Counts a new stream of the transport, until ``closeStream()``; `false` (counting nothing)
+    /// once shutdown has begun, when the stream is refused with FAILED_PRECONDITION.
+    ///
+    /// Two synchronous calls rather than one wrapping the stream's body: an async wrapper is one
+    /// more frame, and more executor checks, on every RPC.
+    func openStream() -> Bool {
+        self.state.withLock { state -> Bool in
             guard !state.closing else { return false }
             state.openStreams += 1
             return true
         }
-        guard opened else { return try await refused(Refusal.shuttingDown(service)) }
-        defer { self.closeStream() }
-        return try await body()
     }
 
-    private func closeStream() {
+    func closeStream() {
         self.state.withLock { state in
             state.openStreams -= 1
             return state.closed ? state.waiters.removeAll() : .none

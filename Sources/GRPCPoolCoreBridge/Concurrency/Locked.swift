@@ -1,9 +1,13 @@
+// Public and inlinable, with the waiter list beside it (not `package`: Swift serializes the bodies
+// of public inlinable code only, and the bridge is no product, so no user imports it): each module
+// that takes a lock specializes it for its own state. Called unspecialized across modules, every
+// `withLock` looks up the metadata of its value, result and error types at run time.
 #if canImport(Glibc)
-private import Glibc
+public import Glibc
 #elseif canImport(Musl)
-private import Musl
+public import Musl
 #elseif canImport(Darwin)
-private import Darwin
+public import Darwin
 #endif
 
 /// A value behind a `pthread_mutex_t`: the lock this package uses for its shared state.
@@ -13,11 +17,13 @@ private import Darwin
 /// `make tsan`, every access a `Mutex` guards is reported as a data race, and real races drown in
 /// the noise. A pthread mutex is intercepted, so the sanitizer sees the happens-before edges and
 /// checks what it should. The value and the mutex share one allocation.
-package struct Locked<Value> {
-    private let storage: LockedStorage<Value>
+public struct Locked<Value> {
+    @usableFromInline
+    let storage: LockedStorage<Value>
 
     /// Puts `value` behind a new lock.
-    package init(_ value: sending Value) {
+    @inlinable
+    public init(_ value: sending Value) {
         self.storage = LockedStorage.make(value)
     }
 
@@ -26,16 +32,18 @@ package struct Locked<Value> {
     /// `body` must not call `withLock` on the same lock (the mutex is not recursive) and must not
     /// wait: everything else that needs this lock waits for it.
     #if GRPC_POOL_COUNT_LOCKS
-    package func withLock<Result, Failure: Error>(
+    @inlinable
+    public func withLock<Result, Failure: Error>(
         fileID: StaticString = #fileID,
         line: UInt = #line,
         _ body: (inout Value) throws(Failure) -> Result
     ) throws(Failure) -> Result {
-        LockCount.record(fileID, line)
+        recordLock(fileID, line)
         return try self.storage.withLock(body)
     }
     #else
-    package func withLock<Result, Failure: Error>(
+    @inlinable
+    public func withLock<Result, Failure: Error>(
         _ body: (inout Value) throws(Failure) -> Result
     ) throws(Failure) -> Result {
         try self.storage.withLock(body)
@@ -45,7 +53,8 @@ package struct Locked<Value> {
 
 extension Locked {
     /// The value behind the lock, made by `make` on first use.
-    package func value<Wrapped>(orMake make: () -> Wrapped) -> Wrapped where Value == Wrapped? {
+    @inlinable
+    public func value<Wrapped>(orMake make: () -> Wrapped) -> Wrapped where Value == Wrapped? {
         self.withLock { value in
             if let value { return value }
             let new = make()
@@ -55,7 +64,9 @@ extension Locked {
     }
 }
 
-private final class LockedStorage<Value>: ManagedBuffer<Value, pthread_mutex_t> {
+@usableFromInline
+final class LockedStorage<Value>: ManagedBuffer<Value, pthread_mutex_t> {
+    @inlinable
     static func make(_ value: sending Value) -> LockedStorage<Value> {
         let buffer = self.create(minimumCapacity: 1) { _ in value }
         let storage = unsafeDowncast(buffer, to: LockedStorage<Value>.self)
@@ -73,6 +84,7 @@ private final class LockedStorage<Value>: ManagedBuffer<Value, pthread_mutex_t> 
         }
     }
 
+    @inlinable
     func withLock<Result, Failure: Error>(
         _ body: (inout Value) throws(Failure) -> Result
     ) throws(Failure) -> Result {

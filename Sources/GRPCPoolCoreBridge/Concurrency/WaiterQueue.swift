@@ -1,9 +1,14 @@
-package import DequeModule
+public import DequeModule
 private import Synchronization
 
 /// Waiters' ids, unique in the process: taken without a lock, so that a waiter knows its id
 /// before it registers (its cancellation must find it).
 private let waiterIDs = Atomic<UInt64>(0)
+
+@usableFromInline
+func nextWaiterID() -> UInt64 {
+    waiterIDs.wrappingAdd(1, ordering: .relaxed).oldValue
+}
 
 /// Tasks waiting on state behind a ``Locked``, oldest first: the package's one waiter list.
 ///
@@ -11,66 +16,91 @@ private let waiterIDs = Atomic<UInt64>(0)
 /// state's lock (``Locked/wait(in:until:cancelled:)``); whoever changes the state takes the
 /// waiters out under the same lock and resumes them after releasing it (``Resumption``). Never
 /// resume under the lock: a resumed task may run at once and need it.
-package struct WaiterQueue<Value: Sendable>: Sendable {
-    package typealias ID = UInt64
+///
+/// Public and inlinable, as ``Locked`` is (see there).
+public struct WaiterQueue<Value: Sendable>: Sendable {
+    public typealias ID = UInt64
 
-    private var entries: Deque<(id: ID, continuation: CheckedContinuation<Value, Never>)> = []
+    @usableFromInline
+    var entries: Deque<(id: ID, continuation: CheckedContinuation<Value, Never>)> = []
 
-    package init() {}
+    @inlinable
+    public init() {}
 
     /// Waiters now.
-    package var count: Int { self.entries.count }
-    package var isEmpty: Bool { self.entries.isEmpty }
+    @inlinable
+    public var count: Int { self.entries.count }
+    @inlinable
+    public var isEmpty: Bool { self.entries.isEmpty }
 
     /// An id for a waiter about to register (made first, so that its cancellation can find it).
-    package static func makeID() -> ID {
-        waiterIDs.wrappingAdd(1, ordering: .relaxed).oldValue
+    @inlinable
+    public static func makeID() -> ID {
+        nextWaiterID()
     }
 
-    package mutating func enqueue(_ continuation: CheckedContinuation<Value, Never>, id: ID) {
+    @inlinable
+    public mutating func enqueue(_ continuation: CheckedContinuation<Value, Never>, id: ID) {
         self.entries.append((id, continuation))
     }
 
     /// The oldest waiter's id, without taking it out.
-    package var firstID: ID? { self.entries.first?.id }
+    @inlinable
+    public var firstID: ID? { self.entries.first?.id }
 
     /// Takes the oldest waiter out.
-    package mutating func removeFirst() -> Resumption<Value> {
+    @inlinable
+    public mutating func removeFirst() -> Resumption<Value> {
         Resumption(self.entries.popFirst().map { [$0.continuation] } ?? [])
     }
 
     /// Takes the waiter `id` out, if it is still waiting.
-    package mutating func remove(_ id: ID) -> Resumption<Value> {
+    @inlinable
+    public mutating func remove(_ id: ID) -> Resumption<Value> {
         guard let index = self.entries.firstIndex(where: { $0.id == id }) else { return Resumption([]) }
         return Resumption([self.entries.remove(at: index).continuation])
     }
 
     /// Takes every waiter out.
-    package mutating func removeAll() -> Resumption<Value> {
-        defer { self.entries.removeAll() }
-        return Resumption(self.entries.map(\.continuation))
+    ///
+    /// A loop, not `map(\.continuation)`: where this runs unspecialized, a key path into the
+    /// tuple is built at run time on every call.
+    @inlinable
+    public mutating func removeAll() -> Resumption<Value> {
+        guard !self.entries.isEmpty else { return .none }
+        var continuations: [CheckedContinuation<Value, Never>] = []
+        continuations.reserveCapacity(self.entries.count)
+        for entry in self.entries { continuations.append(entry.continuation) }
+        self.entries.removeAll()
+        return Resumption(continuations)
     }
 }
 
 /// Waiters taken out of a ``WaiterQueue``, to resume once the lock is released.
-package struct Resumption<Value: Sendable>: Sendable {
-    private let continuations: [CheckedContinuation<Value, Never>]
+public struct Resumption<Value: Sendable>: Sendable {
+    @usableFromInline
+    let continuations: [CheckedContinuation<Value, Never>]
 
+    @inlinable
     init(_ continuations: [CheckedContinuation<Value, Never>]) {
         self.continuations = continuations
     }
 
-    package var isEmpty: Bool { self.continuations.isEmpty }
+    @inlinable
+    public var isEmpty: Bool { self.continuations.isEmpty }
 
     /// No waiter.
-    package static var none: Resumption { Resumption([]) }
+    @inlinable
+    public static var none: Resumption { Resumption([]) }
 
-    package func resume(returning value: Value) {
+    @inlinable
+    public func resume(returning value: Value) {
         for continuation in self.continuations { continuation.resume(returning: value) }
     }
 
     /// Joins two resumptions of the same value.
-    package static func + (lhs: Self, rhs: Self) -> Self {
+    @inlinable
+    public static func + (lhs: Self, rhs: Self) -> Self {
         Self(lhs.continuations + rhs.continuations)
     }
 }
@@ -83,8 +113,9 @@ extension Locked where Value: Sendable {
     /// `nil`: the result then comes from the resumer. When the task is cancelled first, the waiter
     /// leaves the queue, `leave` runs under the lock with its id (the state may know the waiter
     /// too), and `cancelled` is returned.
-    package func wait<Result: Sendable>(
-        in queue: WritableKeyPath<Value, WaiterQueue<Result>> & Sendable,
+    @inlinable
+    public func wait<Result: Sendable>(
+        in queue: any WritableKeyPath<Value, WaiterQueue<Result>> & Sendable,
         until ready: (inout Value, WaiterQueue<Result>.ID) -> Result?,
         leave: @escaping @Sendable (inout Value, WaiterQueue<Result>.ID) -> Void = { _, _ in },
         cancelled: Result
@@ -112,8 +143,9 @@ extension Locked where Value: Sendable {
     }
 
     /// ``wait(in:until:leave:cancelled:)`` for a `ready` that needs no id.
-    package func wait<Result: Sendable>(
-        in queue: WritableKeyPath<Value, WaiterQueue<Result>> & Sendable,
+    @inlinable
+    public func wait<Result: Sendable>(
+        in queue: any WritableKeyPath<Value, WaiterQueue<Result>> & Sendable,
         until ready: (inout Value) -> Result?,
         cancelled: Result
     ) async -> Result {

@@ -73,3 +73,10 @@ package enum LockCount {
         }
     }
 }
+
+/// ``LockCount/record(_:_:)`` for `Locked.withLock`, whose inlinable body can reach an internal
+/// function marked `@usableFromInline` but not a `package` type.
+@usableFromInline
+func recordLock(_ file: StaticString, _ line: UInt) {
+    LockCount.record(file, line)
+}
