@@ -77,7 +77,9 @@ final class CoreStream: Sendable {
                     state.phase = .pending(metadata: metadata, message: message, closed: false)
                     // A reader already waits for the response: it will not come before the call starts.
                     return state.starters.isEmpty ? .hold : .startHeld
-                case .pending, .started:
+                case .pending:
+                    return .startAndSend
+                case .started:
                     return .send
                 case .failed:
                     return .hold
@@ -88,11 +90,14 @@ final class CoreStream: Sendable {
                 break
             case .startHeld:
                 self.startIfPending(closing: false)
-            case .send:
+            case .startAndSend:
                 self.startIfPending(closing: false)
                 if case .started = self.state.withLock({ $0.phase }) {
                     _ = await self.call.send(message)
                 }
+            case .send:
+                // The call is on the wire: every later message takes this one lock of the stream's.
+                _ = await self.call.send(message)
             }
         }
     }
@@ -102,7 +107,9 @@ final class CoreStream: Sendable {
         case hold
         /// Start the call with the message now.
         case startHeld
-        /// The call is (being) started: send the message on its own.
+        /// A message is held: start the call with it, then send this one on its own.
+        case startAndSend
+        /// The call is started: send the message on its own.
         case send
     }
 
