@@ -45,10 +45,11 @@ let benchmarks: @Sendable () -> Void = {
         let stub = Grpc_Testing_TestService.Client(wrapping: Fixture.shared.client)
         try await counted(benchmark) { try await stub.emptyCall(Grpc_Testing_Empty()) }
     }
+    // One stream for every iteration, opened in setup: the harness calls this closure once per
+    // iteration, so a stream opened here would count its opening and closing in every round trip.
     Benchmark("bidi-round-trip") { benchmark in
-        let stream = try await Fixture.shared.openStream()
+        let stream = Fixture.shared.stream!
         try await counted(benchmark) { try await stream.roundTrip() }
-        await stream.close()
     }
 }
 
@@ -76,6 +77,8 @@ final class Fixture: @unchecked Sendable {
     private(set) var manager: PoolManager!
     private(set) var running: Task<Void, any Error>!
     private(set) var core: CoreBenchChannel!
+    /// The bidi row's stream, open from start() to stop().
+    private(set) var stream: RoundTrips!
     var pool: ConnectionPool { try! self.manager.pool(for: "bench") }
     var client: GRPCClient<PooledTransport> { try! self.manager.client(for: "bench") }
 
@@ -107,9 +110,12 @@ final class Fixture: @unchecked Sendable {
         }
         self.core = try CoreBenchChannel(target: "127.0.0.1:\(port)")
         _ = try await self.core.unary(method: Self.emptyCall, request: [])
+        self.stream = try await self.openStream()
+        _ = try await self.stream.roundTrip()
     }
 
     func stop() async {
+        await self.stream?.close()
         self.core?.close()
         self.manager?.beginGracefulShutdown()
         _ = await self.running?.result
