@@ -57,6 +57,7 @@ build: deps
 # Each phase has a time limit far above its usual time (about 1.5 and 3 minutes here), so that a
 # wait without a bound fails the run and says so, instead of hanging it.
 test: deps testdeps pydeps
+	python3 Scripts/shape.py
 	$(SWIFT) build --build-tests
 	$(call time_limited,15m,$(SWIFT) test --skip-build --skip IsolatedTests)
 	$(call time_limited,15m,$(SWIFT) test --skip-build --filter IsolatedTests)
