@@ -6,7 +6,8 @@ against both stacks:
 
 - ``bench.Echo``: ``Unary`` returns the request, ``ServerStream`` returns it ``echo-repeat``
   times, ``ClientStream`` returns every request message concatenated, ``Stream`` returns each
-  message as it arrives. Request metadata ``echo-delay-ms`` delays the answer;
+  message as it arrives (after ``echo-greeting``'s value, when set, sent before any is read).
+  Request metadata ``echo-delay-ms`` delays the answer;
   ``echo-status`` / ``echo-message`` fail the call with that code and message.
 - ``grpc.health.v1.Health/Check``: SERVING for every service name.
 - ``grpc.testing.TestService``: ``EmptyCall`` and ``UnaryCall`` (a payload of zeros of
@@ -73,7 +74,11 @@ def client_stream(requests, context):
 
 
 def stream(requests, context):
-    _controls(context)
+    md = _controls(context)
+    greeting = md.get("echo-greeting")
+    if greeting is not None:
+        # The server speaks first: a client may wait for it before it writes.
+        yield greeting.encode()
     for request in requests:
         yield request
 

@@ -7,7 +7,7 @@ public import GRPCCore
 /// | `Unary` | returns the request |
 /// | `ServerStream` | returns the request `echo-repeat` times (default 1) |
 /// | `ClientStream` | returns every request message concatenated |
-/// | `Stream` | returns each request message as it arrives |
+/// | `Stream` | returns each request message as it arrives; first `echo-greeting`'s value, when set, before it reads any |
 ///
 /// Request metadata read by every method:
 /// - `echo-delay-ms`: wait this long before answering (the wait ends early, and is counted in
@@ -81,7 +81,10 @@ public struct EchoService: RegistrableRPCService {
             serializer: RawBytesSerializer()
         ) { request, context in
             try await controls.prepare(request.metadata, context: context)
+            // The server speaks first: a client may wait for the greeting before it writes.
+            let greeting = request.metadata[stringValues: "echo-greeting"].first(where: { _ in true })
             return StreamingServerResponse(metadata: Self.echoed(request.metadata)) { writer in
+                if let greeting { try await writer.write(Array(greeting.utf8)) }
                 for try await message in request.messages { try await writer.write(message) }
                 return Self.echoed(request.metadata)
             }

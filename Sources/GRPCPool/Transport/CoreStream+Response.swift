@@ -3,9 +3,9 @@ internal import GRPCPoolCoreBridge
 
 /// The response side of a ``CoreStream``.
 extension CoreStream {
-    /// Waits until the call is on the wire (or failed). When the metadata and a message are
-    /// already written, the reader starts the call itself (a bidirectional call that waits for
-    /// its first response before it writes more).
+    /// Waits until the call is on the wire (or failed). When enough of the request is written
+    /// (the metadata, and the message of a call that has exactly one), the reader starts the call
+    /// itself: a client may wait for a response before it writes more, or before it writes at all.
     func waitForStart() async -> RPCError? {
         let pending: Bool = self.state.withLock { state in
             if case .pending = state.phase { return true }
@@ -17,10 +17,10 @@ extension CoreStream {
             let next = await self.state.wait(
                 in: \.starters,
                 until: { state in
-                    guard case .pending(let metadata, let message, _) = state.phase else { return .ready }
-                    // Checked under the same lock as the writer's: a message written just now
+                    guard case .pending = state.phase else { return .ready }
+                    // Checked under the same lock as the writer's: a part written just now
                     // either sees this waiter (and starts the call) or is seen here.
-                    return metadata != nil && message != nil ? .start : nil
+                    return state.readerStarts(self.requestIsOneMessage) ? .start : nil
                 },
                 cancelled: .cancelled
             )

@@ -8,8 +8,15 @@ internal import GRPCPoolCoreBridge
 /// can go out in the first batch: when the request ends after at most one message (unary and
 /// server-streaming calls) metadata, message and half-close go out as one batch; a second message,
 /// or the reader asking for the response first, starts the call with what has been written.
+///
+/// A reader that asks first waits for the request's one message when the method has one (its
+/// descriptor says unary or server streaming); on any other call it starts the call as soon as
+/// the metadata is written, since the client may wait for the server's first message before it
+/// writes one (a server that speaks first).
 final class CoreStream: Sendable {
     let call: CoreCall
+    /// The request is exactly one message: a reader waits for it before starting the call.
+    let requestIsOneMessage: Bool
     let maxRequestBytes: Int?
     let maxResponseBytes: Int?
     let state: Locked<State>
@@ -20,6 +27,17 @@ final class CoreStream: Sendable {
         var starters = WaiterQueue<StartWait>()
         /// The call's end is recorded (``ended(_:)``).
         var ended = false
+
+        /// Whether a reader waiting for the start starts the call now.
+        func readerStarts(_ requestIsOneMessage: Bool) -> Bool {
+            guard case .pending(let metadata?, let message, _) = self.phase else { return false }
+            return message != nil || !requestIsOneMessage
+        }
+
+        /// Whether the metadata just written starts the call: a reader already waits for it.
+        func startsOnMetadata(_ requestIsOneMessage: Bool) -> Bool {
+            !self.starters.isEmpty && self.readerStarts(requestIsOneMessage)
+        }
     }
 
     enum Phase: Sendable {
@@ -33,7 +51,7 @@ final class CoreStream: Sendable {
     enum StartWait: Sendable {
         /// The call is on the wire, or failed.
         case ready
-        /// The metadata and a message are written: the reader starts the call itself.
+        /// Enough of the request is written: the reader starts the call itself.
         case start
         case cancelled
     }
@@ -43,12 +61,14 @@ final class CoreStream: Sendable {
 
     init(
         call: CoreCall,
+        requestIsOneMessage: Bool,
         maxRequestBytes: Int?,
         maxResponseBytes: Int?,
         onEnd: @escaping @Sendable (RPCError?) -> Void
     ) {
         self.onEnd = onEnd
         self.call = call
+        self.requestIsOneMessage = requestIsOneMessage
         self.maxRequestBytes = maxRequestBytes
         self.maxResponseBytes = maxResponseBytes
         self.state = Locked(State())
@@ -59,11 +79,12 @@ final class CoreStream: Sendable {
     func write(_ part: RPCRequestPart<[UInt8]>) async throws {
         switch part {
         case .metadata(let metadata):
-            self.state.withLock { state in
-                if case .pending(nil, let message, let closed) = state.phase {
-                    state.phase = .pending(metadata: metadata, message: message, closed: closed)
-                }
+            let start: Bool = self.state.withLock { state in
+                guard case .pending(nil, let message, let closed) = state.phase else { return false }
+                state.phase = .pending(metadata: metadata, message: message, closed: closed)
+                return state.startsOnMetadata(self.requestIsOneMessage)
             }
+            if start { self.startIfPending(closing: false) }
         case .message(let message):
             if let limit = self.maxRequestBytes, message.count > limit {
                 throw RPCError(

@@ -85,7 +85,12 @@ extension PooledConnection {
             return try await Refusal.run(error, final: false, descriptor: descriptor, peer: started.peer, closure)
         }
         let context = ClientContext(descriptor: descriptor, remotePeer: started.peer, localPeer: "")
-        let stream = CoreStream(call: call, maxRequestBytes: maxRequestBytes, maxResponseBytes: maxResponseBytes) {
+        let stream = CoreStream(
+            call: call,
+            requestIsOneMessage: descriptor.type == .unary || descriptor.type == .serverStreaming,
+            maxRequestBytes: maxRequestBytes,
+            maxResponseBytes: maxResponseBytes
+        ) {
             self.endCall(started, error: $0)
         }
         let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
