@@ -161,7 +161,9 @@ def main():
 
     from concurrent import futures
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    # grpcio runs each RPC's handler on a worker thread for the RPC's whole life: a stream held
+    # open holds a thread. 256 serves more streams at once than one connection carries (100).
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=256))
     server.add_generic_rpc_handlers((echo, health, testing_service()))
     port = server.add_insecure_port(f"{args.host}:{args.port}")
     if port == 0:

@@ -118,7 +118,8 @@ struct StreamTests {
                 let client = try manager.client(for: "echo")
                 let replies = Replies()
                 var options = CallOptions.defaults
-                options.timeout = .milliseconds(500)
+                // Long enough for both echoes to arrive first, even with the parallel phase on two cores.
+                options.timeout = .seconds(3)
                 let error = await #expect(throws: RPCError.self) {
                     try await client.bidirectionalStreaming(
                         request: StreamingClientRequest(of: [UInt8].self) { writer in
@@ -172,6 +173,164 @@ struct StreamTests {
                 #expect(try await client.echoMessages([[4], [5]]) == [[4], [5]])
             }
         }
+    }
+
+    @Test(
+        "A stream whose server dies ends UNAVAILABLE, its connection leaves the rotation, the next streams go to the other",
+        arguments: Stack.allCases
+    )
+    func connectionDiesMidStream(stack: Stack) async throws {
+        try await withBackend(stack) { first in
+            try await withBackend(stack) { second in
+                let config = testConfig([first.target, second.target], poolSize: 2)
+                try await withPoolManager(["echo": config]) { manager in
+                    let pool = try manager.pool(for: "echo")
+                    let client = try manager.client(for: "echo")
+                    let open = OpenStream(client: client)
+                    #expect(try await open.send([1]) == [1])
+                    let carrier = try #require(pool.metrics().connections.first { $0.inFlight == 1 })
+                    let other = try #require(pool.metrics().connections.first { $0.index != carrier.index })
+                    await (carrier.endpoint == first.target ? first : second).halt()
+                    let error = await #expect(throws: RPCError.self) { try await open.end() }
+                    #expect(error?.code == .unavailable, "\(String(describing: error))")
+                    #expect(await poll(timeLimit: .seconds(10)) { !pool.connections[carrier.index].isHealthy })
+                    for round in 0..<4 {
+                        #expect(try await client.echoMessages([[UInt8(round)]]) == [[UInt8(round)]])
+                    }
+                    let served = pool.metrics().connections[other.index].totalRequests - other.totalRequests
+                    #expect(served >= 4, "the streams after the failure went to the live connection")
+                }
+            }
+        }
+    }
+
+    @Test(
+        "One connection carries streamCapacity - 1 open streams; the next waits until one ends, then runs",
+        arguments: Stack.allCases
+    )
+    func streamsAtCapacity(stack: Stack) async throws {
+        try await withBackend(stack) { server in
+            let config = testConfig([server.target], poolSize: 1) { $0.timeout = .seconds(60) }
+            try await withPoolManager(["echo": config]) { manager in
+                let pool = try manager.pool(for: "echo")
+                let client = try manager.client(for: "echo")
+                let capacity = config.streamCapacity - 1
+                var streams: [OpenStream] = []
+                for index in 0..<capacity {
+                    let stream = OpenStream(client: client)
+                    streams.append(stream)
+                    #expect(try await stream.send([UInt8(index)]) == [UInt8(index)])
+                }
+                #expect(pool.metrics().inFlight == capacity)
+                // One more: queued, not on the wire, until a stream ends.
+                let next = OpenStream(client: client)
+                let reply = Task { try await next.send([0xFF]) }
+                #expect(await poll { pool.metrics().queuedCalls == 1 })
+                #expect(try await streams[0].end() == [[0]])
+                #expect(try await reply.value == [0xFF])
+                #expect(try await next.end() == [[0xFF]])
+                for (index, stream) in streams.enumerated().dropFirst() {
+                    #expect(try await stream.end() == [[UInt8(index)]])
+                }
+                #expect(pool.metrics().successfulRequests == capacity + 1)
+            }
+        }
+    }
+
+    @Test(
+        "A stream held across a maxConnectionAge refresh finishes on the old connection; new streams use the new one",
+        arguments: Stack.allCases
+    )
+    func streamAcrossRefresh(stack: Stack) async throws {
+        try await withBackend(stack) { server in
+            let proxy = TCPProxy(targetPort: Int(server.target.split(separator: ":").last!)!)
+            try await proxy.start()
+            defer { Task { await proxy.stop() } }
+            let age = Duration.seconds(60)
+            let config = testConfig([proxy.target], poolSize: 1) { $0.maxConnectionAge = age }
+            let clock = ManualClock()
+            try await withPoolManager(["echo": config], clock: clock) { manager in
+                let pool = try manager.pool(for: "echo")
+                let client = try manager.client(for: "echo")
+                let old = OpenStream(client: client)
+                #expect(try await old.send([1]) == [1])
+                #expect(proxy.acceptedConnections == 1)
+
+                // The connection's age passes on the pool's clock: a new channel replaces it.
+                let reconnects = pool.connections[0].metrics().reconnects
+                clock.advance(by: age * 1.1)
+                #expect(await poll { pool.connections[0].metrics().reconnects > reconnects })
+                #expect(proxy.acceptedConnections == 2)
+                #expect(proxy.openConnections == 2, "the old connection stays while its stream is open")
+
+                // A new stream opens; the old one still works and finishes, and its connection closes.
+                let new = OpenStream(client: client)
+                #expect(try await new.send([2]) == [2])
+                #expect(try await old.send([3]) == [3])
+                #expect(try await old.end() == [[1], [3]])
+                #expect(
+                    await poll { proxy.openConnections == 1 },
+                    "the drained connection closes once its stream ended, the new stream still open"
+                )
+                #expect(try await new.send([4]) == [4])
+                #expect(try await new.end() == [[2], [4]])
+            }
+        }
+    }
+}
+
+/// A bidi `bench.Echo/Stream` held open: each ``send(_:)`` writes a message and waits for its
+/// echo; ``end()`` ends the request and returns every reply, or the RPC's error.
+final class OpenStream: Sendable {
+    private let messages: AsyncStream<[UInt8]>.Continuation
+    /// Read by one ``send(_:)`` at a time.
+    private let echoes: AsyncStream<[UInt8]>
+    private let rpc: Task<[[UInt8]], any Error>
+
+    init(client: GRPCClient<some ClientTransport>, timeout: Duration = .seconds(60)) {
+        let (requests, messages) = AsyncStream.makeStream(of: [UInt8].self)
+        let (echoes, echo) = AsyncStream.makeStream(of: [UInt8].self)
+        self.messages = messages
+        self.echoes = echoes
+        var options = CallOptions.defaults
+        options.timeout = timeout
+        self.rpc = Task {
+            defer { echo.finish() }
+            return try await client.bidirectionalStreaming(
+                request: StreamingClientRequest(of: [UInt8].self) { writer in
+                    for await message in requests { try await writer.write(message) }
+                },
+                descriptor: StreamTests.stream,
+                serializer: RawBytesSerializer(),
+                deserializer: RawBytesDeserializer(),
+                options: options
+            ) { response in
+                var replies: [[UInt8]] = []
+                for try await message in response.messages {
+                    replies.append(message)
+                    echo.yield(message)
+                }
+                return replies
+            }
+        }
+    }
+
+    /// Writes `message`; its echo (`nil` if the stream ended first).
+    func send(_ message: [UInt8]) async throws -> [UInt8]? {
+        self.messages.yield(message)
+        var iterator = self.echoes.makeAsyncIterator()
+        return await iterator.next()
+    }
+
+    /// Ends the request; every reply, or the RPC's error.
+    func end() async throws -> [[UInt8]] {
+        self.messages.finish()
+        return try await self.rpc.value
+    }
+
+    deinit {
+        self.messages.finish()
+        self.rpc.cancel()
     }
 }
 

@@ -37,6 +37,8 @@ public final class TCPProxy: Sendable {
         var listener: (any Channel)?
         var connections: [ObjectIdentifier: any Channel] = [:]
         var acceptTimes: [ContinuousClock.Instant] = []
+        /// Client connections accepted and not closed yet.
+        var openClients = 0
         var backends: [Int]
         var nextBackend = 0
     }
@@ -62,6 +64,9 @@ public final class TCPProxy: Sendable {
 
     /// Client connections it has accepted.
     public var acceptedConnections: Int { self.state.withLockedValue { $0.acceptTimes.count } }
+
+    /// Client connections open now (accepted, not closed by either side).
+    public var openConnections: Int { self.state.withLockedValue { $0.openClients } }
 
     /// When it accepted each client connection, in order.
     public var acceptTimes: [ContinuousClock.Instant] { self.state.withLockedValue { $0.acceptTimes } }
@@ -130,6 +135,10 @@ public final class TCPProxy: Sendable {
             return inbound.close()
         }
         self.track(inbound)
+        self.state.withLockedValue { $0.openClients += 1 }
+        inbound.closeFuture.whenComplete { [weak self] _ in
+            self?.state.withLockedValue { $0.openClients -= 1 }
+        }
         let forwarding: @Sendable () -> Bool = { [weak self] in self?.mode == .forward }
         return ClientBootstrap(group: inbound.eventLoop)
             .connect(host: self.targetHost, port: backend)
