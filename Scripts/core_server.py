@@ -6,7 +6,9 @@ against both stacks:
 
 - ``bench.Echo``: ``Unary`` returns the request, ``ServerStream`` returns it ``echo-repeat``
   times, ``ClientStream`` returns every request message concatenated, ``Stream`` returns each
-  message as it arrives (after ``echo-greeting``'s value, when set, sent before any is read).
+  message as it arrives (after ``echo-greeting``'s value, when set, sent before any is read;
+  ending with OK after ``echo-limit`` messages, when set, with the request still open; a
+  ``Stream`` the client cancels prints ``CANCELLED bench.Echo/Stream``).
   Request metadata ``echo-delay-ms`` delays the answer;
   ``echo-status`` / ``echo-message`` fail the call with that code and message.
 - ``grpc.health.v1.Health/Check``: SERVING for every service name.
@@ -79,8 +81,17 @@ def stream(requests, context):
     if greeting is not None:
         # The server speaks first: a client may wait for it before it writes.
         yield greeting.encode()
-    for request in requests:
-        yield request
+    limit = int(md.get("echo-limit", "0"))
+    try:
+        for count, request in enumerate(requests, start=1):
+            yield request
+            if count == limit:
+                # The server ends the RPC while the client's request is still open.
+                return
+    except grpc.RpcError:
+        # grpcio's request iterator raises once the client has cancelled: the test reads this line.
+        print("CANCELLED bench.Echo/Stream", flush=True)
+        raise
 
 
 def health_check(request, context):

@@ -7,7 +7,7 @@ public import GRPCCore
 /// | `Unary` | returns the request |
 /// | `ServerStream` | returns the request `echo-repeat` times (default 1) |
 /// | `ClientStream` | returns every request message concatenated |
-/// | `Stream` | returns each request message as it arrives; first `echo-greeting`'s value, when set, before it reads any |
+/// | `Stream` | returns each request message as it arrives; first `echo-greeting`'s value, when set, before it reads any; ends (OK) after `echo-limit` messages, when set, whether or not the request has ended |
 ///
 /// Request metadata read by every method:
 /// - `echo-delay-ms`: wait this long before answering (the wait ends early, and is counted in
@@ -83,9 +83,21 @@ public struct EchoService: RegistrableRPCService {
             try await controls.prepare(request.metadata, context: context)
             // The server speaks first: a client may wait for the greeting before it writes.
             let greeting = request.metadata[stringValues: "echo-greeting"].first(where: { _ in true })
+            let limit = request.metadata[stringValues: "echo-limit"].first(where: { _ in true }).flatMap { Int($0) }
             return StreamingServerResponse(metadata: Self.echoed(request.metadata)) { writer in
                 if let greeting { try await writer.write(Array(greeting.utf8)) }
-                for try await message in request.messages { try await writer.write(message) }
+                var echoed = 0
+                do {
+                    for try await message in request.messages {
+                        try await writer.write(message)
+                        echoed += 1
+                        // The server ends the RPC while the client's request is still open.
+                        if echoed == limit { break }
+                    }
+                } catch {
+                    if context.cancellation.isCancelled { controls.recordCancelled() }
+                    throw error
+                }
                 return Self.echoed(request.metadata)
             }
         }

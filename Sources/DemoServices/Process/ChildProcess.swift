@@ -184,6 +184,11 @@ public final class ChildProcess: Sendable {
     /// The lines of the captured output as they arrive (one consumer), until end of file.
     public func lines() -> AsyncStream<String> { self.lineStream }
 
+    /// The captured output so far.
+    public var outputSoFar: String {
+        self.shared.state.withLockedValue { String(decoding: $0.output, as: UTF8.self) }
+    }
+
     /// All of the captured output, once the child has closed it (or `timeLimit` has passed).
     public func output(timeLimit: Duration = .seconds(30)) async -> String {
         await Self.wait(self.shared, timeLimit: timeLimit) { state in

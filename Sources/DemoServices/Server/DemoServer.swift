@@ -149,7 +149,8 @@ public final class DemoServer: Sendable {
     /// Distinct client connections (`ip:port` of the peer) accepted since ``resetCounters()``.
     public var peers: Set<String> { self.controls.peers }
 
-    /// Echo calls the client cancelled while the server was delaying them.
+    /// Echo calls the client cancelled while the server was delaying them, and `Stream` calls
+    /// the client cancelled mid-stream.
     public var cancelledRPCs: Int { self.controls.cancelledRPCs }
 
     /// Echo calls that reached a handler since ``resetCounters()``.
@@ -350,6 +351,11 @@ extension DemoServer {
                 return true
             }
             return corrupt ? message.reversed() + [0xFF] : message
+        }
+
+        /// An RPC ended because the client cancelled it.
+        func recordCancelled() {
+            self.state.withLockedValue { $0.cancelledRPCs += 1 }
         }
 
         func failNext(_ count: Int, with failure: Behaviour.Failure) {

@@ -56,10 +56,10 @@ extension PoolManager {
         public var maxConnectionIdle: Duration
         /// Retry calls that fail with a retryable code (``retryPolicy``; UNAVAILABLE by default)
         /// on the clients this pool hands out, each attempt picking a connection again, never past
-        /// the call's deadline. The pool's transport retries unary calls itself (it holds their
-        /// one message); grpc-swift's retry executor retries the streaming kinds, and any call
-        /// that brings its own execution policy. The core's own retries stay off (they would stay
-        /// on the failing connection). Default `true`.
+        /// the call's deadline. The pool's transport retries every kind itself: a unary call's
+        /// one message, a stream's parts until its first response (up to 256 KiB). A call that
+        /// brings its own execution policy is left to grpc-swift. The core's own retries stay off
+        /// (they would stay on the failing connection). Default `true`.
         public var enableRetries: Bool
         /// The retry policy applied to every method when ``enableRetries`` is on.
         public var retryPolicy: CallRetryPolicy

@@ -135,6 +135,9 @@ final class CoreStream: Sendable {
     }
 
     func finish() async {
+        // A request producer that ended because the RPC was cancelled does not end the request:
+        // the server is to see the cancellation, not a half-close just before it.
+        if Task.isCancelled { return self.fail(RPCError(code: .cancelled, message: "the RPC was cancelled")) }
         let alreadyStarted: Bool = self.state.withLock { state in
             switch state.phase {
             case .pending(let metadata, let message, _):
@@ -189,6 +192,24 @@ final class CoreStream: Sendable {
         if first { self.onEnd(error) }
     }
 
+    /// The RPC is over for the transport (its closure returned, or threw `error`): the call's
+    /// end is recorded, and a call still running is cancelled.
+    func close(throwing error: (any Error)?) {
+        let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
+        let status = self.call.finishedStatus
+        if let error {
+            self.fail(cancelled)
+            self.ended(
+                status.map { $0.error ?? RPCError(transportFailure: error) } ?? RPCError(transportFailure: error)
+            )
+        } else if let status {
+            self.ended(status.error)
+        } else {
+            self.fail(cancelled)
+            self.ended(RPCError(code: .cancelled, message: "the RPC ended before its status arrived"))
+        }
+    }
+
     func fail(_ error: RPCError) {
         let waiters = self.state.withLock { state -> Resumption<StartWait> in
             switch state.phase {
@@ -229,6 +250,17 @@ struct CoreStreamWriter: ClosableRPCWriterProtocol {
 }
 
 extension RPCError {
+    /// What a transport's closure threw, as the RPC's error.
+    init(transportFailure error: any Error) {
+        if let error = error as? RPCError {
+            self = error
+        } else if error is CancellationError {
+            self = RPCError(code: .cancelled, message: "cancelled")
+        } else {
+            self = RPCError(code: .unknown, message: "\(error)", cause: error)
+        }
+    }
+
     /// How an RPC ends when its request stream fails: an `RPCError` from the request side
     /// (grpc-swift's own message size limit, say) is the RPC's outcome; any other error cancels it.
     init(requestStreamFailure error: any Error) {

@@ -28,19 +28,15 @@ extension PooledConnection {
         )
         let maxRequest = options.maxRequestMessageBytes ?? self.config.maxSendMessageSize
         let maxResponse = options.maxResponseMessageBytes ?? self.config.maxReceiveMessageSize
+        let retries = self.config.enableRetries && options.executionPolicy == nil
+        let deadline = options.timeout.map { ContinuousClock.now.advanced(by: $0) }
         guard descriptor.type == .unary else {
-            return try await self.withStreamingCall(
-                descriptor: descriptor,
-                options: coreOptions,
-                in: slot,
-                maxRequestBytes: maxRequest,
-                maxResponseBytes: maxResponse,
-                closure
-            )
+            let shape = StreamShape(descriptor: descriptor, maxRequestBytes: maxRequest, maxResponseBytes: maxResponse)
+            let retrier = retries ? self.streamRetrier(shape, options: coreOptions, deadline: deadline, retryPick) : nil
+            return try await self.withStreamingCall(shape, options: coreOptions, in: slot, retrier: retrier, closure)
         }
         var retrier: UnaryCoreStream.Retrier?
-        if self.config.enableRetries, options.executionPolicy == nil {
-            let deadline = options.timeout.map { ContinuousClock.now.advanced(by: $0) }
+        if retries {
             retrier = UnaryCoreStream.Retrier(
                 retry: CallRetry(policy: self.config.retryPolicy, deadline: deadline),
                 method: descriptor.path,
@@ -66,33 +62,90 @@ extension PooledConnection {
         }
     }
 
-    /// A streaming RPC (client, server or bidirectional) on one core call.
+    /// What every attempt of a streaming RPC is made of.
+    struct StreamShape: Sendable {
+        let descriptor: MethodDescriptor
+        let maxRequestBytes: Int?
+        let maxResponseBytes: Int?
+    }
+
+    /// A streaming RPC (client, server or bidirectional) on a core call; with a `retrier`, the
+    /// pool sends it again after a refusal (``RetryingCoreStream``).
     private func withStreamingCall<Result: Sendable>(
-        descriptor: MethodDescriptor,
+        _ shape: StreamShape,
         options: CoreCallOptions,
         in slot: CallSlot,
-        maxRequestBytes: Int?,
-        maxResponseBytes: Int?,
+        retrier: RetryingCoreStream.Retrier?,
         _ closure: (TransportStream, ClientContext) async throws -> Result
     ) async throws -> Result {
+        let (first, peer) = self.openStream(shape, options: options, in: slot)
+        let context = ClientContext(descriptor: shape.descriptor, remotePeer: peer, localPeer: "")
+        if let retrier {
+            let stream = RetryingCoreStream(first: first, retrier: retrier)
+            return try await Self.run(stream, descriptor: shape.descriptor, context: context, closure)
+        }
+        switch first {
+        case .success(let stream):
+            return try await Self.run(stream, descriptor: shape.descriptor, context: context, closure)
+        case .failure(let error):
+            // The channel closed under the pick (a swap or a drain): GRPCCore's own retry
+            // policy, if the call brings one, may pick another.
+            return try await Refusal.run(error, final: false, descriptor: shape.descriptor, peer: peer, closure)
+        }
+    }
+
+    /// Starts a call in `slot`, its end recorded on this connection as it ends; a channel that
+    /// closed under the pick fails the attempt at once. The peer is the `ClientContext`'s.
+    func openStream(
+        _ shape: StreamShape,
+        options: CoreCallOptions,
+        in slot: CallSlot
+    ) -> (stream: Result<CoreStream, RPCError>, peer: String) {
         let started = self.beginCall(in: slot)
-        let call: CoreCall
-        do {
-            call = try CoreCall.create(on: started.channel, method: descriptor.path, options: options)
+        do throws(RPCError) {
+            let call = try CoreCall.create(on: started.channel, method: shape.descriptor.path, options: options)
+            let stream = CoreStream(
+                call: call,
+                requestIsOneMessage: shape.descriptor.type == .unary || shape.descriptor.type == .serverStreaming,
+                maxRequestBytes: shape.maxRequestBytes,
+                maxResponseBytes: shape.maxResponseBytes
+            ) {
+                self.endCall(started, error: $0)
+            }
+            return (.success(stream), started.peer)
         } catch {
-            // The channel closed under the pick (a swap or a drain): a retry may pick another.
             self.endCall(started, error: error)
-            return try await Refusal.run(error, final: false, descriptor: descriptor, peer: started.peer, closure)
+            return (.failure(error), started.peer)
         }
-        let context = ClientContext(descriptor: descriptor, remotePeer: started.peer, localPeer: "")
-        let stream = CoreStream(
-            call: call,
-            requestIsOneMessage: descriptor.type == .unary || descriptor.type == .serverStreaming,
-            maxRequestBytes: maxRequestBytes,
-            maxResponseBytes: maxResponseBytes
-        ) {
-            self.endCall(started, error: $0)
-        }
+    }
+
+    /// The retries of a streaming RPC: each attempt on the slot `retryPick` finds, with the time
+    /// left before `deadline`.
+    private func streamRetrier(
+        _ shape: StreamShape,
+        options: CoreCallOptions,
+        deadline: ContinuousClock.Instant?,
+        _ retryPick: @escaping RetryPick
+    ) -> RetryingCoreStream.Retrier {
+        RetryingCoreStream.Retrier(
+            retry: CallRetry(policy: self.config.retryPolicy, deadline: deadline),
+            pick: retryPick,
+            open: { slot, timeout in
+                var options = options
+                options.timeout = timeout
+                return slot.connection.openStream(shape, options: options, in: slot).stream
+            },
+            clock: self.clock
+        )
+    }
+
+    /// Runs the transport's closure on `stream`; the RPC's end is recorded as it returns or throws.
+    private static func run<Stream: TransportCoreStream, Result: Sendable>(
+        _ stream: Stream,
+        descriptor: MethodDescriptor,
+        context: ClientContext,
+        _ closure: (TransportStream, ClientContext) async throws -> Result
+    ) async throws -> Result {
         let cancelled = RPCError(code: .cancelled, message: "the RPC was cancelled")
         do {
             let result = try await withTaskCancellationHandler {
@@ -100,25 +153,12 @@ extension PooledConnection {
             } onCancel: {
                 stream.fail(cancelled)
             }
-            if let status = call.finishedStatus {
-                stream.ended(status.error)
-            } else {
-                stream.fail(cancelled)
-                stream.ended(RPCError(code: .cancelled, message: "the RPC ended before its status arrived"))
-            }
+            stream.close(throwing: nil)
             return result
         } catch {
-            stream.fail(cancelled)
-            let status = call.finishedStatus
-            stream.ended(status.map { $0.error ?? Self.rpcError(error) } ?? Self.rpcError(error))
+            stream.close(throwing: error)
             throw error
         }
-    }
-
-    static func rpcError(_ error: any Error) -> RPCError {
-        if let error = error as? RPCError { return error }
-        if error is CancellationError { return RPCError(code: .cancelled, message: "cancelled") }
-        return RPCError(code: .unknown, message: "\(error)", cause: error)
     }
 }
 
@@ -148,47 +188,23 @@ extension ChannelOptions.Compression {
     }
 }
 
-/// What GRPCCore applies to a service's methods: the message limits, `defaultCallTimeout`, and, with `enableRetries`,
-/// the retry policy for the streaming kinds (GRPCCore buffers their requests for replay, each
-/// attempt picking a connection again). Unary methods get no execution policy: the pool's
-/// transports retry them themselves (``CallRetry``). Each transport builds them once: GRPCCore
-/// asks on every RPC.
+/// What GRPCCore applies to a service's methods: the message limits and `defaultCallTimeout`.
+/// No execution policy: with `enableRetries` the pool's transports retry every kind of RPC
+/// themselves (``CallRetry``; ``RetryingCoreStream`` for the streaming kinds), each attempt
+/// picking a connection again. Built once: GRPCCore asks on every RPC.
 struct TransportMethodConfigs: Sendable {
-    let unary: MethodConfig
-    let streaming: MethodConfig
+    let all: MethodConfig
 
     init(_ config: PoolManager.ServiceConfig) {
-        var executionPolicy: RPCExecutionPolicy?
-        if config.enableRetries {
-            let policy = config.retryPolicy
-            executionPolicy = .retry(
-                RetryPolicy(
-                    maxAttempts: policy.maxAttempts,
-                    initialBackoff: policy.initialBackoff,
-                    maxBackoff: policy.maxBackoff,
-                    backoffMultiplier: policy.backoffMultiplier,
-                    retryableStatusCodes: Set(policy.retryableStatusCodes.compactMap(Status.Code.init(name:)))
-                )
-            )
-        }
-        self.unary = MethodConfig(
+        self.all = MethodConfig(
             names: [],
             timeout: config.defaultCallTimeout,
             maxRequestMessageBytes: config.maxSendMessageSize,
             maxResponseMessageBytes: config.maxReceiveMessageSize
         )
-        self.streaming = MethodConfig(
-            names: [],
-            timeout: config.defaultCallTimeout,
-            maxRequestMessageBytes: config.maxSendMessageSize,
-            maxResponseMessageBytes: config.maxReceiveMessageSize,
-            executionPolicy: executionPolicy
-        )
     }
 
-    func config(for descriptor: MethodDescriptor) -> MethodConfig {
-        descriptor.type == .unary ? self.unary : self.streaming
-    }
+    func config(for descriptor: MethodDescriptor) -> MethodConfig { self.all }
 }
 
 extension Status.Code {

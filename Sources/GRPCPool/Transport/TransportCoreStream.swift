@@ -13,6 +13,9 @@ protocol TransportCoreStream: AnyObject, Sendable {
     var writer: Writer { get }
     /// Ends the call with `error`, now.
     func fail(_ error: RPCError)
+    /// The RPC is over for the transport (its closure returned, or threw `error`): the end of
+    /// the call still running is recorded.
+    func close(throwing error: (any Error)?)
 }
 
 extension TransportCoreStream {
@@ -27,6 +30,8 @@ extension TransportCoreStream {
 
 extension UnaryCoreStream: TransportCoreStream {
     var writer: UnaryCoreStreamWriter { UnaryCoreStreamWriter(stream: self) }
+
+    func close(throwing _: (any Error)?) { self.close() }
 }
 
 extension CoreStream: TransportCoreStream {

@@ -16,6 +16,9 @@ protocol Backend: Sendable {
     var target: String { get }
     /// Stops it at once: its connections go away.
     func halt() async
+    /// RPCs the server saw cancelled by the client (for the NIO server also delayed echoes; for
+    /// both, `bench.Echo/Stream` calls cancelled mid-stream).
+    var cancelledRPCs: Int { get }
 }
 
 extension DemoServer: Backend {

@@ -65,6 +65,11 @@ final class CoreServer: @unchecked Sendable {
         self.port = port
     }
 
+    /// `bench.Echo/Stream` calls the client cancelled mid-stream, as the running server saw them.
+    var cancelledRPCs: Int {
+        self.process?.outputSoFar.split(separator: "\n").count { $0 == "CANCELLED bench.Echo/Stream" } ?? 0
+    }
+
     /// Kills the server at once (its connections are reset); ``start()`` and ``halt()`` wait
     /// for the process to end.
     func stop() {
