@@ -189,7 +189,7 @@ struct ServiceConfigValidationTests {
         try config.validate()
     }
 
-    @Test("Every kind of method is retried by the pool itself: GRPCCore gets no execution policy; the core's retries stay off")
+    @Test("Every kind of method is retried by the pool itself: no execution policy for GRPCCore, no core retries")
     func retriesByKind() throws {
         let config = Config(host: "localhost", port: 443)
         let configs = TransportMethodConfigs(config)
