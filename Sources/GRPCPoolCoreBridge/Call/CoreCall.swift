@@ -32,8 +32,10 @@ package final class CoreCall: Sendable {
         var initialMetadata: Metadata?
         var status: CallStatus?
         var statusWaiters = WaiterQueue<CallStatus>()
-        /// A SEND_MESSAGE is in flight (the start batch's or a ``send(_:)``'s): the core refuses
-        /// a second one (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS) until it completes.
+        /// A SEND_MESSAGE or the half-close is in flight (the start batch's, a ``send(_:)``'s or
+        /// ``closeSend()``'s): the next waits for its completion (the core refuses a second
+        /// SEND_MESSAGE with GRPC_CALL_ERROR_TOO_MANY_OPERATIONS, and the half-close follows the
+        /// messages).
         var sending = false
         /// Senders waiting for the one in flight; each is handed the in-flight mark (`true`).
         var senders = WaiterQueue<Bool>()
@@ -151,27 +153,60 @@ package final class CoreCall: Sendable {
         }
     }
 
-    /// Sends one message, after the one before it (the start batch's included) has gone.
+    /// Sends one message once the one before it (the start batch's included) has gone. It
+    /// returns as soon as the core has the message: the next message, or the half-close, waits
+    /// for this one's completion, so at most one is in flight (the back-pressure the core's flow
+    /// control gives) and no task is woken for a completion nobody waits for.
     ///
-    /// - Returns: `false` when the call is already over (its status says why).
+    /// - Returns: `false` when the call is already over (its status says why) or the task was
+    ///   cancelled while waiting for its turn.
     @discardableResult
     package func send(_ message: [UInt8]) async -> Bool {
         guard await self.waitToSend() else { return false }
-        defer { self.sendCompleted() }
-        let buffer = ByteBuffers.make(message)
         var op = grpc_op()
         op.op = GRPC_OP_SEND_MESSAGE
         op.flags = self.options.writeFlags(messageSize: message.count)
-        op.data.send_message.send_message = buffer
-        let ok = await self.run(op)
-        ByteBuffers.destroy(buffer)
-        return ok
+        op.data.send_message.send_message = ByteBuffers.make(message)
+        return self.startSend(op)
     }
 
-    /// Waits until no SEND_MESSAGE is in flight, and marks one as in flight; `false` when the
-    /// task is cancelled first.
+    /// Half-closes the call once the message in flight has gone: the server sees the end of the
+    /// request stream. Returns as soon as the core has it.
+    @discardableResult
+    package func closeSend() async -> Bool {
+        guard await self.waitToSend() else { return false }
+        var op = grpc_op()
+        op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT
+        return self.startSend(op)
+    }
+
+    /// Starts `op` (the sender holds the in-flight mark); its completion passes the mark on.
+    private func startSend(_ op: grpc_op) -> Bool {
+        let buffer = op.op == GRPC_OP_SEND_MESSAGE ? op.data.send_message.send_message : nil
+        let rc = withUnsafePointer(to: op) { op in
+            self.handle.startBatch(UnsafeBufferPointer(start: op, count: 1)) { _ in
+                if let buffer { ByteBuffers.destroy(buffer) }
+                self.sendCompleted()
+            }
+        }
+        guard rc == GRPC_CALL_OK else {
+            if let buffer { ByteBuffers.destroy(buffer) }
+            self.sendCompleted()
+            return false
+        }
+        return self.finishedStatus == nil
+    }
+
+    /// Waits until no send is in flight, and marks one as in flight; `false` when the task is
+    /// cancelled first. Without a send in flight it takes the mark without suspending.
     private func waitToSend() async -> Bool {
-        await self.state.wait(
+        let marked: Bool = self.state.withLock { state in
+            guard !state.sending else { return false }
+            state.sending = true
+            return true
+        }
+        if marked { return true }
+        return await self.state.wait(
             in: \.senders,
             until: { state in
                 guard !state.sending else { return nil }
@@ -182,7 +217,7 @@ package final class CoreCall: Sendable {
         )
     }
 
-    /// The SEND_MESSAGE in flight has completed: the oldest waiting sender goes (it inherits the
+    /// The send in flight has completed: the oldest waiting sender goes (it inherits the
     /// in-flight mark), or none is in flight.
     private func sendCompleted() {
         let next = self.state.withLock { state in
@@ -190,14 +225,6 @@ package final class CoreCall: Sendable {
             return state.senders.removeFirst()
         }
         next.resume(returning: true)
-    }
-
-    /// Half-closes the call: the server sees the end of the request stream.
-    @discardableResult
-    package func closeSend() async -> Bool {
-        var op = grpc_op()
-        op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT
-        return await self.run(op)
     }
 
     /// Receives the next message, or `nil` at the end of the response stream.
