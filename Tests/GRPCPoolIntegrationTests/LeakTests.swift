@@ -38,6 +38,39 @@ extension IsolatedTests {
             try await Self.expectCoreReleased()
         }
 
+        @Test(
+            "Streams ended every way (completed, cancelled, ended by the server, past their deadline, refused and retried): nothing left"
+        )
+        func streamsEndedEveryWay() async throws {
+            try await withCoreServer { server in
+                let endpoint = try #require(PoolManager.Endpoint(parsing: server.target))
+                var config = PoolManager.ServiceConfig(host: endpoint.host, port: endpoint.port, poolSize: 2)
+                config.retryPolicy.initialBackoff = .milliseconds(10)
+                let manager = try PoolManager(services: ["echo": config])
+                try await withThrowingDiscardingTaskGroup { group in
+                    group.addTask { try await manager.run() }
+                    let client = try manager.client(for: "echo")
+                    #expect(try await client.echoMessages([[1], [2]]) == [[1], [2]])
+                    // Cancelled mid-stream.
+                    let open = OpenStream(client: client)
+                    #expect(try await open.send([3]) == [3])
+                    open.cancel()
+                    await #expect(throws: (any Error).self) { try await open.end() }
+                    // Ended by the server with the request still open; past its deadline.
+                    let limited = OpenStream(client: client, metadata: ["echo-limit": "1"])
+                    #expect(try await limited.send([4]) == [4])
+                    #expect(try await limited.result() == [[4]])
+                    let late = OpenStream(client: client, timeout: .milliseconds(300))
+                    await #expect(throws: RPCError.self) { try await late.result() }
+                    // Refused on every attempt (three, on the default policy).
+                    let refused = OpenStream(client: client, metadata: ["echo-status": "14"])
+                    await #expect(throws: RPCError.self) { try await refused.end() }
+                    manager.beginGracefulShutdown()
+                }
+            }
+            try await Self.expectCoreReleased()
+        }
+
         /// The README's "Basic setup" and "Making gRPC calls", as they stand there.
         static func readmeUsage(port: Int) async throws {
             let audio = Data(count: 3200)

@@ -397,7 +397,7 @@ final class OpenStream: Sendable {
     private let echoes: AsyncStream<[UInt8]>
     private let rpc: Task<[[UInt8]], any Error>
 
-    init(client: GRPCClient<some ClientTransport>, timeout: Duration = .seconds(60)) {
+    init(client: GRPCClient<some ClientTransport>, metadata: Metadata = [:], timeout: Duration = .seconds(60)) {
         let (requests, messages) = AsyncStream.makeStream(of: [UInt8].self)
         let (echoes, echo) = AsyncStream.makeStream(of: [UInt8].self)
         self.messages = messages
@@ -407,7 +407,7 @@ final class OpenStream: Sendable {
         self.rpc = Task {
             defer { echo.finish() }
             return try await client.bidirectionalStreaming(
-                request: StreamingClientRequest(of: [UInt8].self) { writer in
+                request: StreamingClientRequest(of: [UInt8].self, metadata: metadata) { writer in
                     for await message in requests { try await writer.write(message) }
                 },
                 descriptor: StreamTests.stream,
@@ -436,6 +436,16 @@ final class OpenStream: Sendable {
     func end() async throws -> [[UInt8]] {
         self.messages.finish()
         return try await self.rpc.value
+    }
+
+    /// Every reply, or the RPC's error, with the request left open.
+    func result() async throws -> [[UInt8]] {
+        try await self.rpc.value
+    }
+
+    /// Cancels the RPC's task.
+    func cancel() {
+        self.rpc.cancel()
     }
 
     deinit {
