@@ -92,7 +92,7 @@ extension CoreStream {
                     self.phase = .messages
                     return try self.checked(message)
                 case .messages:
-                    if let message = await self.stream.call.receive() {
+                    if let message = await self.stream.call.receiveNext() {
                         return try self.checked(message)
                     }
                     self.phase = .status

@@ -30,7 +30,7 @@ final class CoreStream: Sendable {
 
         /// Whether a reader waiting for the start starts the call now.
         func readerStarts(_ requestIsOneMessage: Bool) -> Bool {
-            guard case .pending(let metadata?, let message, _) = self.phase else { return false }
+            guard case .pending(.some, let message, _) = self.phase else { return false }
             return message != nil || !requestIsOneMessage
         }
 

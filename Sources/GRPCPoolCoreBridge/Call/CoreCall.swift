@@ -158,8 +158,8 @@ package final class CoreCall: Sendable {
     /// for this one's completion, so at most one is in flight (the back-pressure the core's flow
     /// control gives) and no task is woken for a completion nobody waits for.
     ///
-    /// - Returns: `false` when the call is already over (its status says why) or the task was
-    ///   cancelled while waiting for its turn.
+    /// - Returns: `false` when the core refused the batch (the call is over; its status says
+    ///   why) or the task was cancelled while waiting for its turn.
     @discardableResult
     package func send(_ message: [UInt8]) async -> Bool {
         guard await self.waitToSend() else { return false }
@@ -194,7 +194,7 @@ package final class CoreCall: Sendable {
             self.sendCompleted()
             return false
         }
-        return self.finishedStatus == nil
+        return true
     }
 
     /// Waits until no send is in flight, and marks one as in flight; `false` when the task is
@@ -229,18 +229,25 @@ package final class CoreCall: Sendable {
 
     /// Receives the next message, or `nil` at the end of the response stream.
     package func receive() async -> [UInt8]? {
+        guard self.claimInitialMetadata() else { return await self.receiveNext() }
+        return await self.receiveMessage { _ = await self.receiveInitialMetadata(along: $0) }
+    }
+
+    /// Receives the next message after the first ``receive()`` or ``initialMetadata()``, which
+    /// asked for the initial metadata: one batch, no lock of the call's.
+    package func receiveNext() async -> [UInt8]? {
+        await self.receiveMessage { _ = await self.run($0) }
+    }
+
+    /// Runs RECV_MESSAGE through `run`; the message, or `nil` at the end of the response stream.
+    private func receiveMessage(_ run: (grpc_op) async -> Void) async -> [UInt8]? {
         let slot = UnsafeMutablePointer<UnsafeMutablePointer<grpc_byte_buffer>?>.allocate(capacity: 1)
         slot.initialize(to: nil)
         defer { slot.deallocate() }
         var message = grpc_op()
         message.op = GRPC_OP_RECV_MESSAGE
         message.data.recv_message.recv_message = slot
-
-        if self.claimInitialMetadata() {
-            _ = await self.receiveInitialMetadata(along: message)
-        } else {
-            _ = await self.run(message)
-        }
+        await run(message)
         return slot.pointee.map(ByteBuffers.take)
     }
 
