@@ -122,6 +122,56 @@ struct StreamTests {
         }
     }
 
+    @Test(
+        "A server that does not read holds the writer back: writes suspend within a bound, then every message goes through",
+        arguments: Stack.allCases
+    )
+    func backPressure(stack: Stack) async throws {
+        try await withBackend(stack) { server in
+            let config = testConfig([server.target], poolSize: 1) { $0.compression = false }
+            try await withPoolManager(["echo": config]) { manager in
+                let client = try manager.client(for: "echo")
+                let message = [UInt8](repeating: 7, count: 64 << 10)
+                let total = 1024  // 64 MiB
+                let written = Mutex(0)
+                var options = CallOptions.defaults
+                options.timeout = .seconds(60)
+                // The server reads nothing for its first 3 s.
+                let rpc = Task {
+                    try await client.bidirectionalStreaming(
+                        request: StreamingClientRequest(of: [UInt8].self, metadata: ["echo-delay-ms": "3000"]) {
+                            writer in
+                            for _ in 0..<total {
+                                try await writer.write(message)
+                                written.withLock { $0 += 1 }
+                            }
+                        },
+                        descriptor: Self.stream,
+                        serializer: RawBytesSerializer(),
+                        deserializer: RawBytesDeserializer(),
+                        options: options
+                    ) { response in
+                        var bytes = 0
+                        for try await echo in response.messages { bytes += echo.count }
+                        return bytes
+                    }
+                }
+                #expect(await poll { written.withLock { $0 } > 0 })
+                // Within the server's pause: the writer has stopped well short of the whole request.
+                try await Task.sleep(for: .seconds(1))
+                let early = written.withLock { $0 }
+                // The flow-control windows (up to 4 MiB once the core's BDP probing has grown them;
+                // 0.7 MiB against the NIO server and 4 MiB against grpcio here) and the sockets'
+                // buffers: the README's bound is 10 MiB.
+                #expect(
+                    early * message.count <= 10 << 20,
+                    "\(early) of \(total) messages written while the server read nothing"
+                )
+                #expect(try await rpc.value == total * message.count)
+            }
+        }
+    }
+
     @Test("A refused stream is sent again, the same request in order, and answered on the retry")
     func refusedStreamRetried() async throws {
         try await withDemoServer { server in
