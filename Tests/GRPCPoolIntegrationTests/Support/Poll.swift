@@ -37,3 +37,11 @@ func value<Success: Sendable>(of task: Task<Success, Never>, timeLimit: Duration
 func processThreadCount() -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
 }
+
+/// This process's resident set size (VmRSS of /proc/self/status), in MiB.
+func residentMiB() -> Double {
+    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+    let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+    let kB = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
+    return kB / 1024
+}
