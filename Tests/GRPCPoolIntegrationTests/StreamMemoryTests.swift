@@ -8,7 +8,9 @@ extension IsolatedTests {
     /// The process's resident size is the measure, so this runs where no other test allocates.
     @Suite("Memory of a long stream")
     struct StreamMemoryTests {
-        @Test("1 GiB through one bidi stream (1 MiB messages each way, C-core server): resident size flat within 10 MiB")
+        @Test(
+            "1 GiB through one bidi stream (1 MiB messages each way, C-core server): resident size flat within 10 MiB"
+        )
         func gibibyteThroughOneStream() async throws {
             try await withCoreServer { server in
                 let config = testConfig([server.target], poolSize: 1) { $0.compression = false }

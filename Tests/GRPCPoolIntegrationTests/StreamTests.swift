@@ -172,6 +172,33 @@ struct StreamTests {
         }
     }
 
+    @Test(
+        "1 MiB messages each way: the client's flow-control windows are past HTTP/2's 65,535 bytes from its first frames",
+        arguments: Stack.allCases
+    )
+    func flowControlWindows(stack: Stack) async throws {
+        try await withBackend(stack) { server in
+            let port = Int(server.target.split(separator: ":").last!)!
+            let config = testConfig([server.target], poolSize: 1) { $0.compression = false }
+            let windows = try await AnnouncedWindows.capture(toPort: port) {
+                try await withPoolManager(["echo": config]) { manager in
+                    let client = try manager.client(for: "echo")
+                    let message = [UInt8](repeating: 5, count: 1 << 20)
+                    let replies = try await client.echoMessages(
+                        Array(repeating: message, count: 32),
+                        timeout: .seconds(60)
+                    )
+                    #expect(replies.count == 32 && replies.allSatisfy { $0 == message })
+                }
+            }
+            // libgrpc 1.51 announces 4 MiB at once (SETTINGS_INITIAL_WINDOW_SIZE 4,194,303 for a
+            // stream, a first connection WINDOW_UPDATE of 4,128,768), so a 1 MiB message never
+            // waits on HTTP/2's 64 KiB default.
+            #expect((windows.initialWindowSizes.first ?? 0) > 65_535, "\(windows.initialWindowSizes)")
+            #expect((windows.connectionIncrements.first ?? 0) > 65_535, "\(windows.connectionIncrements)")
+        }
+    }
+
     @Test("A refused stream is sent again, the same request in order, and answered on the retry")
     func refusedStreamRetried() async throws {
         try await withDemoServer { server in

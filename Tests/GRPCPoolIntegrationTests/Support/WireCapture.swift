@@ -86,3 +86,79 @@ extension WireMessage {
         return zip(flags, lengths).map { WireMessage(compressed: $0 == 1, length: $1) }
     }
 }
+
+/// The flow-control window a client announced on a connection to `port`: what tshark's HTTP/2
+/// dissector reads from the client's SETTINGS (SETTINGS_INITIAL_WINDOW_SIZE, a new stream's
+/// window) and WINDOW_UPDATE frames on stream 0 (the connection's window, from HTTP/2's initial
+/// 65,535 bytes), captured while `body` runs.
+struct AnnouncedWindows: Sendable {
+    /// Every SETTINGS_INITIAL_WINDOW_SIZE the client sent, in order.
+    var initialWindowSizes: [Int] = []
+    /// The increments of the client's WINDOW_UPDATEs on stream 0 (the connection), in order. One
+    /// over 65,535 gives more credit than HTTP/2's initial connection window holds: the window
+    /// has grown.
+    var connectionIncrements: [Int] = []
+
+    static func capture(
+        toPort port: Int,
+        timeLimit: Duration = .seconds(60),
+        during body: () async throws -> Void
+    ) async throws -> AnnouncedWindows {
+        let process = try ChildProcess(
+            "/usr/bin/tshark",
+            [
+                "-i", "lo", "-f", "tcp port \(port)", "-a", "duration:\(timeLimit.components.seconds)", "-l", "-n",
+                "-d", "tcp.port==\(port),http2", "-Y", "(http2.type == 4 || http2.type == 8) && tcp.dstport == \(port)",
+                "-T", "fields", "-E", "occurrence=a", "-e", "http2.type", "-e", "http2.streamid",
+                "-e", "http2.settings.initial_window_size", "-e", "http2.window_update.window_size_increment",
+            ],
+            output: .capture,
+            errors: .capture
+        )
+        var lines = process.lines().makeAsyncIterator()
+        var seen: [String] = []
+        while let line = await lines.next() {
+            seen.append(line)
+            if line.contains("Capture started") { break }
+        }
+        guard seen.last?.contains("Capture started") == true else {
+            process.send(SIGINT)
+            await process.exit()
+            throw CaptureError(lines: seen)
+        }
+        do {
+            try await body()
+        } catch {
+            process.send(SIGINT)
+            await process.exit()
+            throw error
+        }
+        process.send(SIGINT)
+        let output = await process.output(timeLimit: .seconds(20))
+        var windows = AnnouncedWindows()
+        for line in output.split(separator: "\n") {
+            windows.add(line)
+        }
+        return windows
+    }
+
+    /// One tshark line: `types<TAB>stream ids<TAB>initial window sizes<TAB>increments`, the
+    /// lists comma-separated when a packet carries several frames.
+    private mutating func add(_ line: Substring) {
+        let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map {
+            $0.split(separator: ",").compactMap { Int($0) }
+        }
+        guard fields.count == 4 else { return }
+        self.initialWindowSizes += fields[2]
+        // Stream ids come one per frame, increments one per WINDOW_UPDATE, both in frame order.
+        let updates = zip(fields[0], fields[1]).filter { $0.0 == 8 }.map(\.1)
+        for (stream, increment) in zip(updates, fields[3]) where stream == 0 {
+            self.connectionIncrements.append(increment)
+        }
+    }
+
+    struct CaptureError: Error, CustomStringConvertible {
+        var lines: [String]
+        var description: String { "tshark did not start capturing: \(self.lines)" }
+    }
+}
