@@ -50,6 +50,9 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Only the defaults-against-tuned rows, against the NIO and the grpcio server.")
     var onlyDefaults = false
 
+    @Flag(help: "Only the streaming rows (bidi at c = 1/16/64, server and client streaming, 1 MiB bidi) and the unary rows they are compared with.")
+    var onlyStreams = false
+
     @Option(help: "The Python with grpcio, for the grpcio (C-core) server's rows.")
     var grpcioPython = ".build-venv/bin/python"
 
@@ -138,9 +141,15 @@ struct Bench: AsyncParsableCommand {
             try await self.defaultsSections(session)
             return try session.report()
         }
+        if self.onlyStreams {
+            for level in [1, 16, 64] { try await session.unaryRows(concurrency: level) }
+            try await session.streamingRows()
+            return try session.report()
+        }
         if !self.onlyPool && !self.onlyOutcomes {
             for level in self.levels { try await session.unaryRows(concurrency: level) }
             try await session.largeAndStreamingRows()
+            try await session.streamingRows()
             try await self.defaultsSections(session)
         }
         if !self.onlyOutcomes {

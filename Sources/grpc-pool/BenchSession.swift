@@ -11,6 +11,9 @@ final class BenchSession {
     let clients: BenchClients
     private(set) var rows: [[String: Any]] = []
     var ratios: [String: Double] = [:]
+    /// The pool stub's client CPU per unary 32 B call at each concurrency (µs): what a stream's
+    /// message round trip is compared with.
+    var poolUnaryCPU: [Int: Double] = [:]
     let small = [UInt8](repeating: 7, count: 32)
 
     init(options: Bench, server: ServerProcess, clients: BenchClients) {
@@ -111,6 +114,7 @@ final class BenchSession {
             try await clients.coreChannel(small)
         }
         let e = await self.measureCeiling("unary 32 B", payload: small, concurrency: level)
+        self.poolUnaryCPU[level] = (a1.cpuPerCall + a2.cpuPerCall) / 2
         self.ratios["pool_vs_nio_qps_c\(level)"] = (a1.qps + a2.qps) / (c1.qps + c2.qps)
         self.ratios["pool_vs_nio_cpu_c\(level)"] = (a1.cpuPerCall + a2.cpuPerCall) / (c1.cpuPerCall + c2.cpuPerCall)
         self.ratios["pool_vs_nio_p50_c\(level)"] = (a1.p50 + a2.p50) / (c1.p50 + c2.p50)

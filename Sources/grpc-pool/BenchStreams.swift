@@ -1,0 +1,101 @@
+import DemoServices
+import Foundation
+import GRPCCore
+import GRPCPool
+
+/// The streaming rows: the pool's streams against grpc-swift-2's NIO client on the same server,
+/// tuned, A B per row, and their ratios (per message, against the pool's own unary call at the
+/// same concurrency where a stream replaces calls).
+extension BenchSession {
+    func streamingRows() async throws {
+        let (clients, small) = (self.clients, self.small)
+        for level in [1, 16, 64] {
+            let pool = try await self.measure("(a) pool stub", "bidi 10×32 B", concurrency: level) {
+                try await clients.poolPingPong(small)
+            }
+            let nio = try await self.measure("(c) NIO client", "bidi 10×32 B", concurrency: level) {
+                try await clients.nioPingPong(small)
+            }
+            // Client CPU per message round trip (a stream is 10 of them).
+            self.ratios["bidi_msg_vs_nio_msg_cpu_c\(level)"] = pool.cpuPerCall / nio.cpuPerCall
+            if let unary = self.poolUnaryCPU[level] {
+                self.ratios["bidi_msg_vs_pool_unary_cpu_c\(level)"] = pool.cpuPerCall / 10 / unary
+            }
+        }
+        let messages = 10_000
+        let down = try await self.measure("(a) pool stub", "server stream 10k×32 B", concurrency: 1) {
+            try await clients.serverStream(clients.poolClient(), small, count: messages)
+        }
+        let downNIO = try await self.measure("(c) NIO client", "server stream 10k×32 B", concurrency: 1) {
+            try await clients.serverStream(clients.nioClient(), small, count: messages)
+        }
+        self.ratios["server_stream_pool_vs_nio_msgs"] = down.qps / downNIO.qps
+        self.ratios["server_stream_pool_vs_nio_cpu"] = down.cpuPerCall / downNIO.cpuPerCall
+        let up = try await self.measure("(a) pool stub", "client stream 10k×32 B", concurrency: 1) {
+            try await clients.clientStream(clients.poolClient(), small, count: messages)
+        }
+        let upNIO = try await self.measure("(c) NIO client", "client stream 10k×32 B", concurrency: 1) {
+            try await clients.clientStream(clients.nioClient(), small, count: messages)
+        }
+        self.ratios["client_stream_pool_vs_nio_msgs"] = up.qps / upNIO.qps
+        self.ratios["client_stream_pool_vs_nio_cpu"] = up.cpuPerCall / upNIO.cpuPerCall
+        let mebibyte = [UInt8](repeating: 9, count: 1 << 20)
+        let large = try await self.measure("(a) pool stub", "bidi 10×1 MiB", concurrency: 1) {
+            try await clients.poolPingPong(mebibyte)
+        }
+        let largeNIO = try await self.measure("(c) NIO client", "bidi 10×1 MiB", concurrency: 1) {
+            try await clients.nioPingPong(mebibyte)
+        }
+        self.ratios["bidi_1mib_pool_vs_nio_mbps"] = large.qps / largeNIO.qps
+        self.say(
+            String(
+                format: "  1 MiB ping-pong: pool %.0f MB/s, NIO %.0f MB/s each way",
+                large.qps * 10 * 1.048576,
+                largeNIO.qps * 10 * 1.048576
+            )
+        )
+    }
+}
+
+extension BenchClients {
+    static let serverStream = MethodDescriptor(
+        fullyQualifiedService: "bench.Echo",
+        method: "ServerStream",
+        type: .serverStreaming
+    )
+    static let clientStream = MethodDescriptor(
+        fullyQualifiedService: "bench.Echo",
+        method: "ClientStream",
+        type: .clientStreaming
+    )
+
+    /// One server-streaming call: `payload` up, `count` copies of it down.
+    func serverStream<T: ClientTransport>(_ client: GRPCClient<T>, _ payload: [UInt8], count: Int) async throws {
+        let received = try await client.serverStreaming(
+            request: ClientRequest(message: payload, metadata: ["echo-repeat": "\(count)"]),
+            descriptor: Self.serverStream,
+            serializer: RawBytesSerializer(),
+            deserializer: RawBytesDeserializer(),
+            options: .defaults
+        ) { response in
+            var received = 0
+            for try await _ in response.messages { received += 1 }
+            return received
+        }
+        guard received == count else { throw RPCError(code: .dataLoss, message: "\(received) of \(count) messages") }
+    }
+
+    /// One client-streaming call: `count` copies of `payload` up, their concatenation down.
+    func clientStream<T: ClientTransport>(_ client: GRPCClient<T>, _ payload: [UInt8], count: Int) async throws {
+        let reply = try await client.clientStreaming(
+            request: StreamingClientRequest(of: [UInt8].self) { writer in
+                for _ in 0..<count { try await writer.write(payload) }
+            },
+            descriptor: Self.clientStream,
+            serializer: RawBytesSerializer(),
+            deserializer: RawBytesDeserializer(),
+            options: .defaults
+        ) { try $0.message }
+        guard reply.count == count * payload.count else { throw RPCError(code: .dataLoss, message: "short reply") }
+    }
+}
