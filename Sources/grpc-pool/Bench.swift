@@ -50,7 +50,10 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Only the defaults-against-tuned rows, against the NIO and the grpcio server.")
     var onlyDefaults = false
 
-    @Flag(help: "Only the streaming rows (bidi at c = 1/16/64, server and client streaming, 1 MiB bidi) and the unary rows they are compared with.")
+    @Flag(
+        help:
+            "Only the streaming rows (bidi at c = 1/16/64, server and client streaming, 1 MiB bidi) and the unary rows they are compared with."
+    )
     var onlyStreams = false
 
     @Option(help: "The Python with grpcio, for the grpcio (C-core) server's rows.")

@@ -39,6 +39,10 @@ package final class CoreCall: Sendable {
         var sending = false
         /// Senders waiting for the one in flight; each is handed the in-flight mark (`true`).
         var senders = WaiterQueue<Bool>()
+        /// The response messages received ahead of the reader (``receiveNext()``).
+        var inbox = Inbox()
+        /// The reader waiting for the next message.
+        var readers = WaiterQueue<Inbox.Delivery>()
     }
 
     private init(handle: CallHandle, options: CoreCallOptions, method: String, deadline: gpr_timespec) {
@@ -228,27 +232,24 @@ package final class CoreCall: Sendable {
     }
 
     /// Receives the next message, or `nil` at the end of the response stream.
+    /// The first message comes with the initial metadata, in one batch, unless
+    /// ``initialMetadata()`` came first; the next ones through ``receiveNext()``, which reads ahead.
     package func receive() async -> [UInt8]? {
         guard self.claimInitialMetadata() else { return await self.receiveNext() }
-        return await self.receiveMessage { _ = await self.receiveInitialMetadata(along: $0) }
-    }
-
-    /// Receives the next message after the first ``receive()`` or ``initialMetadata()``, which
-    /// asked for the initial metadata: one batch, no lock of the call's.
-    package func receiveNext() async -> [UInt8]? {
-        await self.receiveMessage { _ = await self.run($0) }
-    }
-
-    /// Runs RECV_MESSAGE through `run`; the message, or `nil` at the end of the response stream.
-    private func receiveMessage(_ run: (grpc_op) async -> Void) async -> [UInt8]? {
         let slot = UnsafeMutablePointer<UnsafeMutablePointer<grpc_byte_buffer>?>.allocate(capacity: 1)
         slot.initialize(to: nil)
         defer { slot.deallocate() }
         var message = grpc_op()
         message.op = GRPC_OP_RECV_MESSAGE
         message.data.recv_message.recv_message = slot
-        await run(message)
-        return slot.pointee.map(ByteBuffers.take)
+        _ = await self.receiveInitialMetadata(along: message)
+        let first = slot.pointee.map(ByteBuffers.take)
+        if first == nil {
+            self.state.withLock { $0.inbox.ended = true }
+        } else {
+            self.readAhead()
+        }
+        return first
     }
 
     /// The server's initial metadata (empty if the call ended without any).

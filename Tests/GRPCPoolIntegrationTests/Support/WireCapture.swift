@@ -107,8 +107,11 @@ struct AnnouncedWindows: Sendable {
         let process = try ChildProcess(
             "/usr/bin/tshark",
             [
-                "-i", "lo", "-f", "tcp port \(port)", "-a", "duration:\(timeLimit.components.seconds)", "-l", "-n",
-                "-d", "tcp.port==\(port),http2", "-Y", "(http2.type == 4 || http2.type == 8) && tcp.dstport == \(port)",
+                // Only what the client sends: the other direction is the bulk of the bytes, which
+                // a busy machine's tshark would fall behind on.
+                "-i", "lo", "-f", "tcp dst port \(port)", "-a", "duration:\(timeLimit.components.seconds)", "-l",
+                "-n", "-d", "tcp.port==\(port),http2", "-Y",
+                "(http2.type == 4 || http2.type == 8) && tcp.dstport == \(port)",
                 "-T", "fields", "-E", "occurrence=a", "-e", "http2.type", "-e", "http2.streamid",
                 "-e", "http2.settings.initial_window_size", "-e", "http2.window_update.window_size_increment",
             ],
