@@ -154,7 +154,7 @@ struct TransportTests {
                 #expect(transport.config(forMethod: unary)?.executionPolicy == nil)
                 servers[0].failNextCalls(1000, with: .init(code: .unavailable, message: "try again"))
                 for _ in 0..<10 {
-                    #expect(try await client.echo([1, 2, 3], timeout: .seconds(5)) == [1, 2, 3])
+                    #expect(try await client.echo([1, 2, 3], timeout: .seconds(20)) == [1, 2, 3])
                 }
                 // Round robin: an attempt on the failing endpoint is followed by one on the other.
                 #expect(servers[1].requestCount == 10)
@@ -178,7 +178,8 @@ struct TransportTests {
                 // that is not fails as the first did. Either way UNAVAILABLE, the server's failure,
                 // not GRPCCore's DEADLINE_EXCEEDED at the deadline.
                 let error = await #expect(throws: RPCError.self) {
-                    try await manager.client(for: "echo").echo([1], timeout: .seconds(5))
+                    // A deadline well past a loaded machine's first attempt, far below the backoff.
+                    try await manager.client(for: "echo").echo([1], timeout: .seconds(30))
                 }
                 #expect(error?.code == .unavailable, "\(String(describing: error))")
                 #expect(error?.message.contains("try again") == true)

@@ -150,7 +150,7 @@ final class CoreStream: Sendable {
             }
         }
         if alreadyStarted {
-            await self.call.closeSend()
+            self.call.closeSend()
         } else {
             self.startIfPending(closing: true)
         }

@@ -10,9 +10,10 @@ package import GRPCCore
 /// - client streaming: ``send(_:)`` many times, ``closeSend()``, ``receive()`` once, ``status()``;
 /// - bidirectional: a writer and a reader at once (send-side and receive-side batches may overlap).
 ///
-/// The core allows one SEND_MESSAGE in flight per call: ``send(_:)`` waits for the one before it
-/// (the start batch's message included). At most one ``receive()`` may be in flight. Each
-/// message is compressed or not by the call's options (``CoreCallOptions/compressionThreshold``).
+/// The core allows one SEND_MESSAGE in flight per call: ``send(_:)`` queues behind the one in
+/// flight (the start batch's message included) in the call's ``Outbox``, and the response's
+/// messages are read ahead into its ``Inbox``; one reader at a time. Each message is compressed
+/// or not by the call's options (``CoreCallOptions/compressionThreshold``).
 package final class CoreCall: Sendable {
     let handle: CallHandle
     let options: CoreCallOptions
@@ -32,12 +33,9 @@ package final class CoreCall: Sendable {
         var initialMetadata: Metadata?
         var status: CallStatus?
         var statusWaiters = WaiterQueue<CallStatus>()
-        /// A SEND_MESSAGE or the half-close is in flight (the start batch's, a ``send(_:)``'s or
-        /// ``closeSend()``'s): the next waits for its completion (the core refuses a second
-        /// SEND_MESSAGE with GRPC_CALL_ERROR_TOO_MANY_OPERATIONS, and the half-close follows the
-        /// messages).
-        var sending = false
-        /// Senders waiting for the one in flight; each is handed the in-flight mark (`true`).
+        /// The request messages written ahead of the core, and the send in flight.
+        var outbox = Outbox()
+        /// Writers waiting for room in the outbox.
         var senders = WaiterQueue<Bool>()
         /// The response messages received ahead of the reader (``receiveNext()``).
         var inbox = Inbox()
@@ -116,7 +114,7 @@ package final class CoreCall: Sendable {
             close.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT
             ops.append(close)
         }
-        if buffer != nil { self.state.withLock { $0.sending = true } }
+        if buffer != nil { self.state.withLock { $0.outbox.markSending() } }
         let rc = ops.withUnsafeBufferPointer { ops in
             self.handle.startBatch(ops) { _ in
                 withExtendedLifetime(outbound) {}
@@ -157,81 +155,6 @@ package final class CoreCall: Sendable {
         }
     }
 
-    /// Sends one message once the one before it (the start batch's included) has gone. It
-    /// returns as soon as the core has the message: the next message, or the half-close, waits
-    /// for this one's completion, so at most one is in flight (the back-pressure the core's flow
-    /// control gives) and no task is woken for a completion nobody waits for.
-    ///
-    /// - Returns: `false` when the core refused the batch (the call is over; its status says
-    ///   why) or the task was cancelled while waiting for its turn.
-    @discardableResult
-    package func send(_ message: [UInt8]) async -> Bool {
-        guard await self.waitToSend() else { return false }
-        var op = grpc_op()
-        op.op = GRPC_OP_SEND_MESSAGE
-        op.flags = self.options.writeFlags(messageSize: message.count)
-        op.data.send_message.send_message = ByteBuffers.make(message)
-        return self.startSend(op)
-    }
-
-    /// Half-closes the call once the message in flight has gone: the server sees the end of the
-    /// request stream. Returns as soon as the core has it.
-    @discardableResult
-    package func closeSend() async -> Bool {
-        guard await self.waitToSend() else { return false }
-        var op = grpc_op()
-        op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT
-        return self.startSend(op)
-    }
-
-    /// Starts `op` (the sender holds the in-flight mark); its completion passes the mark on.
-    private func startSend(_ op: grpc_op) -> Bool {
-        let buffer = op.op == GRPC_OP_SEND_MESSAGE ? op.data.send_message.send_message : nil
-        let rc = withUnsafePointer(to: op) { op in
-            self.handle.startBatch(UnsafeBufferPointer(start: op, count: 1)) { _ in
-                if let buffer { ByteBuffers.destroy(buffer) }
-                self.sendCompleted()
-            }
-        }
-        guard rc == GRPC_CALL_OK else {
-            if let buffer { ByteBuffers.destroy(buffer) }
-            self.sendCompleted()
-            return false
-        }
-        return true
-    }
-
-    /// Waits until no send is in flight, and marks one as in flight; `false` when the task is
-    /// cancelled first. Without a send in flight it takes the mark without suspending.
-    private func waitToSend() async -> Bool {
-        let marked: Bool = self.state.withLock { state in
-            guard !state.sending else { return false }
-            state.sending = true
-            return true
-        }
-        if marked { return true }
-        return await self.state.wait(
-            in: \.senders,
-            until: { state in
-                guard !state.sending else { return nil }
-                state.sending = true
-                return true
-            },
-            cancelled: false
-        )
-    }
-
-    /// The send in flight has completed: the oldest waiting sender goes (it inherits the
-    /// in-flight mark), or none is in flight.
-    private func sendCompleted() {
-        let next = self.state.withLock { state in
-            if state.senders.isEmpty { state.sending = false }
-            return state.senders.removeFirst()
-        }
-        next.resume(returning: true)
-    }
-
-    /// Receives the next message, or `nil` at the end of the response stream.
     /// The first message comes with the initial metadata, in one batch, unless
     /// ``initialMetadata()`` came first; the next ones through ``receiveNext()``, which reads ahead.
     package func receive() async -> [UInt8]? {
