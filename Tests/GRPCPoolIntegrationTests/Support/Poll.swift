@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// Waits until `condition` holds, checking every `interval`, for at most `timeLimit`.
 ///
@@ -38,8 +39,14 @@ func processThreadCount() -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
 }
 
-/// This process's resident set size (VmRSS of /proc/self/status), in MiB.
+/// This process's resident set size (VmRSS of /proc/self/status), in MiB, after glibc has given
+/// back the free pages of its arenas (`malloc_trim`): what is still in use, not what the
+/// allocator keeps cached from a burst of large messages on several threads.
 func residentMiB() -> Double {
+    // malloc_trim is glibc's (malloc.h, which Swift's Glibc module does not import).
+    if let trim = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
+        _ = unsafeBitCast(trim, to: (@convention(c) (Int) -> Int32).self)(0)
+    }
     let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
     let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
     let kB = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
