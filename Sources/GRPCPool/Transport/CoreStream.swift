@@ -227,10 +227,19 @@ final class CoreStream: Sendable {
     }
 }
 
-/// The request side of a ``CoreStream`` as GRPCCore's closable writer.
-struct CoreStreamWriter: ClosableRPCWriterProtocol {
+/// The request side of a streaming call (``CoreStream``, ``RetryingCoreStream``).
+protocol StreamRequestSide: Sendable {
+    func write(_ part: RPCRequestPart<[UInt8]>) async throws
+    func finish() async
+    func finish(throwing error: any Error)
+}
+
+extension CoreStream: StreamRequestSide {}
+
+/// The request side of a streaming call as GRPCCore's closable writer.
+struct StreamWriter<Stream: StreamRequestSide>: ClosableRPCWriterProtocol {
     typealias Element = RPCRequestPart<[UInt8]>
-    let stream: CoreStream
+    let stream: Stream
 
     func write(_ element: RPCRequestPart<[UInt8]>) async throws {
         try await self.stream.write(element)

@@ -54,6 +54,11 @@ final class RetryingCoreStream: Sendable {
         await target?.finish()
     }
 
+    /// The request producer failed: the RPC ends with its error, or is cancelled.
+    func finish(throwing error: any Error) {
+        self.fail(RPCError(requestStreamFailure: error))
+    }
+
     /// Ends the RPC with `error` now: no retry follows.
     func fail(_ error: RPCError) {
         let target = self.state.withLock { state -> CoreStream? in
@@ -199,31 +204,9 @@ struct ReplayBuffer: Sendable {
     }
 }
 
-extension RetryingCoreStream: TransportCoreStream {
-    var writer: Writer { Writer(stream: self) }
+extension RetryingCoreStream: TransportCoreStream, StreamRequestSide {
+    var writer: StreamWriter<RetryingCoreStream> { StreamWriter(stream: self) }
     var responseParts: ResponseParts { ResponseParts(stream: self) }
-
-    /// The request side, as GRPCCore's closable writer.
-    struct Writer: ClosableRPCWriterProtocol {
-        typealias Element = RPCRequestPart<[UInt8]>
-        let stream: RetryingCoreStream
-
-        func write(_ element: RPCRequestPart<[UInt8]>) async throws {
-            try await self.stream.write(element)
-        }
-
-        func write(contentsOf elements: some Sequence<RPCRequestPart<[UInt8]>>) async throws {
-            for element in elements { try await self.stream.write(element) }
-        }
-
-        func finish() async {
-            await self.stream.finish()
-        }
-
-        func finish(throwing error: any Error) async {
-            self.stream.fail(RPCError(requestStreamFailure: error))
-        }
-    }
 
     /// The response parts of the attempt the RPC commits to: a refused attempt's status is not
     /// passed on while a retry follows it.

@@ -35,5 +35,5 @@ extension UnaryCoreStream: TransportCoreStream {
 }
 
 extension CoreStream: TransportCoreStream {
-    var writer: CoreStreamWriter { CoreStreamWriter(stream: self) }
+    var writer: StreamWriter<CoreStream> { StreamWriter(stream: self) }
 }
