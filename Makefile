@@ -4,7 +4,7 @@
 # machines this project runs on; elsewhere, install them yourself and the check passes).
 
 SWIFT        ?= swift
-SYSTEM_PKGS  := libgrpc-dev libprotobuf-dev
+SYSTEM_PKGS  := libgrpc-dev libprotobuf-dev libc-ares-dev
 TEST_PKGS    := dnsmasq-base tshark
 GEN_PKGS     := protobuf-compiler
 GEN_SCRATCH  := .build-generators

@@ -36,6 +36,7 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CGRPCCore", path: "Modules/CGRPCCore"),
+        .systemLibrary(name: "CAres", path: "Modules/CAres"),
         .target(
             name: "GRPCPoolCoreBridge",
             dependencies: [
@@ -49,6 +50,7 @@ let package = Package(
             name: "GRPCPool",
             dependencies: [
                 "GRPCPoolCoreBridge",
+                "CAres",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

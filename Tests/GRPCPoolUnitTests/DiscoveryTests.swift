@@ -3,7 +3,7 @@ import Testing
 
 @testable import GRPCPool
 
-@Suite("Discovery: targets, DNS messages and the address book, no I/O")
+@Suite("Discovery: targets, SRV shares and the address book, no I/O")
 struct DiscoveryTests {
     typealias Endpoint = PoolManager.Endpoint
 
@@ -16,15 +16,23 @@ struct DiscoveryTests {
             ),
             ("ipv6:[::1]:5000,[::2]:6000", .fixed(["ipv6:[::1]:5000", "ipv6:[::2]:6000"])),
             ("unix:/run/svc.sock", .fixed(["unix:/run/svc.sock"])),
-            ("dns:///svc.local:5000", .dns(server: nil, host: "svc.local", port: 5000)),
-            ("dns:svc.local:5000", .dns(server: nil, host: "svc.local", port: 5000)),
-            ("dns:///svc.local", .dns(server: nil, host: "svc.local", port: 443)),
+            ("dns:///svc.local:5000", .dns(server: nil, name: .host("svc.local", port: 5000))),
+            ("dns:svc.local:5000", .dns(server: nil, name: .host("svc.local", port: 5000))),
+            ("dns:///svc.local", .dns(server: nil, name: .host("svc.local", port: 443))),
             (
                 "dns://127.0.0.1:5353/svc.test:7000",
-                .dns(server: .init(host: "127.0.0.1", port: 5353), host: "svc.test", port: 7000)
+                .dns(server: .init(host: "127.0.0.1", port: 5353), name: .host("svc.test", port: 7000))
             ),
-            ("dns://[::1]/svc.test:7000", .dns(server: .init(host: "::1", port: 53), host: "svc.test", port: 7000)),
-            ("dns:///[::1]:7000", .dns(server: nil, host: "::1", port: 7000)),
+            (
+                "dns://[::1]/svc.test:7000",
+                .dns(server: .init(host: "::1", port: 53), name: .host("svc.test", port: 7000))
+            ),
+            ("dns:///[::1]:7000", .dns(server: nil, name: .host("::1", port: 7000))),
+            ("dns+srv:///_grpc._tcp.svc.local", .dns(server: nil, name: .service("_grpc._tcp.svc.local"))),
+            (
+                "dns+srv://127.0.0.1:5353/_api._tcp.svc.test",
+                .dns(server: .init(host: "127.0.0.1", port: 5353), name: .service("_api._tcp.svc.test"))
+            ),
         ] as [(String, ServiceTarget)]
     )
     func parses(target: String, expected: ServiceTarget) {
@@ -36,7 +44,12 @@ struct DiscoveryTests {
         #expect(ServiceTarget(Endpoint(host: "localhost", port: 50051)) == .fixed(["localhost:50051"]))
     }
 
-    @Test("Bad dns: targets parse to nothing", arguments: ["dns:///", "dns:///svc:0", "dns:///svc:99999", "dns://x:1"])
+    @Test(
+        "Bad dns: targets parse to nothing",
+        arguments: [
+            "dns:///", "dns:///svc:0", "dns:///svc:99999", "dns://x:1", "dns+srv:///", "dns+srv:///_a._tcp.svc:80",
+        ]
+    )
     func rejects(target: String) {
         #expect(ServiceTarget(Endpoint(target: target)) == nil)
     }
@@ -45,76 +58,6 @@ struct DiscoveryTests {
     func addressText() {
         #expect(ServiceTarget.address(ip: "10.0.0.1", port: 80) == "ipv4:10.0.0.1:80")
         #expect(ServiceTarget.address(ip: "fd00::1", port: 80) == "ipv6:[fd00::1]:80")
-    }
-
-    // MARK: - DNS messages
-
-    @Test("A query names the host in labels, asks for recursion, one question, and 4096-byte UDP answers")
-    func query() throws {
-        let bytes = try DNSMessage.query(id: 0x1234, name: "svc.test", type: .a)
-        #expect(
-            bytes == [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1, 3] + Array("svc".utf8) + [4] + Array("test".utf8)
-                + [0, 0, 1, 0, 1] + [0, 0, 41, 0x10, 0x00, 0, 0, 0, 0, 0, 0]
-        )
-    }
-
-    @Test("A truncated answer to our query is seen as one; others are not")
-    func truncated() {
-        var answer = Self.answer(id: 5, records: [(1, [10, 0, 0, 1])])
-        #expect(!DNSMessage.isTruncated(answer, id: 5))
-        answer[2] |= 0x02
-        #expect(DNSMessage.isTruncated(answer, id: 5))
-        #expect(!DNSMessage.isTruncated(answer, id: 6), "another query's answer")
-        var query = try! DNSMessage.query(id: 5, name: "svc.test", type: .a)
-        query[2] |= 0x02
-        #expect(!DNSMessage.isTruncated(query, id: 5), "a query, not an answer")
-        #expect(!DNSMessage.isTruncated([0, 5], id: 5), "too short")
-    }
-
-    /// An answer as a server writes it: the question, then records whose names point back at it.
-    static func answer(id: UInt16, code: UInt8 = 0, records: [(type: UInt16, data: [UInt8])]) -> [UInt8] {
-        var bytes: [UInt8] = [
-            UInt8(id >> 8), UInt8(id & 0xff), 0x81, 0x80 | code, 0, 1, 0, UInt8(records.count), 0, 0, 0, 0,
-        ]
-        bytes += [3] + Array("svc".utf8) + [4] + Array("test".utf8) + [0, 0, 1, 0, 1]
-        for record in records {
-            bytes += [0xc0, 12, UInt8(record.type >> 8), UInt8(record.type & 0xff), 0, 1, 0, 0, 0, 30]
-            bytes += [0, UInt8(record.data.count)] + record.data
-        }
-        return bytes
-    }
-
-    @Test("An answer's A records, skipping a CNAME")
-    func answers() throws {
-        let bytes = Self.answer(
-            id: 7,
-            records: [(5, [3] + Array("foo".utf8) + [0]), (1, [127, 0, 0, 2]), (1, [127, 0, 0, 3])]
-        )
-        #expect(try DNSMessage.addresses(in: bytes, id: 7, type: .a) == ["127.0.0.2", "127.0.0.3"])
-    }
-
-    @Test("AAAA records are written as RFC 5952 text")
-    func aaaa() throws {
-        let bytes = Self.answer(id: 9, records: [(28, [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])])
-        #expect(try DNSMessage.addresses(in: bytes, id: 9, type: .aaaa) == ["fd00::1"])
-        #expect(DNSMessage.ipv6Text([0, 1, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3]) == "1:0:0:2::3")
-        #expect(DNSMessage.ipv6Text(Array(repeating: 0, count: 15) + [1]) == "::1")
-    }
-
-    @Test("An answer to another query is not ours; no such name is no addresses; a server error throws")
-    func otherAnswers() throws {
-        #expect(try DNSMessage.addresses(in: Self.answer(id: 1, records: []), id: 2, type: .a) == nil)
-        #expect(try DNSMessage.addresses(in: Self.answer(id: 1, code: 3, records: []), id: 1, type: .a) == [])
-        #expect(throws: DNSMessage.Failure.self) {
-            try DNSMessage.addresses(in: Self.answer(id: 1, code: 2, records: []), id: 1, type: .a)
-        }
-        #expect(throws: DNSMessage.Failure.self) {
-            try DNSMessage.addresses(
-                in: Array(Self.answer(id: 1, records: [(1, [1, 2, 3, 4])]).dropLast(2)),
-                id: 1,
-                type: .a
-            )
-        }
     }
 
     // MARK: - The address book
@@ -170,5 +113,89 @@ struct DiscoveryTests {
         #expect(plain.defaultAuthority == "svc.test:7000")
         #expect(plain.sslTargetNameOverride == nil)
         #expect(placement.channelOptions(.init(), tls: true).sslTargetNameOverride == "svc.test")
+    }
+
+    // MARK: - SRV records and TTLs
+
+    typealias Record = ServiceRecords.Record
+
+    static func record(_ target: String, _ port: Int, priority: Int = 0, weight: Int = 0, _ ips: [String]?) -> Record {
+        Record(target: target, port: port, priority: priority, weight: weight, addresses: ips)
+    }
+
+    @Test("SRV: the lowest priority value with an address wins; weights are split over a target's addresses")
+    func srvShares() {
+        let records = [
+            Self.record("b.test", 81, priority: 10, weight: 4, ["10.0.0.2", "10.0.0.3"]),
+            Self.record("a.test", 80, priority: 10, weight: 1, ["10.0.0.1"]),
+            Self.record("c.test", 82, priority: 20, weight: 9, ["10.0.0.4"]),
+        ]
+        #expect(
+            ServiceRecords.shares(of: records) == [
+                .init(address: "ipv4:10.0.0.1:80", authority: "a.test:80", weight: 1),
+                .init(address: "ipv4:10.0.0.2:81", authority: "b.test:81", weight: 2),
+                .init(address: "ipv4:10.0.0.3:81", authority: "b.test:81", weight: 2),
+            ]
+        )
+    }
+
+    @Test("SRV: a later priority is used only when every earlier record is gone (removed, or no address)")
+    func srvFallback() {
+        let later = Self.record("c.test", 82, priority: 20, weight: 1, ["10.0.0.4"])
+        let unresolved = [Self.record("a.test", 80, priority: 10, weight: 1, nil), later]
+        #expect(ServiceRecords.shares(of: unresolved).map(\.address) == ["ipv4:10.0.0.4:82"])
+        let empty = [Self.record("a.test", 80, priority: 10, weight: 1, []), later]
+        #expect(ServiceRecords.shares(of: empty).map(\.address) == ["ipv4:10.0.0.4:82"])
+        #expect(ServiceRecords.shares(of: [Self.record("a.test", 80, nil)]).isEmpty)
+    }
+
+    @Test("SRV: weights all 0 count alike; an address two records name gets both shares")
+    func srvZeroWeights() {
+        let shares = ServiceRecords.shares(of: [
+            Self.record("a.test", 80, ["10.0.0.1"]), Self.record("b.test", 80, ["10.0.0.1", "10.0.0.2"]),
+        ])
+        #expect(shares.map(\.weight) == [1.5, 0.5])
+    }
+
+    @Test(
+        "Weighted plans: each address gets its share of the connections, rounded by largest remainder",
+        arguments: [
+            (6, [1.0, 1, 4], [1, 1, 4]),
+            (6, [1.0, 1, 1], [2, 2, 2]),
+            (7, [1.0, 2, 4], [1, 2, 4]),
+            (4, [1.0, 1, 4], [1, 1, 2]),
+            (3, [0.0, 1, 1], [0, 2, 1]),
+            (3, [0.0, 0, 0], [1, 1, 1]),
+        ] as [(Int, [Double], [Int])]
+    )
+    func weightedPlan(connections: Int, weights: [Double], expected: [Int]) {
+        let addresses = ["a", "b", "c"]
+        let plan = AddressPlan.assign(
+            Array(repeating: nil, count: connections),
+            over: addresses,
+            weights: Dictionary(uniqueKeysWithValues: zip(addresses, weights))
+        )
+        #expect(addresses.map { address in plan.count { $0 == address } } == expected)
+    }
+
+    @Test("Changing weights moves only the connections over their new share")
+    func weightedMoves() {
+        let current: [String?] = ["a", "b", "c", "a", "b", "c"]
+        let plan = AddressPlan.assign(current, over: ["a", "b", "c"], weights: ["a": 1, "b": 1, "c": 4])
+        #expect(zip(current, plan).filter { $0 != $1 }.count == 2)
+        #expect(["a", "b", "c"].map { address in plan.count { $0 == address } } == [1, 1, 4])
+    }
+
+    @Test(
+        "The next lookup: at the TTL when it is shorter than the interval, never sooner than the shortest",
+        arguments: [
+            (nil, 30_000), (60_000, 30_000), (30_000, 30_000), (10_000, 10_000), (1_000, 5_000), (0, 5_000),
+        ] as [(Int?, Int)]
+    )
+    func lookupInterval(ttl: Int?, expected: Int) {
+        let discovery = PoolManager.Discovery(resolutionInterval: .seconds(30), minResolutionInterval: .seconds(5))
+        #expect(
+            ConnectionPool.lookupInterval(ttl: ttl.map { .milliseconds($0) }, discovery) == .milliseconds(expected)
+        )
     }
 }

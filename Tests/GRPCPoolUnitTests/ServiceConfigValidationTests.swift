@@ -48,6 +48,10 @@ struct ServiceConfigValidationTests {
         ("dns target without a host", { $0.endpoints = [.init(target: "dns:///:443")] }, "target", "\"dns:///:443\""),
         ("dns target port 0", { $0.endpoints = [.init(target: "dns:///svc:0")] }, "target", "\"dns:///svc:0\""),
         (
+            "dns+srv target with a port", { $0.endpoints = [.init(target: "dns+srv:///_a._tcp.svc:80")] }, "target",
+            "\"dns+srv:///_a._tcp.svc:80\""
+        ),
+        (
             "dns server not ip:port", { $0.endpoints = [.init(target: "dns://1.2.3.4:x/svc:1")] }, "target",
             "\"dns://1.2.3.4:x/svc:1\""
         ),

@@ -3,10 +3,12 @@ extension PoolManager {
     ///
     /// Every endpoint names one or more addresses: `host:port` one (the core resolves the host
     /// when it connects), `ipv4:a:p,b:p` / `ipv6:[a]:p,[b]:p` each address in the list,
-    /// `unix:/path` one, and `dns:[//server/]name:port` the A and AAAA records of `name`, which
-    /// the pool looks up itself (at `server` when the target names one, otherwise with the
-    /// system's resolver) and again every ``resolutionInterval``. The pool's connections are
-    /// spread over all the addresses: each gets ⌊N/M⌋ or ⌈N/M⌉ of N connections; with fewer
+    /// `unix:/path` one, `dns:[//server/]name:port` the A and AAAA records of `name`, and
+    /// `dns+srv:[//server/]_service._proto.name` the SRV records of the name (each target's
+    /// addresses on the record's port), which the pool looks up itself with c-ares (at `server`
+    /// when the target names one, otherwise with the system's configuration) and again every
+    /// ``resolutionInterval``. The pool's connections are spread over all the addresses: each
+    /// gets ⌊N/M⌋ or ⌈N/M⌉ of N connections (an SRV record's its weight's share); with fewer
     /// connections than addresses, each address at most one, chosen by deterministic subsetting
     /// keyed by ``clientID``.
     ///
@@ -15,7 +17,8 @@ extension PoolManager {
     /// check) before the old one stops taking calls, and the old one closes once its calls have
     /// finished. A lookup that fails, or finds nothing, keeps the last addresses found.
     public struct Discovery: Sendable, Hashable {
-        /// How often `dns:` names are looked up again. Default 30 s.
+        /// How often names are looked up again; sooner, at the answer's TTL, when that is shorter.
+        /// Default 30 s.
         public var resolutionInterval: Duration
         /// The least time between two lookups of the pool's names: a connection that fails asks
         /// for a lookup at once, but no sooner than this after the last one. Default 5 s.

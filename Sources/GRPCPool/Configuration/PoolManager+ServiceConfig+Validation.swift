@@ -44,7 +44,9 @@ extension PoolManager.ServiceConfig {
                     throw ConfigurationError(
                         field: "\(name)target",
                         value: "\"\(target)\"",
-                        reason: "must be dns:[//server[:port]/]host[:port] with a port between 1 and 65535"
+                        reason: target.hasPrefix("dns+srv:")
+                            ? "must be dns+srv:[//server[:port]/]name, the name without a port"
+                            : "must be dns:[//server[:port]/]host[:port] with a port between 1 and 65535"
                     )
                 }
                 continue

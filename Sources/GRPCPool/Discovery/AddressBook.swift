@@ -32,7 +32,7 @@ struct AddressBook: Sendable {
         self.clientIndex = AddressPlan.clientIndex(of: clientID)
     }
 
-    /// Whether any endpoint names a `dns:` name (then the pool looks names up).
+    /// Whether any endpoint names a `dns:` or `dns+srv:` name (then the pool looks names up).
     var hasNames: Bool { self.targets.contains { if case .dns = $0 { true } else { false } } }
 
     /// Every address, each once, in the endpoints' order.
@@ -61,6 +61,9 @@ struct AddressBook: Sendable {
         let subset = AddressPlan.subset(of: placements.map(\.address), size: size, clientIndex: self.clientIndex)
         // Keep the endpoints' order among the subset: the first connections go to the first.
         let ordered = placements.map(\.address).filter(Set(subset).contains)
-        return AddressPlan.assign(current.map { $0?.address }, over: ordered).map { $0.flatMap { byAddress[$0] } }
+        let weights = byAddress.mapValues(\.weight)
+        return AddressPlan.assign(current.map { $0?.address }, over: ordered, weights: weights).map {
+            $0.flatMap { byAddress[$0] }
+        }
     }
 }

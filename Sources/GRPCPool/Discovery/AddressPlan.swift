@@ -35,28 +35,38 @@ enum AddressPlan {
         return hash
     }
 
-    /// Places `current.count` connections on `addresses`: every address gets ⌊N/M⌋ or ⌈N/M⌉
-    /// of the N connections (the larger shares go to the addresses that already have the most,
-    /// so that as few as possible move); a connection stays where it is whenever its address is
-    /// still listed and not over its share; the others move, in index order, to the addresses
-    /// short of theirs, each to the emptiest of them (the first listed among equals), so that
-    /// the first connections, the ones a pool that grows uses first, are spread too. `current[i]`
-    /// is connection `i`'s address now, or `nil` when it has none yet. With no addresses,
-    /// nothing moves.
-    static func assign(_ current: [String?], over addresses: [String]) -> [String?] {
+    /// Places `current.count` connections on `addresses` in the shares their `weights` give
+    /// (an address missing from `weights` weighs 1; when all weigh 0 they weigh alike): every
+    /// address gets its exact share rounded down, and the connections left go to the largest
+    /// remainders (among equals, to the addresses that already have the most, so that as few as
+    /// possible move), so equal weights give every address ⌊N/M⌋ or ⌈N/M⌉ of the N. A connection
+    /// stays where it is whenever its address is still listed and not over its share; the others
+    /// move, in index order, to the addresses short of theirs, each to the emptiest for its
+    /// weight (the first listed among equals), so that the first connections, the ones a pool
+    /// that grows uses first, are spread too. `current[i]` is connection `i`'s address now, or
+    /// `nil` when it has none yet. With no addresses, nothing moves.
+    static func assign(_ current: [String?], over addresses: [String], weights: [String: Double] = [:]) -> [String?] {
         var seen = Set<String>()
         let addresses = addresses.filter { seen.insert($0).inserted }
         guard !addresses.isEmpty else { return current }
+        let given = addresses.map { max(weights[$0] ?? 1, 0) }
+        let total = given.reduce(0, +)
+        let weight = total > 0 ? given : given.map { _ in 1 }
+        let sum = total > 0 ? total : Double(addresses.count)
         var have: [String: Int] = [:]
         for address in current.compactMap(\.self) { have[address, default: 0] += 1 }
-        let base = current.count / addresses.count
-        let larger = Set(
-            addresses.indices
-                .sorted { (have[addresses[$0]] ?? 0, -$0) > (have[addresses[$1]] ?? 0, -$1) }
-                .prefix(current.count % addresses.count)
-                .map { addresses[$0] }
-        )
-        var room = [String: Int](uniqueKeysWithValues: addresses.map { ($0, base + (larger.contains($0) ? 1 : 0)) })
+        let exact = weight.map { Double(current.count) * $0 / sum }
+        var shares = exact.map { Int($0.rounded(.down)) }
+        let left = current.count - shares.reduce(0, +)
+        // Remainders within rounding error of each other count as equal.
+        let remainder = addresses.indices.map { ((exact[$0] - Double(shares[$0])) * 1e9).rounded() }
+        let larger = addresses.indices
+            .sorted {
+                (remainder[$0], have[addresses[$0]] ?? 0, -$0) > (remainder[$1], have[addresses[$1]] ?? 0, -$1)
+            }
+            .prefix(left)
+        for index in larger { shares[index] += 1 }
+        var room = [String: Int](uniqueKeysWithValues: zip(addresses, shares).map { ($0, $1) })
         var placed = [String?](repeating: nil, count: current.count)
         for (index, address) in current.enumerated() {
             guard let address, let left = room[address], left > 0 else { continue }
@@ -65,9 +75,13 @@ enum AddressPlan {
         }
         var count = [String: Int](uniqueKeysWithValues: addresses.map { ($0, 0) })
         for address in placed.compactMap(\.self) { count[address]! += 1 }
+        let weightOf = [String: Double](uniqueKeysWithValues: zip(addresses, weight).map { ($0, max($1, 1e-9)) })
         for index in placed.indices where placed[index] == nil {
-            // The emptiest address with room, the first listed among equals.
-            guard let address = addresses.filter({ room[$0]! > 0 }).min(by: { count[$0]! < count[$1]! }) else { break }
+            // The emptiest address for its weight with room, the first listed among equals.
+            guard
+                let address = addresses.filter({ room[$0]! > 0 })
+                    .min(by: { Double(count[$0]!) / weightOf[$0]! < Double(count[$1]!) / weightOf[$1]! })
+            else { break }
             placed[index] = address
             room[address]! -= 1
             count[address]! += 1

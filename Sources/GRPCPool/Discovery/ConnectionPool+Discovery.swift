@@ -27,17 +27,20 @@ extension ConnectionPool {
         return String(cString: buffer)
     }
 
-    /// Looks the endpoints' names up again every `resolutionInterval`, and sooner when a
-    /// connection attempt fails, but never sooner than `minResolutionInterval` after the last
-    /// lookup; moves connections when the addresses change. Returns when cancelled.
-    func discover() async {
+    /// Looks the endpoints' names up again every `resolutionInterval` (at the answers' TTL
+    /// when it is shorter), and sooner when a connection attempt fails, but never sooner than
+    /// `minResolutionInterval` after the last lookup; moves connections when the addresses
+    /// change. Returns when cancelled.
+    func discover(firstTTL: Duration?) async {
         guard self.addressBook.withLock({ $0.hasNames }) else { return }
         let discovery = self.config.discovery
         var last = self.clock.now
+        var ttl = firstTTL
         while true {
             let observed = self.resolutionRequests.generation
+            let interval = Self.lookupInterval(ttl: ttl, discovery)
             // Asked for (a connection attempt failed), or the interval is up.
-            let remaining = self.clock.now.duration(to: last.advanced(by: discovery.resolutionInterval))
+            let remaining = self.clock.now.duration(to: last.advanced(by: interval))
             let asked = await self.clock.withTimeLimit(remaining) {
                 await self.resolutionRequests.wait(after: observed)
             }
@@ -46,49 +49,57 @@ extension ConnectionPool {
                 do { try await self.clock.sleep(until: last + discovery.minResolutionInterval) } catch { return }
             }
             last = self.clock.now
-            await self.lookUpAddresses(beforeStart: false)
+            ttl = await self.lookUpAddresses(beforeStart: false)
         }
     }
 
-    /// Looks up every `dns:` name once; where the addresses changed, plans the connections
-    /// again. Before the monitors start (`beforeStart`), the connections are placed directly,
-    /// without connecting anywhere first.
-    func lookUpAddresses(beforeStart: Bool) async {
+    /// The time from one lookup to the next: the interval, or the answers' TTL when that is
+    /// shorter, but never less than the shortest interval.
+    static func lookupInterval(ttl: Duration?, _ discovery: PoolManager.Discovery) -> Duration {
+        guard let ttl, ttl < discovery.resolutionInterval else { return discovery.resolutionInterval }
+        return max(ttl, discovery.minResolutionInterval)
+    }
+
+    /// Looks up every name once; where the addresses changed, plans the connections again.
+    /// Before the monitors start (`beforeStart`), the connections are placed directly, without
+    /// connecting anywhere first. Returns the shortest TTL of the answers, when one gave a TTL.
+    @discardableResult
+    func lookUpAddresses(beforeStart: Bool) async -> Duration? {
         let targets = self.addressBook.withLock { $0.targets }
         var changed = false
+        var shortest: Duration?
         for (index, target) in targets.enumerated() {
-            guard case .dns(let server, let host, let port) = target else { continue }
-            let endpoint = self.config.endpoints[index].description
+            guard case .dns(let server, let name) = target else { continue }
+            let endpoint = self.config.endpoints[index]
             let timeout = self.config.discovery.resolutionTimeout
-            // The lookup's time limit runs on the pool's clock; its sockets' own timeouts bound
-            // the thread that asks.
+            // The lookup's time limit runs on the pool's clock; c-ares's own timeouts bound the
+            // thread that asks.
             let lookup = await self.clock.withTimeLimit(timeout) {
-                () async -> Result<[String], DNSResolver.Failure> in
+                () async -> Result<DNSResolver.Answer, DNSResolver.Failure> in
                 do throws(DNSResolver.Failure) {
-                    return .success(
-                        try await DNSResolver.resolve(host: host, port: port, server: server, timeout: timeout)
-                    )
+                    return .success(try await DNSResolver.resolve(name, server: server, timeout: timeout))
                 } catch {
                     return .failure(error)
                 }
             }
             do {
-                let addresses = try lookup.get()
-                let authority = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-                let placements = addresses.map {
-                    Placement(address: $0, endpoint: self.config.endpoints[index], authority: authority)
+                let answer = try lookup.get()
+                if let ttl = answer.ttl { shortest = min(shortest ?? ttl, ttl) }
+                let placements = answer.shares.map {
+                    Placement(address: $0.address, endpoint: endpoint, authority: $0.authority, weight: $0.weight)
                 }
                 if self.addressBook.withLock({ $0.update(endpoint: index, to: placements) }) {
                     changed = true
-                    self.events.emit(.resolved(endpoint: endpoint, addresses: addresses))
+                    self.events.emit(.resolved(endpoint: endpoint.description, addresses: placements.map(\.address)))
                 }
             } catch {
                 self.addressBook.withLock { $0.failures += 1 }
                 self.resolutionFailureCounter.increment()
-                self.events.emit(.resolutionFailed(endpoint: endpoint, reason: error.description))
+                self.events.emit(.resolutionFailed(endpoint: endpoint.description, reason: error.description))
             }
         }
         if changed { self.rebalance(beforeStart: beforeStart) }
+        return shortest
     }
 
     /// Plans the working set's connections over the addresses and moves those the plan puts

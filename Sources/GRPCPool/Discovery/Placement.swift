@@ -11,6 +11,9 @@ struct Placement: Sendable, Hashable {
     /// `name:port` for an address a `dns:` lookup found: the `:authority` of its calls, and (as
     /// `name`) the name its TLS certificate is checked against.
     var authority: String?
+    /// Its share of the connections relative to the other addresses' (an SRV record's weight);
+    /// 1 for every address found otherwise.
+    var weight: Double = 1
 
     /// The endpoint as given: what a connection uses before (or without) a lookup.
     init(endpoint: PoolManager.Endpoint) {
@@ -19,10 +22,11 @@ struct Placement: Sendable, Hashable {
         self.authority = nil
     }
 
-    init(address: String, endpoint: PoolManager.Endpoint, authority: String?) {
+    init(address: String, endpoint: PoolManager.Endpoint, authority: String?, weight: Double = 1) {
         self.address = address
         self.endpoint = endpoint
         self.authority = authority
+        self.weight = weight
     }
 
     /// `options` for a channel to this address.

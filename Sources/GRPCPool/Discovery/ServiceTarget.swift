@@ -5,9 +5,24 @@ enum ServiceTarget: Sendable, Hashable {
     /// Addresses known without a lookup: each address of an `ipv4:`/`ipv6:` list, a `unix:`
     /// path, or a `host:port` (one address; the core resolves the host when it connects).
     case fixed([String])
-    /// A DNS name the pool looks up (A and AAAA records) and looks up again on an interval:
-    /// at `server` (`ip:port`, from the target's authority) or with the system's resolver.
-    case dns(server: DNSServer?, host: String, port: Int)
+    /// A DNS name the pool looks up, and looks up again on an interval: at `server` (`ip:port`,
+    /// from the target's authority) or with the system's configuration.
+    case dns(server: DNSServer?, name: Name)
+
+    /// What a `dns:` or `dns+srv:` target asks for.
+    enum Name: Sendable, Hashable, CustomStringConvertible {
+        /// `dns:`: the host's A and AAAA records, every address on `port`.
+        case host(String, port: Int)
+        /// `dns+srv:`: the name's SRV records, each target's addresses on the record's port.
+        case service(String)
+
+        var description: String {
+            switch self {
+            case .host(let host, let port): ServiceTarget.authority(host: host, port: port)
+            case .service(let name): name
+            }
+        }
+    }
 
     /// A DNS server given in a target's authority.
     struct DNSServer: Sendable, Hashable, CustomStringConvertible {
@@ -36,7 +51,8 @@ enum ServiceTarget: Sendable, Hashable {
             self = .fixed(addresses)
             return
         }
-        guard let rest = Self.strip("dns:", from: target) else {
+        let service = Self.strip("dns+srv:", from: target)
+        guard let rest = service ?? Self.strip("dns:", from: target) else {
             // unix:, unix-abstract:, vsock: and anything else the core resolves: one address.
             self = .fixed([target])
             return
@@ -53,10 +69,16 @@ enum ServiceTarget: Sendable, Hashable {
                 server = DNSServer(host: parsed.host, port: parsed.port)
             }
         }
+        if service != nil {
+            // An SRV name carries no port: each record gives its own.
+            guard !name.isEmpty, !name.contains(":"), !name.contains("/") else { return nil }
+            self = .dns(server: server, name: .service(String(name)))
+            return
+        }
         guard let (host, port) = Self.hostAndPort(name, defaultPort: Self.defaultPort), !host.isEmpty else {
             return nil
         }
-        self = .dns(server: server, host: host, port: port)
+        self = .dns(server: server, name: .host(host, port: port))
     }
 
     private static func strip(_ scheme: String, from target: String) -> String? {
@@ -81,6 +103,11 @@ enum ServiceTarget: Sendable, Hashable {
         let colon = text.firstIndex(of: ":")!
         guard let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
         return (String(text[..<colon]), port)
+    }
+
+    /// `host:port`, with an IPv6 host in brackets: the `:authority` of calls to a name.
+    static func authority(host: String, port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
     /// The core target of one resolved IP address.

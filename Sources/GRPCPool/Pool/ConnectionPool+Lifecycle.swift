@@ -16,13 +16,13 @@ extension ConnectionPool {
             ]
         )
         // The first lookup of the endpoints' names places the connections before they connect.
-        if self.addressBook.withLock({ $0.hasNames }) { await self.lookUpAddresses(beforeStart: true) }
+        let firstTTL = self.addressBook.withLock({ $0.hasNames }) ? await self.lookUpAddresses(beforeStart: true) : nil
         var drained = false
         await withDiscardingTaskGroup { group in
             for connection in self.connections {
                 group.addTask { await connection.monitor() }
             }
-            group.addTask { await self.discover() }
+            group.addTask { await self.discover(firstTTL: firstTTL) }
             group.addTask { await self.sampleGauges() }
             if let maximum = self.config.maxConnections, maximum > self.config.poolSize {
                 group.addTask { await self.resize(upTo: maximum) }

@@ -82,3 +82,37 @@ func withBackends<Result>(
         throw error
     }
 }
+
+/// Runs `body` with one started server of `stack` on each of `hosts`, each on a port of its own
+/// (`ports[i]` is `hosts[i]`'s), as the targets of SRV records are; stopped afterwards whatever
+/// happens.
+func withBackendsOnOwnPorts<Result>(
+    _ stack: Stack,
+    hosts: [String],
+    _ body: (_ servers: [any Backend], _ ports: [Int]) async throws -> Result
+) async throws -> Result {
+    var servers: [any Backend] = []
+    var ports: [Int] = []
+    do {
+        for host in hosts {
+            switch stack {
+            case .nio:
+                let server = DemoServer(host: host, port: 0)
+                servers.append(server)
+                try await server.start()
+                ports.append(server.port)
+            case .core:
+                let server = CoreServer(host: host, port: 0)
+                servers.append(server)
+                try await server.start()
+                ports.append(server.port)
+            }
+        }
+        let result = try await body(servers, ports)
+        for server in servers { await server.halt() }
+        return result
+    } catch {
+        for server in servers { await server.halt() }
+        throw error
+    }
+}
