@@ -5,7 +5,7 @@
 
 SWIFT        ?= swift
 SYSTEM_PKGS  := libgrpc-dev libprotobuf-dev libc-ares-dev
-TEST_PKGS    := dnsmasq-base tshark
+TEST_PKGS    := dnsmasq-base tshark etcd-server etcd-client
 GEN_PKGS     := protobuf-compiler
 GEN_SCRATCH  := .build-generators
 PROTOC_GEN_SWIFT      = $(GEN_SCRATCH)/release/protoc-gen-swift

@@ -28,3 +28,6 @@ mkdir -p Sources/GRPCPool/Generated
 protoc --plugin=protoc-gen-swift="$PROTOC_GEN_SWIFT" -I Protos \
     --swift_out=Sources/GRPCPool/Generated --swift_opt=Visibility=Internal,UseAccessLevelOnImports=true \
     grpc/health/v1/health.proto
+
+# The etcd v3 API (KV and Watch clients for etcd discovery): internal to the library.
+generate Sources/GRPCPool/Generated Internal true false etcd/kv.proto etcd/auth.proto etcd/rpc.proto

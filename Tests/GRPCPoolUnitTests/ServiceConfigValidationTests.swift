@@ -47,6 +47,24 @@ struct ServiceConfigValidationTests {
         ("empty target", { $0.endpoints = [.init(target: " ")] }, "target", "\" \""),
         ("dns target without a host", { $0.endpoints = [.init(target: "dns:///:443")] }, "target", "\"dns:///:443\""),
         ("dns target port 0", { $0.endpoints = [.init(target: "dns:///svc:0")] }, "target", "\"dns:///svc:0\""),
+        ("etcd target without a cluster", { $0.endpoints = [.init(target: "etcd:///svc")] }, "discovery.etcd", "nil"),
+        ("etcd target without a prefix", { $0.endpoints = [.init(target: "etcd:///")] }, "target", "\"etcd:///\""),
+        (
+            "etcd user without password",
+            {
+                $0.endpoints = [.init(target: "etcd:///svc")]
+                $0.discovery.etcd = .init(endpoints: [.init(host: "127.0.0.1", port: 2379)], username: "u")
+            },
+            "discovery.etcd.password", "nil"
+        ),
+        (
+            "etcd without members",
+            {
+                $0.endpoints = [.init(target: "etcd:///svc")]
+                $0.discovery.etcd = .init(endpoints: [])
+            },
+            "discovery.etcd.endpoints", "[]"
+        ),
         (
             "dns+srv target with a port", { $0.endpoints = [.init(target: "dns+srv:///_a._tcp.svc:80")] }, "target",
             "\"dns+srv:///_a._tcp.svc:80\""

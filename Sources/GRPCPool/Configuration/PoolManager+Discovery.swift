@@ -29,17 +29,21 @@ extension PoolManager {
         /// consecutive numbers at the end of their ids (`api-0`, `api-1`, …) together use every
         /// address evenly. Default `nil`: the host's name.
         public var clientID: String?
+        /// The etcd cluster that `etcd:///<prefix>` endpoints are read from. Default `nil`.
+        public var etcd: Etcd?
 
         public init(
             resolutionInterval: Duration = .seconds(30),
             minResolutionInterval: Duration = .seconds(5),
             resolutionTimeout: Duration = .seconds(5),
-            clientID: String? = nil
+            clientID: String? = nil,
+            etcd: Etcd? = nil
         ) {
             self.resolutionInterval = resolutionInterval
             self.minResolutionInterval = minResolutionInterval
             self.resolutionTimeout = resolutionTimeout
             self.clientID = clientID
+            self.etcd = etcd
         }
 
         public static var defaults: Discovery { Discovery() }

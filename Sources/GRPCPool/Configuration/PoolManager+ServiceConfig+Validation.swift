@@ -44,9 +44,7 @@ extension PoolManager.ServiceConfig {
                     throw ConfigurationError(
                         field: "\(name)target",
                         value: "\"\(target)\"",
-                        reason: target.hasPrefix("dns+srv:")
-                            ? "must be dns+srv:[//server[:port]/]name, the name without a port"
-                            : "must be dns:[//server[:port]/]host[:port] with a port between 1 and 65535"
+                        reason: Self.targetSyntax(target)
                     )
                 }
                 continue
@@ -87,6 +85,7 @@ extension PoolManager.ServiceConfig {
                 reason: "must not be longer than discovery.resolutionInterval (\(discovery.resolutionInterval))"
             )
         }
+        try self.validateRegistry()
         if let id = discovery.clientID, id.isEmpty || id.contains(where: \.isNewline) {
             throw ConfigurationError(
                 field: "discovery.clientID",
@@ -256,7 +255,7 @@ extension PoolManager.ServiceConfig {
         }
     }
 
-    private static func positive(_ duration: Duration, _ field: String) throws(ConfigurationError) {
+    static func positive(_ duration: Duration, _ field: String) throws(ConfigurationError) {
         guard duration > .zero else {
             throw ConfigurationError(field: field, value: "\(duration)", reason: "must be positive")
         }

@@ -22,18 +22,25 @@ struct AddressBook: Sendable {
             switch target {
             case .fixed(let addresses):
                 found.append(addresses.map { Placement(address: $0, endpoint: endpoint, authority: nil) })
-            case .dns:
+            case .dns, .registry:
                 found.append([Placement(endpoint: endpoint)])
             }
         }
         self.targets = targets
         self.found = found
-        self.resolved = targets.map { if case .dns = $0 { false } else { true } }
+        self.resolved = targets.map { if case .fixed = $0 { true } else { false } }
         self.clientIndex = AddressPlan.clientIndex(of: clientID)
     }
 
     /// Whether any endpoint names a `dns:` or `dns+srv:` name (then the pool looks names up).
     var hasNames: Bool { self.targets.contains { if case .dns = $0 { true } else { false } } }
+
+    /// The endpoints read from etcd: their indices and prefixes.
+    var registries: [(index: Int, prefix: String)] {
+        self.targets.enumerated().compactMap { index, target in
+            if case .registry(let prefix) = target { (index, prefix) } else { nil }
+        }
+    }
 
     /// Every address, each once, in the endpoints' order.
     var placements: [Placement] {

@@ -8,6 +8,9 @@ enum ServiceTarget: Sendable, Hashable {
     /// A DNS name the pool looks up, and looks up again on an interval: at `server` (`ip:port`,
     /// from the target's authority) or with the system's configuration.
     case dns(server: DNSServer?, name: Name)
+    /// An `etcd:///<prefix>` target: the backends registered under `<prefix>/` in the etcd
+    /// cluster of ``PoolManager/Discovery/etcd``, followed with etcd's Watch.
+    case registry(prefix: String)
 
     /// What a `dns:` or `dns+srv:` target asks for.
     enum Name: Sendable, Hashable, CustomStringConvertible {
@@ -51,6 +54,13 @@ enum ServiceTarget: Sendable, Hashable {
             self = .fixed(addresses)
             return
         }
+        if let path = Self.strip("etcd:///", from: target) {
+            let prefix = path.hasSuffix("/") ? String(path.dropLast()) : path
+            guard !prefix.isEmpty else { return nil }
+            self = .registry(prefix: prefix)
+            return
+        }
+        if target.hasPrefix("etcd:") { return nil }
         let service = Self.strip("dns+srv:", from: target)
         guard let rest = service ?? Self.strip("dns:", from: target) else {
             // unix:, unix-abstract:, vsock: and anything else the core resolves: one address.

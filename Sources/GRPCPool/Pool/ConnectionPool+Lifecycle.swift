@@ -17,12 +17,20 @@ extension ConnectionPool {
         )
         // The first lookup of the endpoints' names places the connections before they connect.
         let firstTTL = self.addressBook.withLock({ $0.hasNames }) ? await self.lookUpAddresses(beforeStart: true) : nil
+        // The first read of the `etcd:` prefixes, likewise.
+        let registries = await self.readRegistries()
         var drained = false
         await withDiscardingTaskGroup { group in
             for connection in self.connections {
                 group.addTask { await connection.monitor() }
             }
             group.addTask { await self.discover(firstTTL: firstTTL) }
+            if let registry = self.registry {
+                group.addTask { await registry.pool.run() }
+                for (index, state) in registries {
+                    group.addTask { await self.follow(endpoint: index, from: state) }
+                }
+            }
             group.addTask { await self.sampleGauges() }
             if let maximum = self.config.maxConnections, maximum > self.config.poolSize {
                 group.addTask { await self.resize(upTo: maximum) }

@@ -31,6 +31,8 @@ public final class ConnectionPool: Sendable {
     let resolutionFailureCounter: Counter
     /// What the pool's timers run on (``PoolClock``).
     let clock: any PoolClock
+    /// The etcd cluster that `etcd:` endpoints are read from, when there are any.
+    let registry: EtcdClient?
 
     /// Signalled at each call's end and each change of a connection: what readiness and drain
     /// waits look again at.
@@ -60,6 +62,18 @@ public final class ConnectionPool: Sendable {
             factory: metricsFactory
         )
         let placements = Self.initialPlacements(book, count: size)
+        self.registry =
+            try book.registries.isEmpty
+            ? nil
+            : config.discovery.etcd.map {
+                try EtcdClient(
+                    $0,
+                    for: serviceID,
+                    logger: logger,
+                    metricsFactory: metricsFactory,
+                    clock: clock
+                )
+            }
         let subchannelMetrics = SubchannelMetrics(
             service: serviceID,
             endpoints: Dictionary(
