@@ -224,6 +224,7 @@ final class BenchSession {
             try await AdaptiveBench.loadStep(backend: fast[0], say: say),
             try await AdaptiveBench.newBackend(say: say),
             try await AdaptiveBench.dnsBackendAdded(say: say),
+            try await AdaptiveBench.etcdBackendAdded(say: say),
             try await AdaptiveBench.queueBound(slow: slow, say: say),
         ] {
             self.rows.append(row.merging(["client": "(a) pool"]) { current, _ in current })

@@ -103,6 +103,53 @@ struct EtcdDiscoveryTests {
             }
         }
     }
+
+    @Test(
+        "With etcd's authentication on, the pool authenticates and follows the prefix; a wrong password says so and finds nothing"
+    )
+    func authentication() async throws {
+        try await withBackends(.nio, hosts: Array(Self.hosts.prefix(2))) { _, port in
+            try await withEtcdCluster { cluster in
+                try await cluster.enableAuthentication(user: "root", password: "s3cret")
+                try await cluster.put("svc/auth/a", registration(Self.hosts[0], port))
+                let seen = Collected<PoolEvent>()
+                let services: [ServiceID: PoolManager.ServiceConfig] = [
+                    "right": etcdConfig(cluster, prefix: "svc/auth", poolSize: 2) {
+                        $0.discovery.etcd?.username = "root"
+                        $0.discovery.etcd?.password = "s3cret"
+                    },
+                    "wrong": etcdConfig(cluster, prefix: "svc/auth", poolSize: 2) {
+                        $0.discovery.etcd?.username = "root"
+                        $0.discovery.etcd?.password = "guess"
+                    },
+                ]
+                try await withPoolManager(
+                    services,
+                    waitForHealthy: false,
+                    observers: [CollectingObserver(events: seen)]
+                ) {
+                    manager in
+                    let right = try manager.pool(for: "right")
+                    #expect(await right.waitUntilHealthy(timeLimit: .seconds(10)))
+                    #expect(right.metrics().addresses == ["ipv4:\(Self.hosts[0]):\(port)"])
+                    try await cluster.put("svc/auth/b", registration(Self.hosts[1], port))
+                    await expectConnections([1, 1], to: Array(Self.hosts.prefix(2)), port: port)
+                    #expect(
+                        await poll {
+                            seen.values.contains {
+                                guard $0.service == "wrong", case .resolutionFailed(_, let reason) = $0.kind else {
+                                    return false
+                                }
+                                return reason.contains("authentication failed")
+                            }
+                        }
+                    )
+                    let wrong = try manager.pool(for: "wrong")
+                    #expect(wrong.metrics().addresses == ["etcd:///svc/auth"], "nothing read")
+                }
+            }
+        }
+    }
 }
 
 extension IsolatedTests {

@@ -29,6 +29,8 @@ public final class EtcdCluster: Sendable {
     public let members: [Member]
     private let directory: URL
     private let processes: NIOLockedValueBox<[ChildProcess?]>
+    /// `user:password` for etcdctl once authentication is on.
+    private let user = NIOLockedValueBox<String?>(nil)
 
     public static let etcd = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first {
         FileManager.default.isExecutableFile(atPath: $0)
@@ -140,13 +142,32 @@ public final class EtcdCluster: Sendable {
         _ = try await self.etcdctl(["del", key])
     }
 
+    /// Turns etcd's authentication on with `user` (given the root role) and `password`; etcdctl
+    /// calls made through this object use them from now on.
+    public func enableAuthentication(user: String, password: String) async throws {
+        try await self.etcdctl(["user", "add", "\(user):\(password)"])
+        if user != "root" {
+            try await self.etcdctl(["user", "add", "root:\(password)"])
+            try await self.etcdctl(["user", "grant-role", user, "root"])
+        }
+        try await self.etcdctl(["user", "grant-role", "root", "root"])
+        try await self.etcdctl(["auth", "enable"])
+        self.user.withLockedValue { $0 = "\(user):\(password)" }
+    }
+
+    /// The arguments every etcdctl call carries.
+    private func common(_ endpoints: String) -> [String] {
+        ["--endpoints=\(endpoints)", "--command-timeout=3s", "--dial-timeout=1s"]
+            + (self.user.withLockedValue { $0 }.map { ["--user=\($0)"] } ?? [])
+    }
+
     /// Runs `etcdctl` with `arguments` against `members` (all by default); its output.
     @discardableResult
     public func etcdctl(_ arguments: [String], at members: [Member]? = nil) async throws -> String {
         let endpoints = (members ?? self.members).map(\.endpoint).joined(separator: ",")
         let process = try ChildProcess(
             Self.etcdctl!,
-            ["--endpoints=\(endpoints)", "--command-timeout=3s", "--dial-timeout=1s"] + arguments,
+            self.common(endpoints) + arguments,
             output: .capture,
             errors: .capture
         )
@@ -229,7 +250,7 @@ extension EtcdCluster {
         try await self.put(key, "{\"Addr\":\"\(address)\",\"Metadata\":null}", lease: lease)
         let keepAlive = try ChildProcess(
             Self.etcdctl!,
-            ["--endpoints=\(self.endpoints)", "lease", "keep-alive", lease]
+            self.common(self.endpoints) + ["lease", "keep-alive", lease]
         )
         return Registrar(key: key, lease: lease, keepAlive: keepAlive)
     }
