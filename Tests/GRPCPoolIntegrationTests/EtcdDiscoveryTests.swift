@@ -150,6 +150,39 @@ struct EtcdDiscoveryTests {
             }
         }
     }
+
+    @Test("Over mutual TLS to the members: the pool presents its certificate, checks theirs, and follows the prefix")
+    func mutualTLS() async throws {
+        let pki = try await TestPKI.make()
+        defer { pki.remove() }
+        let files = EtcdCluster.TLSFiles(
+            ca: pki.ca,
+            certificate: pki.serverChain,
+            key: pki.serverKey,
+            clientCertificate: pki.clientChain,
+            clientKey: pki.clientKey
+        )
+        try await withBackends(.nio, hosts: Array(Self.hosts.prefix(2))) { _, port in
+            try await withEtcdCluster(tls: files) { cluster in
+                try await cluster.put("svc/tls/a", registration(Self.hosts[0], port))
+                let config = etcdConfig(cluster, prefix: "svc/tls", poolSize: 2) {
+                    $0.discovery.etcd?.transportSecurity = .tls(
+                        .init(
+                            trustRoots: .file(path: pki.ca),
+                            certificateChain: .file(path: pki.clientChain),
+                            privateKey: .file(path: pki.clientKey)
+                        )
+                    )
+                }
+                try await withPoolManager(["echo": config]) { manager in
+                    let pool = try manager.pool(for: "echo")
+                    #expect(pool.metrics().addresses == ["ipv4:\(Self.hosts[0]):\(port)"])
+                    try await cluster.put("svc/tls/b", registration(Self.hosts[1], port))
+                    await expectConnections([1, 1], to: Array(Self.hosts.prefix(2)), port: port)
+                }
+            }
+        }
+    }
 }
 
 extension IsolatedTests {

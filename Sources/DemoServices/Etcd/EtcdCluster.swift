@@ -16,6 +16,24 @@ public final class EtcdCluster: Sendable {
         public let description: String
     }
 
+    /// The files of TLS between clients and members (PEM): the members present `certificate`
+    /// and ask clients for one signed by `ca` (mutual TLS); etcdctl presents `clientCertificate`.
+    public struct TLSFiles: Sendable {
+        public var ca: String
+        public var certificate: String
+        public var key: String
+        public var clientCertificate: String
+        public var clientKey: String
+
+        public init(ca: String, certificate: String, key: String, clientCertificate: String, clientKey: String) {
+            self.ca = ca
+            self.certificate = certificate
+            self.key = key
+            self.clientCertificate = clientCertificate
+            self.clientKey = clientKey
+        }
+    }
+
     /// One member: its name and ports.
     public struct Member: Sendable {
         public let name: String
@@ -27,6 +45,7 @@ public final class EtcdCluster: Sendable {
     }
 
     public let members: [Member]
+    public let tls: TLSFiles?
     private let directory: URL
     private let processes: NIOLockedValueBox<[ChildProcess?]>
     /// `user:password` for etcdctl once authentication is on.
@@ -39,8 +58,9 @@ public final class EtcdCluster: Sendable {
         FileManager.default.isExecutableFile(atPath: $0)
     }
 
-    private init(members: [Member], directory: URL) {
+    private init(members: [Member], directory: URL, tls: TLSFiles?) {
         self.members = members
+        self.tls = tls
         self.directory = directory
         self.processes = NIOLockedValueBox(Array(repeating: nil, count: members.count))
     }
@@ -48,8 +68,9 @@ public final class EtcdCluster: Sendable {
     /// The members' client endpoints, comma-separated, as `etcdctl --endpoints` takes them.
     public var endpoints: String { self.members.map(\.endpoint).joined(separator: ",") }
 
-    /// Starts a cluster of `size` members and waits until every one is healthy.
-    public static func start(size: Int = 3) async throws -> EtcdCluster {
+    /// Starts a cluster of `size` members, serving clients over mutual TLS when `tls` is given,
+    /// and waits until every one is healthy.
+    public static func start(size: Int = 3, tls: TLSFiles? = nil) async throws -> EtcdCluster {
         guard Self.etcd != nil, Self.etcdctl != nil else {
             throw StartError(description: "etcd is missing: `make testdeps` installs it (etcd-server, etcd-client)")
         }
@@ -58,7 +79,7 @@ public final class EtcdCluster: Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let ports = try Self.freeTCPPorts(2 * size)
         let members = (0..<size).map { Member(name: "m\($0)", clientPort: ports[2 * $0], peerPort: ports[2 * $0 + 1]) }
-        let cluster = EtcdCluster(members: members, directory: directory)
+        let cluster = EtcdCluster(members: members, directory: directory, tls: tls)
         for index in members.indices { try cluster.launch(index) }
         for index in members.indices {
             guard await cluster.waitUntilHealthy(index) else {
@@ -72,20 +93,24 @@ public final class EtcdCluster: Sendable {
     private func launch(_ index: Int) throws {
         let member = self.members[index]
         let cluster = self.members.map { "\($0.name)=http://127.0.0.1:\($0.peerPort)" }.joined(separator: ",")
+        let scheme = self.tls == nil ? "http" : "https"
+        let tls = self.tls.map {
+            ["--cert-file", $0.certificate, "--key-file", $0.key, "--trusted-ca-file", $0.ca, "--client-cert-auth"]
+        }
         let process = try ChildProcess(
             Self.etcd!,
             [
                 "--name", member.name,
                 "--data-dir", self.directory.appendingPathComponent(member.name).path,
-                "--listen-client-urls", "http://\(member.endpoint)",
-                "--advertise-client-urls", "http://\(member.endpoint)",
+                "--listen-client-urls", "\(scheme)://\(member.endpoint)",
+                "--advertise-client-urls", "\(scheme)://\(member.endpoint)",
                 "--listen-peer-urls", "http://127.0.0.1:\(member.peerPort)",
                 "--initial-advertise-peer-urls", "http://127.0.0.1:\(member.peerPort)",
                 "--initial-cluster", cluster,
                 "--initial-cluster-state", "new",
                 "--initial-cluster-token", self.directory.lastPathComponent,
                 "--logger", "zap", "--log-level", "error",
-            ]
+            ] + (tls ?? [])
         )
         self.processes.withLockedValue { $0[index] = process }
     }
@@ -159,6 +184,7 @@ public final class EtcdCluster: Sendable {
     private func common(_ endpoints: String) -> [String] {
         ["--endpoints=\(endpoints)", "--command-timeout=3s", "--dial-timeout=1s"]
             + (self.user.withLockedValue { $0 }.map { ["--user=\($0)"] } ?? [])
+            + (self.tls.map { ["--cacert=\($0.ca)", "--cert=\($0.clientCertificate)", "--key=\($0.clientKey)"] } ?? [])
     }
 
     /// Runs `etcdctl` with `arguments` against `members` (all by default); its output.

@@ -3,8 +3,11 @@ import GRPCPool
 
 /// Runs `body` with a started 3-member ``EtcdCluster`` on loopback, stopped (and its data
 /// removed) afterwards whatever happens.
-func withEtcdCluster<Result>(_ body: (EtcdCluster) async throws -> Result) async throws -> Result {
-    let cluster = try await EtcdCluster.start()
+func withEtcdCluster<Result>(
+    tls: EtcdCluster.TLSFiles? = nil,
+    _ body: (EtcdCluster) async throws -> Result
+) async throws -> Result {
+    let cluster = try await EtcdCluster.start(tls: tls)
     do {
         let result = try await body(cluster)
         await cluster.stop()
