@@ -22,7 +22,11 @@ struct EtcdDiscoveryTests {
                 try await cluster.put("svc/echo/a", registration(Self.hosts[0], port))
                 try await cluster.put("svc/echo/b", registration(Self.hosts[1], port))
                 let seen = Collected<PoolEvent>()
-                let config = etcdConfig(cluster, prefix: "svc/echo", poolSize: 4)
+                // The default backoff: after 30 s of failures the pool tries every 5 s, so the
+                // changes made as soon as etcd is back are likely made before it reconnects.
+                let config = etcdConfig(cluster, prefix: "svc/echo", poolSize: 4) {
+                    $0.discovery.etcd?.retryMaximum = .seconds(5)
+                }
                 try await withPoolManager(["echo": config], observers: [CollectingObserver(events: seen)]) { manager in
                     let pool = try manager.pool(for: "echo")
                     await expectConnections([2, 2, 0], to: Self.hosts, port: port)
