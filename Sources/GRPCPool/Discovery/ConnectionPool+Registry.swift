@@ -41,12 +41,25 @@ extension ConnectionPool {
             maximum: registry.config.retryMaximum,
             fastAttempts: 0
         )
-        var failures = 0
+        // Attempts that failed since the cluster last answered: the backoff's attempt number.
+        let failures = Locked(0)
+        let answered: @Sendable () -> Void = {
+            let failed = failures.withLock { count in
+                defer { count = 0 }
+                return count
+            }
+            guard failed > 0 else { return }
+            self.logger.info(
+                "etcd reachable again",
+                metadata: ["grpc.pool.endpoint": "\(self.config.endpoints[index])"]
+            )
+        }
         while !Task.isCancelled {
             do {
                 if state.withLock({ $0.needsSnapshot }) {
                     let prefix = state.withLock { $0.prefix }
                     let (pairs, revision) = try await registry.range(prefix: prefix)
+                    answered()
                     let (current, skipped) = state.withLock { state in
                         let skipped = state.load(pairs, revision: revision)
                         return (state, skipped)
@@ -54,19 +67,18 @@ extension ConnectionPool {
                     self.publish(current, endpoint: index, skipped: skipped)
                 }
                 let (prefix, revision) = state.withLock { ($0.prefix, $0.revision) }
-                if failures > 0 {
-                    self.logger.info(
-                        "etcd reachable again",
-                        metadata: ["grpc.pool.endpoint": "\(self.config.endpoints[index])"]
-                    )
-                    failures = 0
-                }
                 try await registry.watch(prefix: prefix, from: revision + 1) { response in
-                    self.receive(response, into: state, endpoint: index)
+                    answered()
+                    try self.receive(response, into: state, endpoint: index)
                 }
             } catch {
                 if Task.isCancelled { return }
-                failures += 1
+                // A compaction is not a failure: read the prefix again at once.
+                if state.withLock({ $0.needsSnapshot }), error is EtcdClient.WatchEnded { continue }
+                let attempt = failures.withLock {
+                    $0 += 1
+                    return $0
+                }
                 if Self.isAuthenticationFailure(error) { registry.forgetToken() }
                 self.addressBook.withLock { $0.failures += 1 }
                 self.resolutionFailureCounter.increment()
@@ -76,18 +88,24 @@ extension ConnectionPool {
                         reason: "etcd unreachable (\(error)); keeping the last backends"
                     )
                 )
-                do { try await self.clock.sleep(for: backoff.delay(attempt: failures)) } catch { return }
+                do { try await self.clock.sleep(for: backoff.delay(attempt: attempt)) } catch { return }
             }
         }
     }
 
-    /// One watch response: its changes applied and published; a compaction ends the watch so
-    /// that the prefix is read whole again.
-    private func receive(_ response: Etcdserverpb_WatchResponse, into state: Locked<RegistryState>, endpoint index: Int)
-    {
-        if response.compactRevision > 0 {
-            state.withLock { $0.compacted() }
-            return
+    /// One watch response: its changes applied and published. A watch etcd cancelled ends the
+    /// stream (after a compaction, the prefix is read whole again; otherwise the watch starts
+    /// again after the backoff).
+    private func receive(
+        _ response: Etcdserverpb_WatchResponse,
+        into state: Locked<RegistryState>,
+        endpoint index: Int
+    ) throws {
+        if response.canceled || response.compactRevision > 0 {
+            if response.compactRevision > 0 { state.withLock { $0.compacted() } }
+            let reason =
+                response.cancelReason.isEmpty ? "compacted at \(response.compactRevision)" : response.cancelReason
+            throw EtcdClient.WatchEnded(description: "etcd cancelled the watch: \(reason)")
         }
         if response.events.isEmpty {
             if !response.created { state.withLock { $0.progressed(to: response.header.revision) } }
