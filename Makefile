@@ -69,8 +69,8 @@ time_limited = timeout --kill-after=30s $(1) $(2) || { status=$$?; \
 
 # The test suite under Thread Sanitizer / Address Sanitizer, each in its own build folder, one
 # test at a time (a sanitizer slows everything several times over; run in parallel on two cores,
-# the tests' deadlines would decide the outcome). GRPC_POOL_SANITIZER disables the one test that
-# compares latencies.
+# the tests' deadlines would decide the outcome). GRPC_POOL_SANITIZER disables the two tests that
+# a sanitizer decides: one compares latencies, one the resident size.
 # TSan: our state sits behind pthread mutexes (Locked), and completion-queue tags carry a
 # release/acquire annotation across the C core, so TSan sees every hand-off; GRPCCore's own
 # Synchronization.Mutex (FUTEX_LOCK_PI, not intercepted) is suppressed in .tsan-suppressions.
