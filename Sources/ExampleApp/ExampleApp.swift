@@ -65,14 +65,19 @@ struct ExampleApp: AsyncParsableCommand {
         ]
 
         // Metrics: a Prometheus registry behind swift-metrics.
+        // gRPC's standard metrics under OpenTelemetry's Prometheus names, with A66's buckets.
         let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.nameAndLabelSanitizer = GRPCMetricNames.prometheus
+        for name in GRPCMetricNames.latencyHistograms {
+            factory.durationHistogramBuckets[name] = GRPCMetricNames.latencyBuckets.map {
+                .nanoseconds(Int64(($0 * 1e9).rounded()))
+            }
+        }
+        for name in GRPCMetricNames.sizeHistograms { factory.valueHistogramBuckets[name] = GRPCMetricNames.sizeBuckets }
         var poolLogger = Logger(label: "grpc.pool")
         poolLogger.logLevel = .info
-        let manager = try PoolManager(
-            services: services,
-            logger: poolLogger,
-            metricsFactory: PrometheusMetricsFactory(registry: registry)
-        )
+        let manager = try PoolManager(services: services, logger: poolLogger, metricsFactory: factory)
 
         let router = Router()
         Routes.add(to: router, manager: manager, registry: registry)

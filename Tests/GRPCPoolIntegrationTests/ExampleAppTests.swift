@@ -1,5 +1,7 @@
 import DemoServices
 import Foundation
+import GRPCCore
+import GRPCPool
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -112,5 +114,81 @@ struct ExampleAppTests {
         // What it wrote after SIGTERM (a sanitizer's report, under make tsan) explains a bad exit.
         #expect(termination == .exited(0), "\(rest.joined(separator: "\n"))")
         #expect(rest.contains("shut down cleanly"))
+    }
+
+    @Test("With retries forced, /metrics counts every attempt under A66's names, per status, in A66's buckets")
+    func standardMetrics() async throws {
+        try await withDemoServer { stt in
+            let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            var executable = directory.appendingPathComponent("example-app")
+            if !FileManager.default.fileExists(atPath: executable.path) {
+                executable = directory.deletingLastPathComponent().appendingPathComponent("example-app")
+            }
+            let process = try ChildProcess(executable.path, ["--port", "0", "--stt", stt.target], output: .capture)
+            let watchdog = Task {
+                try await Task.sleep(for: .seconds(120))
+                process.send(SIGKILL)
+            }
+            defer {
+                watchdog.cancel()
+                process.send(SIGKILL)
+            }
+            var output = process.lines().makeAsyncIterator()
+            var port: Int?
+            let deadline = ContinuousClock.now.advanced(by: .seconds(30))
+            while port == nil, ContinuousClock.now < deadline, let line = await output.next() {
+                if let range = line.range(of: "listening on http://127.0.0.1:") {
+                    port = Int(line[range.upperBound...])
+                }
+            }
+            let base = "http://127.0.0.1:\(try #require(port, "the app did not report its port"))"
+            func get(_ path: String, method: String = "GET", body: Data? = nil) async throws -> (Int, Data) {
+                var request = URLRequest(url: URL(string: base + path)!)
+                request.httpMethod = method
+                request.httpBody = body
+                request.timeoutInterval = 10
+                let (data, response) = try await URLSession.shared.data(for: request)
+                return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+            }
+            #expect(try await poll { try await get("/health").0 == 200 })
+
+            // Ten calls; the server fails the first two attempts with UNAVAILABLE (the first
+            // call's first and second), which the pool retries: 12 attempts.
+            stt.failNextCalls(2, with: .init(code: .unavailable, message: "forced"))
+            for _ in 0..<10 {
+                let (status, _) = try await get("/stt/transcribe", method: "POST", body: Data(count: 64))
+                #expect(status == 200)
+            }
+            let text = String(decoding: try await get("/metrics").1, as: UTF8.self)
+            let lines: [Substring] = text.split(separator: "\n").filter {
+                $0.contains("grpc_method=\"demo.STT/Transcribe\"")
+            }
+            func sum(_ prefix: String, _ labels: [String] = []) -> Double {
+                var total = 0.0
+                for line in lines where line.hasPrefix(prefix + "{") && labels.allSatisfy({ line.contains($0) }) {
+                    total += Double(line.split(separator: " ").last ?? "") ?? 0
+                }
+                return total
+            }
+            #expect(sum("grpc_client_attempt_started_total") == 12, "\(lines.joined(separator: "\n"))")
+            #expect(sum("grpc_client_attempt_duration_seconds_count", [#"grpc_status="OK""#]) == 10)
+            #expect(sum("grpc_client_attempt_duration_seconds_count", [#"grpc_status="UNAVAILABLE""#]) == 2)
+            #expect(sum("grpc_client_call_duration_seconds_count", [#"grpc_status="OK""#]) == 10)
+            #expect(sum("grpc_client_call_duration_seconds_count", [#"grpc_status="UNAVAILABLE""#]) == 0)
+            #expect(sum("grpc_client_attempt_sent_total_compressed_message_size_bytes_count") == 12)
+            #expect(lines.allSatisfy { $0.contains(#"grpc_target="dns:///\#(stt.target)""#) })
+            // A66's latency bounds, and nothing else, on the attempt histogram.
+            let bounds = Set(
+                lines.filter { $0.hasPrefix("grpc_client_attempt_duration_seconds_bucket{") && $0.contains("OK") }
+                    .compactMap { line -> Double? in
+                        guard let range = line.range(of: #"le="([^"]*)""#, options: .regularExpression) else {
+                            return nil
+                        }
+                        let value = line[range].dropFirst(4).dropLast()
+                        return value == "+Inf" ? .infinity : Double(value)
+                    }
+            )
+            #expect(bounds == Set(GRPCMetricNames.latencyBuckets + [.infinity]))
+        }
     }
 }

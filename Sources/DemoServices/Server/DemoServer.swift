@@ -239,7 +239,11 @@ public final class DemoServer: Sendable {
             EchoService(controls: self.controls), self.health, TestService(),
             SpeechToTextService(), LanguageService(), SummaryService(),
         ]
-        let server = GRPCServer(transport: transport, services: services)
+        let server = GRPCServer(
+            transport: transport,
+            services: services,
+            interceptors: [PendingFailureInterceptor(controls: self.controls)]
+        )
         let task = Task { try await server.serve() }
         let address: GRPCNIOTransportCore.SocketAddress
         do {
@@ -362,6 +366,15 @@ extension DemoServer {
             self.state.withLockedValue { $0.pendingFailures = (count, failure) }
         }
 
+        /// One of the pending failures (``failNextCalls(_:with:)``), if any is left.
+        func takePendingFailure() -> Behaviour.Failure? {
+            self.state.withLockedValue { state in
+                guard state.pendingFailures.count > 0 else { return nil }
+                state.pendingFailures.count -= 1
+                return state.pendingFailures.failure
+            }
+        }
+
         func accepted(_ channel: any Channel) {
             let id = ObjectIdentifier(channel)
             let peer = channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "unknown"
@@ -432,5 +445,24 @@ extension DemoServer {
                 throw RPCError(code: code, message: message, metadata: EchoService.echoed(metadata))
             }
         }
+    }
+}
+
+/// Applies ``DemoServer/failNextCalls(_:with:)`` to the demo services (`demo.*`), as the echo
+/// service applies it to itself; health checks are never failed this way.
+private struct PendingFailureInterceptor: ServerInterceptor {
+    let controls: DemoServer.Controls
+
+    func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingServerRequest<Input>,
+        context: ServerContext,
+        next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+    ) async throws -> StreamingServerResponse<Output> {
+        if context.descriptor.service.fullyQualifiedService.hasPrefix("demo."),
+            let failure = self.controls.takePendingFailure()
+        {
+            throw RPCError(code: failure.code, message: failure.message)
+        }
+        return try await next(request, context)
     }
 }

@@ -24,7 +24,7 @@ extension PooledConnection {
         in slot: CallSlot
     ) async throws(RPCError) -> UnaryResponse {
         let options = options ?? self.defaultCallOptions
-        let call = self.beginCall(in: slot)
+        let call = self.beginCall(in: slot, method: StandardMetrics.unregisteredMethod)
         do {
             let response = try await call.channel.unary(
                 method: method,
@@ -32,10 +32,10 @@ extension PooledConnection {
                 metadata: metadata,
                 options: options
             )
-            self.endCall(call, error: nil)
+            self.endCall(call, error: nil, sent: request.count, received: response.message.count)
             return response
         } catch {
-            self.endCall(call, error: error)
+            self.endCall(call, error: error, sent: request.count)
             throw error
         }
     }
@@ -56,6 +56,10 @@ extension PooledConnection {
         let start: ContinuousClock.Instant
         /// The address the connection went to when the call started: its `ClientContext`'s peer.
         let peer: String
+        /// `grpc.method` of its metrics (``StandardMetrics``).
+        let method: String
+        /// How long its pick waited, when it had to.
+        let delay: Duration?
     }
 
     /// One call's place in the connection's load (``CallDispatcher``), counted before the call
@@ -64,7 +68,13 @@ extension PooledConnection {
     /// pool's pick makes one; a call on a connection the caller holds takes one with ``slot()``.
     struct CallSlot {
         let connection: PooledConnection
-        init(_ connection: PooledConnection) { self.connection = connection }
+        /// How long the pick waited for this connection, when it had to.
+        let delay: CallDispatcher.Delay?
+
+        init(_ connection: PooledConnection, delay: CallDispatcher.Delay? = nil) {
+            self.connection = connection
+            self.delay = delay
+        }
     }
 
     /// A slot for a call on this connection, whether or not it is in the working set (the
@@ -76,19 +86,28 @@ extension PooledConnection {
 
     /// Starts a call in `slot`. The channel is read and reserved in one step, so a channel swap
     /// cannot close it under the call.
-    func beginCall(in slot: CallSlot) -> StartedCall {
+    func beginCall(in slot: CallSlot, method: String) -> StartedCall {
         let (channel, peer) = self.storage.withLock { state in
             state.channel.reserveCall()
             return (state.channel, state.placement.address)
         }
-        return StartedCall(channel: channel, start: .now, peer: peer)
+        self.standardMetrics.attemptStarted(method: method, delay: slot.delay)
+        return StartedCall(channel: channel, start: .now, peer: peer, method: method, delay: slot.delay?.duration)
     }
 
-    /// Records a finished call. Failures in a row may eject the connection (the pool's machine
-    /// decides); an UNAVAILABLE failure goes to the connection's machine.
-    func endCall(_ call: StartedCall, error: RPCError?) {
+    /// Records a finished call, which sent and received `sent` and `received` bytes of
+    /// messages. Failures in a row may eject the connection (the pool's machine decides); an
+    /// UNAVAILABLE failure goes to the connection's machine.
+    func endCall(_ call: StartedCall, error: RPCError?, sent: Int = 0, received: Int = 0) {
         let latency = ContinuousClock.now - call.start
         call.channel.releaseCall()
+        self.standardMetrics.attemptEnded(
+            method: call.method,
+            status: error.map { Status.Code($0.code) } ?? .ok,
+            duration: latency + (call.delay ?? .zero),
+            sent: sent,
+            received: received
+        )
         let eject = self.dispatcher.callEnded(on: self.index, latency: latency, error: error)
         let (seconds, attoseconds) = latency.components
         self.instruments.latency.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)

@@ -51,6 +51,7 @@ extension PooledConnection {
     private func perform(_ action: Action) -> Bool {
         switch action {
         case .emit(let kind):
+            if case .ejected = kind { self.standardMetrics.ejected(detectionMethod: "consecutive_failures") }
             self.emit(kind)
         case .emitMoved(let from):
             self.emit(.moved(from: from, to: self.address))

@@ -20,6 +20,8 @@ public final class PooledConnection: Sendable {
     let options: ChannelOptions
     let logger: Logger
     let instruments: ConnectionInstruments
+    /// gRPC's standard client metrics of the pool (``StandardMetrics``).
+    let standardMetrics: StandardMetrics
     /// What the monitor hears: the pool's commands, timers, connectivity, and the results of its
     /// child tasks (``MonitorEvent``).
     let inbox: AsyncStream<MonitorEvent>.Continuation
@@ -70,8 +72,12 @@ public final class PooledConnection: Sendable {
         dispatcher: CallDispatcher,
         events: PoolEventSink,
         clock: any PoolClock = .continuous,
+        standardMetrics: StandardMetrics? = nil,
         onConnectFailure: @escaping @Sendable () -> Void = {}
     ) throws {
+        self.standardMetrics =
+            standardMetrics
+            ?? StandardMetrics(service: serviceID, endpoints: config.endpoints, factory: metricsFactory)
         self.events = events
         self.clock = clock
         self.dispatcher = dispatcher

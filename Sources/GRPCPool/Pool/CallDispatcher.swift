@@ -60,12 +60,26 @@ final class CallDispatcher: Sendable {
     /// A connection for a call: at once when one has room (or a refusal), else after waiting,
     /// oldest first, for at most `timeLimit` on the pool's clock.
     func pick(timeLimit: Duration) async -> Dispatch {
+        var delay: Delay?
+        return await self.pick(timeLimit: timeLimit, delay: &delay)
+    }
+
+    /// A wait for a connection: why (gRFC A121's `grpc.delay_type`: `connecting` while no
+    /// connection is healthy, `pool_full` while every healthy one is full), and how long.
+    struct Delay: Sendable {
+        var type: String
+        var duration: Duration
+    }
+
+    /// The same; a call that had to wait gets `delay`.
+    func pick(timeLimit: Duration, delay: inout Delay?) async -> Dispatch {
         let start = self.cursor.wrappingAdd(1, ordering: .relaxed).oldValue
         let now = ContinuousClock.now
-        let first = self.state.withLock { state -> Dispatch? in
+        let (first, connecting) = self.state.withLock { state -> (Dispatch?, Bool) in
             let dispatch = Self.dispatch(state.machine.pick(waiter: nil, start: start, now: now))
             if case .refused = dispatch { state.rejected += 1 }
-            return dispatch
+            guard dispatch == nil else { return (dispatch, false) }
+            return (nil, !state.machine.connections.contains(where: \.isHealthy))
         }
         if let first { return first }
         let dispatch = await self.clock.withTimeLimit(timeLimit) {
@@ -77,6 +91,7 @@ final class CallDispatcher: Sendable {
             )
         }
         if case .refused = dispatch { self.rejected() }
+        delay = Delay(type: connecting ? "connecting" : "pool_full", duration: .now - now)
         return dispatch
     }
 

@@ -18,9 +18,10 @@ extension ConnectionPool {
     ///   `.resourceExhausted` (the queue is full), `.deadlineExceeded` (waited until the deadline)
     ///   or `.cancelled`.
     func connection(waitingAtMost timeout: Duration?) async throws(RPCError) -> PooledConnection.CallSlot {
-        switch await self.dispatcher.pick(timeLimit: timeout ?? self.config.connectionWaitTimeout) {
+        var delay: CallDispatcher.Delay?
+        switch await self.dispatcher.pick(timeLimit: timeout ?? self.config.connectionWaitTimeout, delay: &delay) {
         case .run(let index):
-            return PooledConnection.CallSlot(self.connections[index])
+            return PooledConnection.CallSlot(self.connections[index], delay: delay)
         case .refused(.shutDown):
             throw Refusal.shuttingDown(self.serviceID)
         case .refused(.saturated):

@@ -31,6 +31,8 @@ public final class ConnectionPool: Sendable {
     let resolutionFailureCounter: Counter
     /// What the pool's timers run on (``PoolClock``).
     let clock: any PoolClock
+    /// gRPC's standard client metrics (``StandardMetrics``), shared by the connections.
+    let standardMetrics: StandardMetrics
     /// The etcd cluster that `etcd:` endpoints are read from, when there are any.
     let registry: EtcdClient?
 
@@ -95,6 +97,8 @@ public final class ConnectionPool: Sendable {
         // With dynamic sizing, the connections beyond `poolSize` exist from the start (their
         // metrics stay with them), inactive: no TCP connection until the pool grows.
         let resolutionRequests = self.resolutionRequests
+        let standardMetrics = StandardMetrics(service: serviceID, endpoints: config.endpoints, factory: metricsFactory)
+        self.standardMetrics = standardMetrics
         self.connections = try (0..<size).map { index in
             try PooledConnection(
                 serviceID: serviceID,
@@ -108,6 +112,7 @@ public final class ConnectionPool: Sendable {
                 dispatcher: dispatcher,
                 events: events,
                 clock: clock,
+                standardMetrics: standardMetrics,
                 onConnectFailure: { resolutionRequests.signal() }
             )
         }
@@ -130,14 +135,31 @@ public final class ConnectionPool: Sendable {
         metadata: Metadata = [:],
         options: CoreCallOptions? = nil
     ) async throws(RPCError) -> UnaryResponse {
-        let slot = try await self.connection(waitingAtMost: options?.timeout)
-        return try await slot.connection.unary(
-            method: method,
-            request: request,
-            metadata: metadata,
-            options: options,
-            in: slot
-        )
+        let start = ContinuousClock.now
+        do throws(RPCError) {
+            let slot = try await self.connection(waitingAtMost: options?.timeout)
+            let response = try await slot.connection.unary(
+                method: method,
+                request: request,
+                metadata: metadata,
+                options: options,
+                in: slot
+            )
+            self.standardMetrics.callEnded(
+                method: StandardMetrics.unregisteredMethod,
+                status: .ok,
+                duration: .now - start
+            )
+            return response
+        } catch {
+            let code = Status.Code(error.code)
+            self.standardMetrics.callEnded(
+                method: StandardMetrics.unregisteredMethod,
+                status: code,
+                duration: .now - start
+            )
+            throw error
+        }
     }
 
     // MARK: - State

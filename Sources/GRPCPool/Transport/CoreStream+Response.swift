@@ -1,5 +1,6 @@
 internal import GRPCCore
 internal import GRPCPoolCoreBridge
+internal import Synchronization
 
 /// The response side of a ``CoreStream``.
 extension CoreStream {
@@ -119,6 +120,7 @@ extension CoreStream {
                         [:]
                     )
                 }
+                self.stream.receivedBytes.add(message.count, ordering: .relaxed)
                 return .message(message)
             }
         }

@@ -1,5 +1,6 @@
 internal import GRPCCore
 internal import GRPCPoolCoreBridge
+internal import Synchronization
 
 /// One RPC of a `ClientTransport` stream over a core call.
 ///
@@ -56,15 +57,19 @@ final class CoreStream: Sendable {
         case cancelled
     }
 
-    /// Records the call's end on its connection.
-    private let onEnd: @Sendable (RPCError?) -> Void
+    /// Records the call's end on its connection: its error, and the bytes of the messages it
+    /// sent and received.
+    private let onEnd: @Sendable (RPCError?, Int, Int) -> Void
+    /// The bytes of the request messages written, and of the response messages read.
+    private let sentBytes = Atomic<Int>(0)
+    let receivedBytes = Atomic<Int>(0)
 
     init(
         call: CoreCall,
         requestIsOneMessage: Bool,
         maxRequestBytes: Int?,
         maxResponseBytes: Int?,
-        onEnd: @escaping @Sendable (RPCError?) -> Void
+        onEnd: @escaping @Sendable (RPCError?, Int, Int) -> Void
     ) {
         self.onEnd = onEnd
         self.call = call
@@ -92,6 +97,7 @@ final class CoreStream: Sendable {
                     message: "request message of \(message.count) bytes exceeds the limit of \(limit) bytes"
                 )
             }
+            self.sentBytes.add(message.count, ordering: .relaxed)
             let next: AfterWrite = self.state.withLock { state in
                 switch state.phase {
                 case .pending(let metadata, nil, false):
@@ -189,7 +195,9 @@ final class CoreStream: Sendable {
             defer { state.ended = true }
             return !state.ended
         }
-        if first { self.onEnd(error) }
+        if first {
+            self.onEnd(error, self.sentBytes.load(ordering: .relaxed), self.receivedBytes.load(ordering: .relaxed))
+        }
     }
 
     /// The RPC is over for the transport (its closure returned, or threw `error`): the call's

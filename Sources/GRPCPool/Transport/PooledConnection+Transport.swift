@@ -101,16 +101,17 @@ extension PooledConnection {
         options: CoreCallOptions,
         in slot: CallSlot
     ) -> (stream: Result<CoreStream, RPCError>, peer: String) {
-        let started = self.beginCall(in: slot)
+        let path = shape.descriptor.path
+        let started = self.beginCall(in: slot, method: path)
         do throws(RPCError) {
-            let call = try CoreCall.create(on: started.channel, method: shape.descriptor.path, options: options)
+            let call = try CoreCall.create(on: started.channel, method: path, options: options)
             let stream = CoreStream(
                 call: call,
                 requestIsOneMessage: shape.descriptor.type == .unary || shape.descriptor.type == .serverStreaming,
                 maxRequestBytes: shape.maxRequestBytes,
                 maxResponseBytes: shape.maxResponseBytes
             ) {
-                self.endCall(started, error: $0)
+                self.endCall(started, error: $0, sent: $1, received: $2)
             }
             return (.success(stream), started.peer)
         } catch {

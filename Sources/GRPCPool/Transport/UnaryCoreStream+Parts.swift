@@ -55,7 +55,7 @@ extension UnaryCoreStream.Attempt {
     /// Starts a call in `slot`: its core call, or the reason it has none.
     init(_ slot: PooledConnection.CallSlot, method: String, options: CoreCallOptions) {
         self.connection = slot.connection
-        self.started = slot.connection.beginCall(in: slot)
+        self.started = slot.connection.beginCall(in: slot, method: method)
         do throws(RPCError) {
             self.call = .success(try CoreCall.create(on: self.started.channel, method: method, options: options))
         } catch {

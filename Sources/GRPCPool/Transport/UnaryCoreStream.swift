@@ -185,7 +185,14 @@ final class UnaryCoreStream: Sendable {
             )
         )
         if let attempt = finished.attempt {
-            attempt.connection.endCall(attempt.started, error: finished.outcome.status.error)
+            // The request's size, for the standard metrics only: the lock is not taken otherwise.
+            let sent = attempt.connection.standardMetrics.enabled ? self.state.withLock { $0.message?.count ?? 0 } : 0
+            attempt.connection.endCall(
+                attempt.started,
+                error: finished.outcome.status.error,
+                sent: sent,
+                received: finished.outcome.message?.count ?? 0
+            )
         }
         return finished.outcome
     }
