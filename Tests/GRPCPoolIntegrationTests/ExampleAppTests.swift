@@ -12,41 +12,10 @@ import FoundationNetworking
 struct ExampleAppTests {
     @Test("Its endpoints answer over real HTTP, /metrics is Prometheus text, and SIGTERM stops it cleanly")
     func endpoints() async throws {
-        let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        var executable = directory.appendingPathComponent("example-app")
-        if !FileManager.default.fileExists(atPath: executable.path) {
-            executable = directory.deletingLastPathComponent().appendingPathComponent("example-app")
-        }
-        let process = try ChildProcess(executable.path, ["--port", "0"], output: .capture)
-        // Whatever happens to the test, the app does not outlive it (nor hang it).
-        let watchdog = Task {
-            try await Task.sleep(for: .seconds(120))
-            process.send(SIGKILL)
-        }
-        defer {
-            watchdog.cancel()
-            process.send(SIGKILL)
-        }
-
-        // The app prints its port once it listens.
-        var lines = process.lines().makeAsyncIterator()
-        var port: Int?
+        let app = try await ExampleAppProcess(["--port", "0"])
         let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: .seconds(30))
-        while port == nil, clock.now < deadline, let line = await lines.next() {
-            if let range = line.range(of: "listening on http://127.0.0.1:") {
-                port = Int(line[range.upperBound...])
-            }
-        }
-        let base = "http://127.0.0.1:\(try #require(port, "the app did not report its port"))"
-
         func get(_ path: String, method: String = "GET", body: Data? = nil) async throws -> (Int, Data) {
-            var request = URLRequest(url: URL(string: base + path)!)
-            request.httpMethod = method
-            request.httpBody = body
-            request.timeoutInterval = 10
-            let (data, response) = try await URLSession.shared.data(for: request)
-            return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+            try await app.get(path, method: method, body: body)
         }
         func json(_ data: Data) throws -> [String: Any] {
             try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
@@ -106,10 +75,10 @@ struct ExampleAppTests {
 
         // SIGTERM: graceful shutdown of the HTTP server and the pools, within a few seconds.
         let stoppedAt = clock.now
-        process.send(SIGTERM)
-        let termination = await process.exit(timeLimit: .seconds(10))
+        app.process.send(SIGTERM)
+        let termination = await app.process.exit(timeLimit: .seconds(10))
         var rest: [String] = []
-        while let line = await lines.next() { rest.append(line) }
+        while let line = await app.output.next() { rest.append(line) }
         #expect(clock.now - stoppedAt < .seconds(5))
         // What it wrote after SIGTERM (a sanitizer's report, under make tsan) explains a bad exit.
         #expect(termination == .exited(0), "\(rest.joined(separator: "\n"))")
@@ -119,36 +88,9 @@ struct ExampleAppTests {
     @Test("With retries forced, /metrics counts every attempt under A66's names, per status, in A66's buckets")
     func standardMetrics() async throws {
         try await withDemoServer { stt in
-            let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            var executable = directory.appendingPathComponent("example-app")
-            if !FileManager.default.fileExists(atPath: executable.path) {
-                executable = directory.deletingLastPathComponent().appendingPathComponent("example-app")
-            }
-            let process = try ChildProcess(executable.path, ["--port", "0", "--stt", stt.target], output: .capture)
-            let watchdog = Task {
-                try await Task.sleep(for: .seconds(120))
-                process.send(SIGKILL)
-            }
-            defer {
-                watchdog.cancel()
-                process.send(SIGKILL)
-            }
-            var output = process.lines().makeAsyncIterator()
-            var port: Int?
-            let deadline = ContinuousClock.now.advanced(by: .seconds(30))
-            while port == nil, ContinuousClock.now < deadline, let line = await output.next() {
-                if let range = line.range(of: "listening on http://127.0.0.1:") {
-                    port = Int(line[range.upperBound...])
-                }
-            }
-            let base = "http://127.0.0.1:\(try #require(port, "the app did not report its port"))"
+            let app = try await ExampleAppProcess(["--port", "0", "--stt", stt.target])
             func get(_ path: String, method: String = "GET", body: Data? = nil) async throws -> (Int, Data) {
-                var request = URLRequest(url: URL(string: base + path)!)
-                request.httpMethod = method
-                request.httpBody = body
-                request.timeoutInterval = 10
-                let (data, response) = try await URLSession.shared.data(for: request)
-                return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+                try await app.get(path, method: method, body: body)
             }
             #expect(try await poll { try await get("/health").0 == 200 })
 
@@ -190,5 +132,61 @@ struct ExampleAppTests {
             )
             #expect(bounds == Set(GRPCMetricNames.latencyBuckets + [.infinity]))
         }
+    }
+}
+
+/// The example app as a process of a test: started with `arguments`, its port read from what it
+/// prints once it listens; killed when the test is done with it, whatever happens (and after two
+/// minutes at the most, so that it never hangs a run).
+final class ExampleAppProcess {
+    let process: ChildProcess
+    /// `http://127.0.0.1:<port>`.
+    let base: String
+    /// What it prints, from after the line with its port.
+    var output: AsyncStream<String>.Iterator
+    private let watchdog: Task<Void, any Error>
+
+    struct NoPort: Error, CustomStringConvertible {
+        var description: String { "the example app did not report its port within 30 s" }
+    }
+
+    init(_ arguments: [String]) async throws {
+        let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        var executable = directory.appendingPathComponent("example-app")
+        if !FileManager.default.fileExists(atPath: executable.path) {
+            executable = directory.deletingLastPathComponent().appendingPathComponent("example-app")
+        }
+        let process = try ChildProcess(executable.path, arguments, output: .capture)
+        self.process = process
+        self.watchdog = Task {
+            try await Task.sleep(for: .seconds(120))
+            process.send(SIGKILL)
+        }
+        self.output = process.lines().makeAsyncIterator()
+        var port: Int?
+        let deadline = ContinuousClock.now.advanced(by: .seconds(30))
+        while port == nil, ContinuousClock.now < deadline, let line = await self.output.next() {
+            if let range = line.range(of: "listening on http://127.0.0.1:") { port = Int(line[range.upperBound...]) }
+        }
+        guard let port else {
+            process.send(SIGKILL)
+            throw NoPort()
+        }
+        self.base = "http://127.0.0.1:\(port)"
+    }
+
+    deinit {
+        self.watchdog.cancel()
+        self.process.send(SIGKILL)
+    }
+
+    /// A request to `path`: its status and body.
+    func get(_ path: String, method: String = "GET", body: Data? = nil) async throws -> (Int, Data) {
+        var request = URLRequest(url: URL(string: self.base + path)!)
+        request.httpMethod = method
+        request.httpBody = body
+        request.timeoutInterval = 10
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
     }
 }

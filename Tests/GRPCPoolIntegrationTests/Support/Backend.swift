@@ -57,30 +57,7 @@ func withBackends<Result>(
     hosts: [String],
     _ body: (_ servers: [any Backend], _ port: Int) async throws -> Result
 ) async throws -> Result {
-    var servers: [any Backend] = []
-    var port = 0
-    do {
-        for host in hosts {
-            switch stack {
-            case .nio:
-                let server = DemoServer(host: host, port: port)
-                servers.append(server)
-                try await server.start()
-                port = server.port
-            case .core:
-                let server = CoreServer(host: host, port: port)
-                servers.append(server)
-                try await server.start()
-                port = server.port
-            }
-        }
-        let result = try await body(servers, port)
-        for server in servers { await server.halt() }
-        return result
-    } catch {
-        for server in servers { await server.halt() }
-        throw error
-    }
+    try await withBackends(stack, hosts: hosts, samePort: true) { servers, ports in try await body(servers, ports[0]) }
 }
 
 /// Runs `body` with one started server of `stack` on each of `hosts`, each on a port of its own
@@ -91,21 +68,32 @@ func withBackendsOnOwnPorts<Result>(
     hosts: [String],
     _ body: (_ servers: [any Backend], _ ports: [Int]) async throws -> Result
 ) async throws -> Result {
+    try await withBackends(stack, hosts: hosts, samePort: false, body)
+}
+
+private func withBackends<Result>(
+    _ stack: Stack,
+    hosts: [String],
+    samePort: Bool,
+    _ body: (_ servers: [any Backend], _ ports: [Int]) async throws -> Result
+) async throws -> Result {
     var servers: [any Backend] = []
     var ports: [Int] = []
     do {
         for host in hosts {
+            let port = samePort ? ports.first ?? 0 : 0
+            // Listed before it starts, so that one that fails to start is halted too.
             switch stack {
             case .nio:
-                let server = DemoServer(host: host, port: 0)
-                servers.append(server)
-                try await server.start()
-                ports.append(server.port)
+                let demo = DemoServer(host: host, port: port)
+                servers.append(demo)
+                try await demo.start()
+                ports.append(demo.port)
             case .core:
-                let server = CoreServer(host: host, port: 0)
-                servers.append(server)
-                try await server.start()
-                ports.append(server.port)
+                let core = CoreServer(host: host, port: port)
+                servers.append(core)
+                try await core.start()
+                ports.append(core.port)
             }
         }
         let result = try await body(servers, ports)
