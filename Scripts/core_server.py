@@ -8,7 +8,7 @@ against both stacks:
   times, ``ClientStream`` returns every request message concatenated, ``Stream`` returns each
   message as it arrives (after ``echo-greeting``'s value, when set, sent before any is read;
   ending with OK after ``echo-limit`` messages, when set, with the request still open; a
-  ``Stream`` the client cancels prints ``CANCELLED bench.Echo/Stream``).
+  ``Stream`` cancelled before its handler ends prints ``CANCELLED bench.Echo/Stream``).
   Request metadata ``echo-delay-ms`` delays the answer;
   ``echo-status`` / ``echo-message`` fail the call with that code and message.
 - ``grpc.health.v1.Health/Check``: SERVING for every service name.
@@ -77,21 +77,29 @@ def client_stream(requests, context):
 
 def stream(requests, context):
     md = _controls(context)
+    # A stream that ends before its handler does was cancelled (by the client, or its deadline):
+    # the RPC's end callback says so, the test reads this line. Not the request iterator's
+    # error: grpcio stops pulling responses from a cancelled stream, so a handler suspended at
+    # its yield never sees one.
+    finished = threading.Event()
+
+    def ended():
+        if not finished.is_set():
+            print("CANCELLED bench.Echo/Stream", flush=True)
+
+    context.add_callback(ended)
     greeting = md.get("echo-greeting")
     if greeting is not None:
         # The server speaks first: a client may wait for it before it writes.
         yield greeting.encode()
     limit = int(md.get("echo-limit", "0"))
-    try:
-        for count, request in enumerate(requests, start=1):
-            yield request
-            if count == limit:
-                # The server ends the RPC while the client's request is still open.
-                return
-    except grpc.RpcError:
-        # grpcio's request iterator raises once the client has cancelled: the test reads this line.
-        print("CANCELLED bench.Echo/Stream", flush=True)
-        raise
+    for count, request in enumerate(requests, start=1):
+        yield request
+        if count == limit:
+            # The server ends the RPC while the client's request is still open.
+            finished.set()
+            return
+    finished.set()
 
 
 def health_check(request, context):
