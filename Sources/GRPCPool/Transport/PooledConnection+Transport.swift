@@ -55,11 +55,28 @@ extension PooledConnection {
             maxResponseBytes: maxResponse
         )
         defer { stream.close() }
-        return try await withTaskCancellationHandler {
-            try await closure(stream.transportStream(descriptor: descriptor), context)
-        } onCancel: {
-            stream.fail(cancelled)
+        // `grpc.client.call.duration`: from the pick, through every attempt, to the status.
+        let start = self.standardMetrics.enabled ? first.started.start - (slot.delay?.duration ?? .zero) : nil
+        do {
+            let result = try await withTaskCancellationHandler {
+                try await closure(stream.transportStream(descriptor: descriptor), context)
+            } onCancel: {
+                stream.fail(cancelled)
+            }
+            self.callEnded(since: start, descriptor: descriptor, error: nil)
+            return result
+        } catch {
+            self.callEnded(since: start, descriptor: descriptor, error: error)
+            throw error
         }
+    }
+
+    /// Records a call that began at `start` (when the standard metrics are on) in
+    /// `grpc.client.call.duration`, with the status of the error it ended with, or OK.
+    private func callEnded(since start: ContinuousClock.Instant?, descriptor: MethodDescriptor, error: (any Error)?) {
+        guard let start else { return }
+        let status = error.map { ($0 as? RPCError).map { Status.Code($0.code) } ?? .unknown } ?? .ok
+        self.standardMetrics.callEnded(method: descriptor.path, status: status, duration: .now - start)
     }
 
     /// What every attempt of a streaming RPC is made of.
@@ -78,8 +95,27 @@ extension PooledConnection {
         retrier: RetryingCoreStream.Retrier?,
         _ closure: (TransportStream, ClientContext) async throws -> Result
     ) async throws -> Result {
+        let start = self.standardMetrics.enabled ? ContinuousClock.now - (slot.delay?.duration ?? .zero) : nil
         let (first, peer) = self.openStream(shape, options: options, in: slot)
         let context = ClientContext(descriptor: shape.descriptor, remotePeer: peer, localPeer: "")
+        do {
+            let result = try await self.runStreamingCall(first, shape, context: context, retrier: retrier, closure)
+            self.callEnded(since: start, descriptor: shape.descriptor, error: nil)
+            return result
+        } catch {
+            self.callEnded(since: start, descriptor: shape.descriptor, error: error)
+            throw error
+        }
+    }
+
+    private func runStreamingCall<Output: Sendable>(
+        _ first: Result<CoreStream, RPCError>,
+        _ shape: StreamShape,
+        context: ClientContext,
+        retrier: RetryingCoreStream.Retrier?,
+        _ closure: (TransportStream, ClientContext) async throws -> Output
+    ) async throws -> Output {
+        let peer = context.remotePeer
         if let retrier {
             let stream = RetryingCoreStream(first: first, retrier: retrier)
             return try await Self.run(stream, descriptor: shape.descriptor, context: context, closure)

@@ -25,7 +25,6 @@ public final class PooledTransport: ClientTransport {
     private let methodConfigs: TransportMethodConfigs
     private let serviceID: ServiceID
     private let peer: String
-    private let standardMetrics: StandardMetrics
 
     /// A transport over `pool`, holding it strongly (`retained`: a transport the application
     /// made and owns) or weakly (the client the pool caches, which must not keep it alive).
@@ -34,7 +33,6 @@ public final class PooledTransport: ClientTransport {
         self.methodConfigs = TransportMethodConfigs(pool.config)
         self.serviceID = pool.serviceID
         self.peer = pool.config.endpoints.map(\.description).joined(separator: ",")
-        self.standardMetrics = pool.standardMetrics
     }
 
     /// A transport over one connection, held weakly (its cached client).
@@ -43,7 +41,6 @@ public final class PooledTransport: ClientTransport {
         self.methodConfigs = TransportMethodConfigs(connection.config)
         self.serviceID = connection.serviceID
         self.peer = connection.peer
-        self.standardMetrics = connection.standardMetrics
     }
 
     public var retryThrottle: RetryThrottle? { nil }
@@ -58,28 +55,6 @@ public final class PooledTransport: ClientTransport {
     }
 
     public func withStream<T: Sendable>(
-        descriptor: MethodDescriptor,
-        options: CallOptions,
-        _ closure: (_ stream: RPCStream<Inbound, Outbound>, _ context: ClientContext) async throws -> T
-    ) async throws -> T {
-        guard self.standardMetrics.enabled else {
-            return try await self.runStream(descriptor: descriptor, options: options, closure)
-        }
-        // `grpc.client.call.duration`: the call from the transport's view, every attempt and the
-        // waits between them; its status is the error the call ends with, or OK.
-        let start = ContinuousClock.now
-        do {
-            let result = try await self.runStream(descriptor: descriptor, options: options, closure)
-            self.standardMetrics.callEnded(method: descriptor.path, status: .ok, duration: .now - start)
-            return result
-        } catch {
-            let code = (error as? RPCError).map { Status.Code($0.code) } ?? .unknown
-            self.standardMetrics.callEnded(method: descriptor.path, status: code, duration: .now - start)
-            throw error
-        }
-    }
-
-    private func runStream<T: Sendable>(
         descriptor: MethodDescriptor,
         options: CallOptions,
         _ closure: (_ stream: RPCStream<Inbound, Outbound>, _ context: ClientContext) async throws -> T
