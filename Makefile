@@ -18,18 +18,23 @@ PY_PKGS      := grpcio>=1.60,<2 grpcio-tools>=1.60,<2
 
 all: build
 
+# Whether a Debian package is installed (not only known: a removed package keeps its
+# configuration files, and `dpkg -s` still succeeds for it).
+installed = dpkg-query -W -f='$${Status}' $(1) 2>/dev/null | grep -q 'install ok installed'
+
 # Installs the C core and its headers when `dpkg` says they are not there.
 deps:
-	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(SYSTEM_PKGS); do $(call installed,$$p) || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-# The tests' DNS server (dnsmasq on a loopback port, serving a hosts file the tests rewrite), and
-# tshark, whose HTTP/2 and gRPC dissectors read which messages went out compressed.
+# The tests' DNS server (dnsmasq on a loopback port, serving a hosts file the tests rewrite),
+# tshark, whose HTTP/2 and gRPC dissectors read which messages went out compressed, and etcd
+# (server and etcdctl) for the registry tests' clusters.
 testdeps:
-	@missing=""; for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(TEST_PKGS); do $(call installed,$$p) || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
