@@ -128,7 +128,10 @@ struct ServiceRecordTests {
                 let pool = try manager.pool(for: "echo")
                 #expect(await poll { pool.metrics().addresses.contains("ipv4:127.0.0.1:\(port)") })
                 #expect(pool.metrics().resolutionFailures == 0)
-                #expect(try await poll { try await pool.client.echo([1], timeout: .seconds(5)) == [1] })
+                // Connected and checked on the address found (a loaded machine may take a while).
+                #expect(await pool.waitUntilHealthy(timeLimit: .seconds(30)))
+                let reply = try await pool.client.echo([1], timeout: .seconds(30))
+                #expect(reply == [1])
             }
         }
     }
