@@ -109,8 +109,7 @@ extension PooledConnection {
             received: received
         )
         let eject = self.dispatcher.callEnded(on: self.index, latency: latency, error: error)
-        let (seconds, attoseconds) = latency.components
-        self.instruments.latency.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        self.instruments.latency.record(duration: latency)
         (error == nil ? self.instruments.successes : self.instruments.failures).increment()
         if let eject { self.eject(failures: eject.failures) }
         if error?.code == .unavailable {

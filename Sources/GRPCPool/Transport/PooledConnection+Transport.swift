@@ -245,15 +245,19 @@ struct TransportMethodConfigs: Sendable {
 }
 
 extension Status.Code {
-    /// The code for its canonical name (`"UNAVAILABLE"`).
+    /// The canonical names, by raw value (`"OK"` is 0).
+    private static let names = [
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+        "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+    ]
+
+    /// The code for its canonical name (`"UNAVAILABLE"`); not OK, which no retry policy names.
     init?(name: String) {
-        let names = [
-            "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
-            "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
-            "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
-            "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
-        ]
-        guard let raw = names[name] else { return nil }
+        guard let raw = Self.names.firstIndex(of: name), raw > 0 else { return nil }
         self.init(rawValue: raw)
     }
+
+    /// The canonical name, as `grpc.status` carries it (`"UNAVAILABLE"`).
+    var name: String { Self.names.indices.contains(self.rawValue) ? Self.names[self.rawValue] : "UNKNOWN" }
 }
