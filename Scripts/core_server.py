@@ -9,7 +9,8 @@ against both stacks:
   message as it arrives (after ``echo-greeting``'s value, when set, sent before any is read;
   ending with OK after ``echo-limit`` messages, when set, with the request still open; a
   ``Stream`` cancelled before its handler ends prints ``CANCELLED bench.Echo/Stream``).
-  Request metadata ``echo-delay-ms`` delays the answer;
+  Request metadata ``echo-delay-ms`` delays the answer; ``echo-keys`` (comma-separated metadata
+  keys) sends those keys' request values back in the initial metadata as ``echoed-<key>``;
   ``echo-status`` / ``echo-message`` fail the call with that code and message.
 - ``grpc.health.v1.Health/Check``: SERVING for every service name.
 - ``grpc.testing.TestService``: ``EmptyCall`` and ``UnaryCall`` (a payload of zeros of
@@ -40,6 +41,9 @@ SERVING = b"\x08\x01"  # grpc.health.v1.HealthCheckResponse{status: SERVING}
 def _controls(context):
     """The per-call controls from the request metadata."""
     md = dict(context.invocation_metadata())
+    keys = md.get("echo-keys")
+    if keys:
+        context.send_initial_metadata([("echoed-" + key, md.get(key, "")) for key in keys.split(",")])
     delay = int(md.get("echo-delay-ms", "0")) / 1000.0
     if delay > 0:
         # Wake early when the client cancels.

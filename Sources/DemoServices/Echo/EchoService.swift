@@ -13,7 +13,9 @@ public import GRPCCore
 /// - `echo-delay-ms`: wait this long before answering (the wait ends early, and is counted in
 ///   ``DemoServer/cancelledRPCs``, when the client cancels);
 /// - `echo-status` and `echo-message`: fail with this status code and message;
-/// - any key starting with `x-` is sent back in the initial and the trailing metadata.
+/// - any key starting with `x-` is sent back in the initial and the trailing metadata;
+/// - `echo-keys`: these keys (comma-separated) are sent back as `echoed-<key>`, so that a test
+///   reads what the server received.
 ///
 /// The server-wide ``DemoServer/Behaviour`` (delay, failure) applies on top.
 public struct EchoService: RegistrableRPCService {
@@ -103,8 +105,14 @@ public struct EchoService: RegistrableRPCService {
         }
     }
 
-    /// The request's `x-` metadata, to send back.
+    /// The request's `x-` metadata, and its `echo-keys` as `echoed-<key>`, to send back.
     static func echoed(_ metadata: Metadata) -> Metadata {
-        Metadata(metadata.filter { $0.key.hasPrefix("x-") })
+        var echoed = Metadata(metadata.filter { $0.key.hasPrefix("x-") })
+        for keys in metadata[stringValues: "echo-keys"] {
+            for key in keys.split(separator: ",") {
+                echoed.addString(metadata[stringValues: String(key)].first { _ in true } ?? "", forKey: "echoed-\(key)")
+            }
+        }
+        return echoed
     }
 }

@@ -1,6 +1,7 @@
 public import GRPCCore
 internal import GRPCNIOTransportHTTP2
 private import NIOConcurrencyHelpers
+public import Tracing
 internal import NIOCore
 
 /// A real gRPC server on grpc-swift-2's NIO HTTP/2 transport, bound to a loopback port, serving
@@ -97,6 +98,8 @@ public final class DemoServer: Sendable {
 
     /// The health service, to set statuses on.
     public let health: HealthService
+    /// The tracer each RPC it handles is a server span of (``ServerTracingInterceptor``), if any.
+    let tracer: (any Tracer)?
     let controls: Controls
     private let state: NIOLockedValueBox<State>
 
@@ -119,8 +122,10 @@ public final class DemoServer: Sendable {
         maxConcurrentStreams: Int? = nil,
         tls: TLS? = nil,
         connectionPolicy: ConnectionPolicy = ConnectionPolicy(),
-        compression: CompressionAlgorithmSet = .all
+        compression: CompressionAlgorithmSet = .all,
+        tracer: (any Tracer)? = nil
     ) {
+        self.tracer = tracer
         self.host = host
         self.maxConcurrentStreams = maxConcurrentStreams
         self.tls = tls
@@ -243,6 +248,7 @@ public final class DemoServer: Sendable {
             transport: transport,
             services: services,
             interceptors: [PendingFailureInterceptor(controls: self.controls)]
+                + (self.tracer.map { [ServerTracingInterceptor(tracer: $0)] } ?? [])
         )
         let task = Task { try await server.serve() }
         let address: GRPCNIOTransportCore.SocketAddress

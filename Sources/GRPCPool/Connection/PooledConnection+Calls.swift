@@ -24,7 +24,9 @@ extension PooledConnection {
         in slot: CallSlot
     ) async throws(RPCError) -> UnaryResponse {
         let options = options ?? self.defaultCallOptions
-        let call = self.beginCall(in: slot, method: StandardMetrics.unregisteredMethod)
+        let call = self.beginCall(in: slot, path: method, registered: false)
+        var metadata = metadata
+        call.trace?.inject(into: &metadata)
         do {
             let response = try await call.channel.unary(
                 method: method,
@@ -60,6 +62,8 @@ extension PooledConnection {
         let method: String
         /// How long its pick waited, when it had to.
         let delay: Duration?
+        /// Its span, when a tracer is active.
+        let trace: AttemptTrace?
     }
 
     /// One call's place in the connection's load (``CallDispatcher``), counted before the call
@@ -84,15 +88,39 @@ extension PooledConnection {
         return CallSlot(self)
     }
 
-    /// Starts a call in `slot`. The channel is read and reserved in one step, so a channel swap
-    /// cannot close it under the call.
-    func beginCall(in slot: CallSlot, method: String) -> StartedCall {
-        let (channel, peer) = self.storage.withLock { state in
+    /// Starts attempt `attempt` of a call to `path` in `slot`. The channel is read and reserved
+    /// in one step, so a channel swap cannot close it under the call. A call through the raw
+    /// API (not `registered`) goes in the metrics as ``StandardMetrics/unregisteredMethod``.
+    func beginCall(in slot: CallSlot, path: String, registered: Bool = true, attempt: Int = 1) -> StartedCall {
+        let tracer = AttemptTrace.activeTracer
+        let (channel, peer, authority) = self.storage.withLock { state in
             state.channel.reserveCall()
-            return (state.channel, state.placement.address)
+            return (state.channel, state.placement.address, tracer == nil ? nil : state.placement.authority)
         }
+        let method = registered ? path : StandardMetrics.unregisteredMethod
         self.standardMetrics.attemptStarted(method: method, delay: slot.delay)
-        return StartedCall(channel: channel, start: .now, peer: peer, method: method, delay: slot.delay?.duration)
+        let trace = tracer.map { tracer in
+            AttemptTrace(
+                AttemptTrace.Attempt(
+                    path: path,
+                    service: self.serviceID,
+                    connection: self.index,
+                    number: attempt,
+                    address: peer,
+                    authority: authority,
+                    delay: slot.delay
+                ),
+                tracer: tracer
+            )
+        }
+        return StartedCall(
+            channel: channel,
+            start: .now,
+            peer: peer,
+            method: method,
+            delay: slot.delay?.duration,
+            trace: trace
+        )
     }
 
     /// Records a finished call, which sent and received `sent` and `received` bytes of
@@ -101,6 +129,7 @@ extension PooledConnection {
     func endCall(_ call: StartedCall, error: RPCError?, sent: Int = 0, received: Int = 0) {
         let latency = ContinuousClock.now - call.start
         call.channel.releaseCall()
+        call.trace?.end(error: error)
         self.standardMetrics.attemptEnded(
             method: call.method,
             status: error.map { Status.Code($0.code) } ?? .ok,

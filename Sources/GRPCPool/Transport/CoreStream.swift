@@ -16,6 +16,8 @@ internal import Synchronization
 /// writes one (a server that speaks first).
 final class CoreStream: Sendable {
     let call: CoreCall
+    /// The attempt's span, whose context goes out with the metadata.
+    let trace: AttemptTrace?
     /// The request is exactly one message: a reader waits for it before starting the call.
     let requestIsOneMessage: Bool
     let maxRequestBytes: Int?
@@ -66,6 +68,7 @@ final class CoreStream: Sendable {
 
     init(
         call: CoreCall,
+        trace: AttemptTrace? = nil,
         requestIsOneMessage: Bool,
         maxRequestBytes: Int?,
         maxResponseBytes: Int?,
@@ -73,6 +76,7 @@ final class CoreStream: Sendable {
     ) {
         self.onEnd = onEnd
         self.call = call
+        self.trace = trace
         self.requestIsOneMessage = requestIsOneMessage
         self.maxRequestBytes = maxRequestBytes
         self.maxResponseBytes = maxResponseBytes
@@ -83,7 +87,8 @@ final class CoreStream: Sendable {
 
     func write(_ part: RPCRequestPart<[UInt8]>) async throws {
         switch part {
-        case .metadata(let metadata):
+        case .metadata(var metadata):
+            self.trace?.inject(into: &metadata)
             let start: Bool = self.state.withLock { state in
                 guard case .pending(nil, let message, let closed) = state.phase else { return false }
                 state.phase = .pending(metadata: metadata, message: message, closed: closed)

@@ -135,14 +135,16 @@ extension PooledConnection {
     func openStream(
         _ shape: StreamShape,
         options: CoreCallOptions,
-        in slot: CallSlot
+        in slot: CallSlot,
+        attempt: Int = 1
     ) -> (stream: Result<CoreStream, RPCError>, peer: String) {
         let path = shape.descriptor.path
-        let started = self.beginCall(in: slot, method: path)
+        let started = self.beginCall(in: slot, path: path, attempt: attempt)
         do throws(RPCError) {
             let call = try CoreCall.create(on: started.channel, method: path, options: options)
             let stream = CoreStream(
                 call: call,
+                trace: started.trace,
                 requestIsOneMessage: shape.descriptor.type == .unary || shape.descriptor.type == .serverStreaming,
                 maxRequestBytes: shape.maxRequestBytes,
                 maxResponseBytes: shape.maxResponseBytes
@@ -167,10 +169,10 @@ extension PooledConnection {
         RetryingCoreStream.Retrier(
             retry: CallRetry(policy: self.config.retryPolicy, deadline: deadline),
             pick: retryPick,
-            open: { slot, timeout in
+            open: { slot, timeout, attempt in
                 var options = options
                 options.timeout = timeout
-                return slot.connection.openStream(shape, options: options, in: slot).stream
+                return slot.connection.openStream(shape, options: options, in: slot, attempt: attempt).stream
             },
             clock: self.clock
         )

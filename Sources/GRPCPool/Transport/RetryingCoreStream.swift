@@ -14,7 +14,9 @@ internal import GRPCPoolCoreBridge
 /// not return until the caller's producer ends or the deadline passes.
 final class RetryingCoreStream: Sendable {
     /// Opens the next attempt in a slot, with the RPC's remaining time.
-    typealias Open = @Sendable (_ slot: PooledConnection.CallSlot, _ timeout: Duration?) -> Result<CoreStream, RPCError>
+    typealias Open = @Sendable (_ slot: PooledConnection.CallSlot, _ timeout: Duration?, _ attempt: Int) -> Result<
+        CoreStream, RPCError
+    >
 
     /// What sends the request again: the retry decision, and where the next attempt goes.
     struct Retrier: Sendable {
@@ -91,7 +93,7 @@ final class RetryingCoreStream: Sendable {
         let remaining = retrier.retry.deadline.map { ContinuousClock.now.duration(to: $0) }
         if let remaining, remaining <= .zero { return false }
         guard let slot = await retrier.pick(remaining) else { return false }
-        let next = retrier.open(slot, remaining)
+        let next = retrier.open(slot, remaining, retrier.retry.attempts)
         let accepted = self.state.withLock { state -> Bool in
             guard !state.buffer.committed else { return false }
             // An attempt that could not open takes no replay: its failure is read next.

@@ -53,9 +53,9 @@ extension UnaryCoreStream {
 
 extension UnaryCoreStream.Attempt {
     /// Starts a call in `slot`: its core call, or the reason it has none.
-    init(_ slot: PooledConnection.CallSlot, method: String, options: CoreCallOptions) {
+    init(_ slot: PooledConnection.CallSlot, method: String, options: CoreCallOptions, attempt: Int = 1) {
         self.connection = slot.connection
-        self.started = slot.connection.beginCall(in: slot, method: method)
+        self.started = slot.connection.beginCall(in: slot, path: method, attempt: attempt)
         do throws(RPCError) {
             self.call = .success(try CoreCall.create(on: self.started.channel, method: method, options: options))
         } catch {

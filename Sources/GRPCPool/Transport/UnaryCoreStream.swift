@@ -116,7 +116,10 @@ final class UnaryCoreStream: Sendable {
 
     private func send(_ attempt: Attempt, metadata: Metadata, message: [UInt8]) {
         switch attempt.call {
-        case .success(let call): call.startUnary(metadata: metadata, message: message) { self.complete($0) }
+        case .success(let call):
+            var metadata = metadata
+            attempt.started.trace?.inject(into: &metadata)
+            call.startUnary(metadata: metadata, message: message) { self.complete($0) }
         case .failure(let error): self.complete(UnaryOutcome(failure: error))
         }
     }
@@ -213,7 +216,7 @@ final class UnaryCoreStream: Sendable {
         guard let slot = await retrier.pick(remaining) else { return nil }
         var options = retrier.options
         options.timeout = remaining
-        let attempt = Attempt(slot, method: retrier.method, options: options)
+        let attempt = Attempt(slot, method: retrier.method, options: options, attempt: retrier.retry.attempts)
         self.state.withLock { state in
             state.attempt = attempt
             state.outcome = nil

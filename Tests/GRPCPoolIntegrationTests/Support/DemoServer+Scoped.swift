@@ -1,11 +1,13 @@
 import DemoServices
+import Tracing
 
 /// Runs `body` with a started ``DemoServer`` and stops it afterwards, whatever happens.
 func withDemoServer<Result>(
     port: Int = 0,
+    tracer: (any Tracer)? = nil,
     _ body: (DemoServer) async throws -> Result
 ) async throws -> Result {
-    let server = DemoServer(port: port)
+    let server = DemoServer(port: port, tracer: tracer)
     try await server.start()
     do {
         let result = try await body(server)
