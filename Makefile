@@ -12,7 +12,7 @@ PROTOC_GEN_SWIFT      = $(GEN_SCRATCH)/release/protoc-gen-swift
 PROTOC_GEN_GRPC_SWIFT = $(GEN_SCRATCH)/release/protoc-gen-grpc-swift-2
 
 VENV         := .build-venv
-PY_PKGS      := grpcio>=1.60,<2 grpcio-tools>=1.60,<2
+PY_PKGS      := grpcio>=1.60,<2 grpcio-tools>=1.60,<2 opentelemetry-proto>=1.20,<2
 
 .PHONY: all build test tsan asan demo bench bench-allocs profile generate deps testdeps deps-generate pydeps clean format
 
@@ -42,10 +42,10 @@ testdeps:
 
 # The tests' second server stack: gRPC's C core as a server (grpcio from PyPI, with its default
 # settings; grpcio-tools generates the interop messages it serves), in a virtual environment of
-# its own, installed when missing.
+# its own, installed when missing; opentelemetry-proto for the tests' OTLP trace receiver.
 pydeps:
-	@$(VENV)/bin/python -c 'import grpc, grpc_tools' >/dev/null 2>&1 || { \
-		echo "installing grpcio and grpcio-tools into $(VENV)"; \
+	@$(VENV)/bin/python -c 'import grpc, grpc_tools, opentelemetry.proto' >/dev/null 2>&1 || { \
+		echo "installing $(PY_PKGS) into $(VENV)"; \
 		{ [ -x $(VENV)/bin/pip ] || python3 -m venv $(VENV); } && $(VENV)/bin/pip install -q $(foreach p,$(PY_PKGS),'$(p)'); }
 
 deps-generate: deps

@@ -6,9 +6,11 @@ import GRPCPool
 import Hummingbird
 import Logging
 import Metrics
+import OTel
 import Prometheus
 import ServiceLifecycle
 import SwiftProtobuf
+import Tracing
 import UnixSignals
 
 /// An application that uses the pool, the Swift server way: a Hummingbird HTTP app and the `PoolManager` run
@@ -21,6 +23,11 @@ import UnixSignals
 ///   `GET /summary?text=…&sentences=N`: one call each through the pool
 ///
 /// With no `--stt/--nlp/--summary` targets it starts the three demo services itself.
+///
+/// With `--otlp-endpoint`, swift-otel is the tracer: each HTTP request is a server span
+/// (Hummingbird's `TracingMiddleware`), each attempt of the gRPC call it makes through the pool a
+/// client span under it, and an embedded demo service's handling a server span under that (the
+/// `traceparent` the pool sends); spans go to the endpoint over OTLP/gRPC.
 @main
 struct ExampleApp: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -40,9 +47,29 @@ struct ExampleApp: AsyncParsableCommand {
     @Option(help: "summary service HOST:PORT (default: an embedded demo server).")
     var summary: String?
 
+    @Option(help: "Export traces over OTLP/gRPC to this endpoint (http://HOST:PORT); no tracing without it.")
+    var otlpEndpoint: String?
+
     func run() async throws {
         var logger = Logger(label: "example-app")
         logger.logLevel = .info
+
+        // Traces: swift-otel bootstrapped as the process's tracer, exporting over OTLP/gRPC.
+        var background: [any Service] = []
+        var tracer: (any Tracer)?
+        if let otlpEndpoint {
+            var otel = OTel.Configuration.default
+            otel.serviceName = "example-app"
+            otel.metrics.enabled = false
+            otel.logs.enabled = false
+            otel.traces.exporter = .otlp
+            otel.traces.otlpExporter.protocol = .grpc
+            otel.traces.otlpExporter.endpoint = otlpEndpoint
+            let tracing = try OTel.makeTracingBackend(configuration: otel)
+            InstrumentationSystem.bootstrap(tracing.factory)
+            background.append(tracing.service)
+            tracer = tracing.factory
+        }
 
         // The services: given, or embedded demo servers.
         var embedded: [DemoServer] = []
@@ -53,7 +80,7 @@ struct ExampleApp: AsyncParsableCommand {
                 }
                 return endpoint
             }
-            let server = DemoServer()
+            let server = DemoServer(tracer: tracer)
             try await server.start()
             embedded.append(server)
             return .init(host: "127.0.0.1", port: server.port)
@@ -80,6 +107,7 @@ struct ExampleApp: AsyncParsableCommand {
         let manager = try PoolManager(services: services, logger: poolLogger, metricsFactory: factory)
 
         let router = Router()
+        if tracer != nil { router.add(middleware: TracingMiddleware()) }
         Routes.add(to: router, manager: manager, registry: registry)
         let app = Application(
             router: router,
@@ -93,7 +121,9 @@ struct ExampleApp: AsyncParsableCommand {
 
         let group = ServiceGroup(
             configuration: .init(
-                services: [manager, app],
+                // Shut down in reverse order: the tracer's exporter after the app and the pool,
+                // so that it exports their last spans.
+                services: background + [manager, app],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

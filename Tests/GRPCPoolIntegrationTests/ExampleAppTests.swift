@@ -133,6 +133,100 @@ struct ExampleAppTests {
             #expect(bounds == Set(GRPCMetricNames.latencyBuckets + [.infinity]))
         }
     }
+    @Test(
+        "With --otlp-endpoint, the HTTP request, each attempt of its call through the pool and the service's handling are one trace at a real OTLP receiver"
+    )
+    func traces() async throws {
+        let receiver = try await OTLPReceiver()
+        let app = try await ExampleAppProcess(["--port", "0", "--otlp-endpoint", "http://127.0.0.1:\(receiver.port)"])
+        #expect(try await poll { try await app.get("/health").0 == 200 })
+        let (status, _) = try await app.get("/nlp/analyze?text=good")
+        #expect(status == 200)
+        // A clean stop exports what the batch processor still holds.
+        app.process.send(SIGTERM)
+        #expect(await app.process.exit(timeLimit: .seconds(30)) == .exited(0))
+
+        var spans: [[String: Any]] = []
+        let client: [String: Any]? = await {
+            var found: [String: Any]?
+            _ = await poll(timeLimit: .seconds(20)) {
+                spans = receiver.spans
+                found = spans.first { $0["name"] as? String == "demo.NLP/Analyze" && $0["kind"] as? String == "SPAN_KIND_CLIENT" }
+                return found != nil
+            }
+            return found
+        }()
+        let span = try #require(client, "\(spans)")
+        let attributes = try #require(span["attributes"] as? [String: Any])
+        #expect(attributes["rpc.system"] as? String == "grpc")
+        #expect(attributes["rpc.service"] as? String == "demo.NLP")
+        #expect(attributes["rpc.method"] as? String == "Analyze")
+        #expect(attributes["server.address"] as? String == "127.0.0.1")
+        #expect(attributes["grpc.pool.service"] as? String == "nlp")
+        #expect(attributes["grpc.pool.attempt"] as? Int == 1)
+        #expect(attributes["rpc.grpc.status_code"] as? Int == 0)
+        #expect(span["service"] as? String == "example-app")
+        // Its parent: the HTTP request's server span (Hummingbird's TracingMiddleware).
+        let parent = spans.first { $0["span_id"] as? String == span["parent_span_id"] as? String }
+        #expect(parent?["kind"] as? String == "SPAN_KIND_SERVER", "\(spans)")
+        #expect(parent?["trace_id"] as? String == span["trace_id"] as? String)
+        // Its child: the demo service's server span, joined through the traceparent the pool sent.
+        let child = spans.first { $0["parent_span_id"] as? String == span["span_id"] as? String }
+        #expect(child?["kind"] as? String == "SPAN_KIND_SERVER", "\(spans)")
+        #expect(child?["name"] as? String == "demo.NLP/Analyze")
+        #expect(child?["trace_id"] as? String == span["trace_id"] as? String)
+    }
+}
+
+/// `Scripts/otlp_receiver.py`: a real OTLP/gRPC trace receiver (grpcio and opentelemetry-proto in
+/// `.build-venv`), printing each span it receives as a JSON line.
+final class OTLPReceiver {
+    let process: ChildProcess
+    let port: Int
+
+    init() async throws {
+        let python = CoreServer.root.appendingPathComponent(".build-venv/bin/python")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: python.path),
+            "the Python virtual environment is missing: run `make test` (it installs it) or `make pydeps`"
+        )
+        let process = try ChildProcess(
+            python.path,
+            [CoreServer.root.appendingPathComponent("Scripts/otlp_receiver.py").path],
+            output: .capture,
+            errors: .capture,
+            input: true
+        )
+        self.process = process
+        var first: String?
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(30))
+            process.send(SIGKILL)
+        }
+        for await line in process.lines() {
+            first = line
+            break
+        }
+        watchdog.cancel()
+        guard let first, first.hasPrefix("PORT "), let port = Int(first.dropFirst(5)) else {
+            process.send(SIGKILL)
+            Issue.record("the OTLP receiver did not start: \(first ?? "no output")")
+            throw CancellationError()
+        }
+        self.port = port
+    }
+
+    deinit {
+        self.process.send(SIGKILL)
+    }
+
+    /// The spans received so far.
+    var spans: [[String: Any]] {
+        self.process.outputSoFar.split(separator: "\n").compactMap { line in
+            guard line.hasPrefix("{") else { return nil }
+            return try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        }
+    }
 }
 
 /// The example app as a process of a test: started with `arguments`, its port read from what it
