@@ -56,6 +56,12 @@ struct Bench: AsyncParsableCommand {
     )
     var onlyStreams = false
 
+    @Flag(
+        help:
+            "Only the observability rows: the pool stub on the defaults plain, with a Prometheus metrics backend, and with that and swift-otel's tracer."
+    )
+    var onlyObservability = false
+
     @Option(help: "The Python with grpcio, for the grpcio (C-core) server's rows.")
     var grpcioPython = ".build-venv/bin/python"
 
@@ -144,6 +150,10 @@ struct Bench: AsyncParsableCommand {
             try await self.defaultsSections(session)
             return try session.report()
         }
+        if self.onlyObservability {
+            try await session.observabilityRows()
+            return try session.report()
+        }
         if self.onlyStreams {
             for level in [1, 16, 64] { try await session.unaryRows(concurrency: level) }
             try await session.streamingRows()
@@ -154,6 +164,7 @@ struct Bench: AsyncParsableCommand {
             try await session.largeAndStreamingRows()
             try await session.streamingRows()
             try await self.defaultsSections(session)
+            try await session.observabilityRows()
         }
         if !self.onlyOutcomes {
             for tasks in [1, 64] { try await session.acquireRelease(tasks: tasks) }

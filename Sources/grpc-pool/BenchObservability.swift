@@ -1,0 +1,86 @@
+import DemoServices
+import GRPCCore
+import GRPCPool
+import OTel
+import Prometheus
+import ServiceLifecycle
+import Tracing
+
+extension BenchSession {
+    /// What observability costs a call: the pool stub on the defaults, plain (no metrics backend,
+    /// no tracer), with a Prometheus registry behind swift-metrics (the pool's series and gRPC's
+    /// standard ones, as the example app sets it up), and with that and swift-otel's tracer (every
+    /// attempt sampled into its batch processor; exporter none, so that the export's own network
+    /// work is not counted). Two plain rows around the others, so that drift shows.
+    func observabilityRows() async throws {
+        let endpoint = PoolManager.Endpoint(host: "127.0.0.1", port: self.server.port)
+        let config = BenchSettings.defaults.config(endpoints: [endpoint], connections: self.options.connections)
+        let options = BenchSettings.defaults.callOptions(retries: false)
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.nameAndLabelSanitizer = GRPCMetricNames.prometheus
+        let measured = try PoolManager(
+            services: ["bench-observed": config],
+            logger: .cli(verbose: false),
+            metricsFactory: factory
+        )
+        let running = Task { try await measured.run() }
+        defer {
+            measured.beginGracefulShutdown()
+            running.cancel()
+        }
+        _ = await measured.waitUntilHealthy(timeLimit: .seconds(10))
+        let observed = try measured.client(for: "bench-observed")
+
+        var otel = OTel.Configuration.default
+        otel.serviceName = "grpc-pool-bench"
+        otel.metrics.enabled = false
+        otel.logs.enabled = false
+        otel.traces.exporter = .none
+        otel.traces.sampler = .alwaysOn
+        // Room for every span of a row: with OTel's default queue (2048 spans, drained every
+        // 5 s) spans past the queue are dropped, which costs less than keeping them.
+        otel.traces.batchSpanProcessor.scheduleDelay = .milliseconds(100)
+        otel.traces.batchSpanProcessor.maxQueueSize = 1 << 16
+        otel.traces.batchSpanProcessor.maxExportBatchSize = 4096
+        let tracing = try OTel.makeTracingBackend(configuration: otel)
+        let tracer = tracing.factory
+        let exporting = Task { try await tracing.service.run() }
+        defer { exporting.cancel() }
+
+        let (clients, small) = (self.clients, self.small)
+        let call: @Sendable (GRPCClient<PooledTransport>) async throws -> Void = { client in
+            let reply = try await client.unary(
+                request: ClientRequest(message: small),
+                descriptor: BenchClients.descriptor,
+                serializer: RawBytesSerializer(),
+                deserializer: RawBytesDeserializer(),
+                options: options
+            ) { try $0.message }
+            guard reply.count == small.count else { throw RPCError(code: .dataLoss, message: "short echo") }
+        }
+        for level in [1, 16] {
+            let plain1 = try await self.measure("(a) pool stub, defaults", "32 B plain", concurrency: level) {
+                try await clients.poolStub(small, settings: .defaults)
+            }
+            let metrics = try await self.measure("(a) pool stub, defaults", "32 B metrics", concurrency: level) {
+                try await call(observed)
+            }
+            // The tracer is bound per call (`withTracer`): bootstrapping it would trace every
+            // later row of the run.
+            let traced = try await self.measure(
+                "(a) pool stub, defaults",
+                "32 B m+traces",
+                concurrency: level
+            ) {
+                try await withTracer(tracer) { try await call(observed) }
+            }
+            let plain2 = try await self.measure("(a) pool stub, defaults", "32 B plain", concurrency: level) {
+                try await clients.poolStub(small, settings: .defaults)
+            }
+            let plain = (plain1.cpuPerCall + plain2.cpuPerCall) / 2
+            self.ratios["metrics_vs_plain_cpu_c\(level)"] = metrics.cpuPerCall / plain
+            self.ratios["metrics_traces_vs_plain_cpu_c\(level)"] = traced.cpuPerCall / plain
+        }
+    }
+}
