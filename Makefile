@@ -12,7 +12,7 @@ PROTOC_GEN_SWIFT      = $(GEN_SCRATCH)/release/protoc-gen-swift
 PROTOC_GEN_GRPC_SWIFT = $(GEN_SCRATCH)/release/protoc-gen-grpc-swift-2
 
 VENV         := .build-venv
-PY_PKGS      := grpcio>=1.60,<2 grpcio-tools>=1.60,<2 opentelemetry-proto>=1.20,<2
+PY_PKGS      := grpcio>=1.60,<2 grpcio-tools>=1.60,<2 grpcio-channelz>=1.60,<2 opentelemetry-proto>=1.20,<2
 
 .PHONY: all build test tsan asan demo bench bench-allocs profile generate deps testdeps deps-generate pydeps clean format
 
@@ -44,7 +44,7 @@ testdeps:
 # settings; grpcio-tools generates the interop messages it serves), in a virtual environment of
 # its own, installed when missing; opentelemetry-proto for the tests' OTLP trace receiver.
 pydeps:
-	@$(VENV)/bin/python -c 'import grpc, grpc_tools, opentelemetry.proto' >/dev/null 2>&1 || { \
+	@$(VENV)/bin/python -c 'import grpc, grpc_tools, grpc_channelz, opentelemetry.proto' >/dev/null 2>&1 || { \
 		echo "installing $(PY_PKGS) into $(VENV)"; \
 		{ [ -x $(VENV)/bin/pip ] || python3 -m venv $(VENV); } && $(VENV)/bin/pip install -q $(foreach p,$(PY_PKGS),'$(p)'); }
 
@@ -138,7 +138,7 @@ profile: deps
 
 # Regenerates the committed Swift code from Protos/. Builds the two protoc plugins from the
 # pinned packages (release, in its own scratch folder); CI never runs this.
-generate: deps-generate
+generate: deps-generate pydeps
 	$(SWIFT) build -c release --scratch-path $(GEN_SCRATCH) --product protoc-gen-swift
 	$(SWIFT) build -c release --scratch-path $(GEN_SCRATCH) --product protoc-gen-grpc-swift-2
 	./Protos/generate.sh "$(PROTOC_GEN_SWIFT)" "$(PROTOC_GEN_GRPC_SWIFT)"

@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PROTOC_GEN_SWIFT=$(realpath "$1")
 PROTOC_GEN_GRPC_SWIFT=$(realpath "$2")
+PYTHON=${3:-.build-venv/bin/python}
 
 # generate OUT_DIR VISIBILITY CLIENT SERVER PROTO...
 generate() {
@@ -31,3 +32,17 @@ protoc --plugin=protoc-gen-swift="$PROTOC_GEN_SWIFT" -I Protos \
 
 # The etcd v3 API (KV and Watch clients for etcd discovery): internal to the library.
 generate Sources/GRPCPool/Generated Internal true false etcd/kv.proto etcd/auth.proto etcd/rpc.proto
+
+# gRPC's channelz API (grpc.channelz.v1): the pool serves it from the C core's data. Its schema
+# is the descriptor PyPI's grpcio-channelz carries (Protos/channelz/descriptor.py).
+channelz=$(mktemp)
+trap 'rm -f "$channelz"' EXIT
+"$PYTHON" Protos/channelz/descriptor.py "$channelz"
+out=Sources/GRPCPool/Generated/channelz
+mkdir -p "$out"
+protoc --plugin=protoc-gen-swift="$PROTOC_GEN_SWIFT" --descriptor_set_in="$channelz" \
+    --swift_out="$out" --swift_opt=Visibility=Public,UseAccessLevelOnImports=true grpc_channelz/v1/channelz.proto
+protoc --plugin=protoc-gen-grpc-swift-2="$PROTOC_GEN_GRPC_SWIFT" --descriptor_set_in="$channelz" \
+    --grpc-swift-2_out="$out" \
+    --grpc-swift-2_opt=Visibility=Public,Client=true,Server=true,UseAccessLevelOnImports=true \
+    grpc_channelz/v1/channelz.proto

@@ -100,6 +100,8 @@ public final class DemoServer: Sendable {
     public let health: HealthService
     /// The tracer each RPC it handles is a server span of (``ServerTracingInterceptor``), if any.
     let tracer: (any Tracer)?
+    /// Services it serves beside its own (a channelz service, say).
+    let extraServices: [any RegistrableRPCService & Sendable]
     let controls: Controls
     private let state: NIOLockedValueBox<State>
 
@@ -123,9 +125,11 @@ public final class DemoServer: Sendable {
         tls: TLS? = nil,
         connectionPolicy: ConnectionPolicy = ConnectionPolicy(),
         compression: CompressionAlgorithmSet = .all,
-        tracer: (any Tracer)? = nil
+        tracer: (any Tracer)? = nil,
+        services: [any RegistrableRPCService & Sendable] = []
     ) {
         self.tracer = tracer
+        self.extraServices = services
         self.host = host
         self.maxConcurrentStreams = maxConcurrentStreams
         self.tls = tls
@@ -243,7 +247,7 @@ public final class DemoServer: Sendable {
         let services: [any RegistrableRPCService] = [
             EchoService(controls: self.controls), self.health, TestService(),
             SpeechToTextService(), LanguageService(), SummaryService(),
-        ]
+        ] + self.extraServices
         let server = GRPCServer(
             transport: transport,
             services: services,

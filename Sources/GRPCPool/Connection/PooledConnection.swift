@@ -153,8 +153,8 @@ public final class PooledConnection: Sendable {
 
     /// A snapshot of its counters.
     public func metrics() -> ConnectionMetrics {
-        let (state, stats, since, placement, machine) = self.storage.withLock {
-            ($0.connectivity, $0.stats, $0.connectedSince, $0.placement, $0.machine)
+        let (state, stats, since, placement, machine, channelzID) = self.storage.withLock {
+            ($0.connectivity, $0.stats, $0.connectedSince, $0.placement, $0.machine, $0.channel.channelzID)
         }
         let calls = self.dispatcher.state.withLock { $0.stats[self.index] }
         return ConnectionMetrics(
@@ -175,7 +175,8 @@ public final class PooledConnection: Sendable {
             connectedSince: since,
             averageResponseTime: calls.latency.mean,
             p50ResponseTime: calls.latency.percentile(0.5),
-            p99ResponseTime: calls.latency.percentile(0.99)
+            p99ResponseTime: calls.latency.percentile(0.99),
+            channelzID: channelzID
         )
     }
 

@@ -31,6 +31,9 @@ public struct ConnectionMetrics: Sendable, Hashable {
     public var averageResponseTime: Duration
     public var p50ResponseTime: Duration
     public var p99ResponseTime: Duration
+    /// The id of its channel now in the C core's channelz data (``ChannelzService``), if the
+    /// core keeps any.
+    public var channelzID: Int? = nil
 
     /// successes ÷ requests; 1 when there were none.
     public var successRate: Double {

@@ -22,6 +22,8 @@ internal import Synchronization
 package final class CoreChannel: Sendable {
     /// The target exactly as given (`host:port`, `dns:///…`, `ipv4:…`, `unix:…`).
     package let target: String
+    /// Its id in the core's channelz data (``CoreChannelz``), when the core keeps any for it.
+    package let channelzID: Int?
     let handle: ChannelHandle
 
     /// Creates the channel. No connection is made until a call or ``state(tryToConnect:)`` asks.
@@ -38,10 +40,12 @@ package final class CoreChannel: Sendable {
         self.target = target
         let pointer: OpaquePointer
         do {
-            pointer = try options.withCoreArguments { args in
-                let creds = credentials.makeCore()
-                defer { grpc_channel_credentials_release(creds) }  // the channel keeps its own ref
-                return grpc_channel_create(target, creds, args)!
+            (pointer, self.channelzID) = try options.withCoreArguments { args in
+                try CoreChannelz.creating(target: target) {
+                    let creds = credentials.makeCore()
+                    defer { grpc_channel_credentials_release(creds) }  // the channel keeps its own ref
+                    return grpc_channel_create(target, creds, args)!
+                }
             }
         } catch let error as ChannelError {
             throw error

@@ -1,0 +1,92 @@
+import DemoServices
+import Foundation
+import GRPCCore
+import GRPCPool
+import Testing
+
+/// The pool's channelz service, read the way operators read it: grpcio-channelz's client.
+@Suite("channelz")
+struct ChannelzTests {
+    @Test(
+        "grpcio-channelz's client reads a channel per connection, each socket's streams_started the connection's calls",
+        arguments: Stack.allCases
+    )
+    func channelPerConnection(_ stack: Stack) async throws {
+        let channelz = DemoServer(services: [ChannelzService()])
+        try await channelz.start()
+        defer { Task { await channelz.stop() } }
+        try await withBackend(stack) { server in
+            // Connectivity-only health checks: no RPC of the pool's own on the wire.
+            let config = testConfig([server.target], poolSize: 3)
+            try await withPoolManager(["echo": config]) { manager in
+                let client = try manager.client(for: "echo")
+                for _ in 0..<30 { _ = try await client.echo([1, 2, 3], timeout: .seconds(10)) }
+                let connections = try #require(manager.metrics()["echo"]).connections
+                let ids = connections.compactMap(\.channelzID)
+                #expect(ids.count == 3, "\(connections)")
+
+                let tree = try await Self.read(channelz.target)
+                let channels = tree.filter { ids.contains($0.id) }
+                #expect(channels.count == 3, "\(tree)")
+                for connection in connections {
+                    let channel = try #require(channels.first { $0.id == connection.channelzID })
+                    #expect(channel.state == "READY")
+                    #expect(channel.callsStarted == connection.totalRequests)
+                    let sockets = channel.subchannels.flatMap(\.sockets)
+                    #expect(sockets.count == 1, "\(channel)")
+                    #expect(
+                        sockets.first?.streamsStarted == connection.totalRequests,
+                        "connection \(connection.index): \(channel)"
+                    )
+                    #expect(sockets.first?.streamsSucceeded == connection.successfulRequests)
+                }
+                #expect(connections.reduce(0) { $0 + $1.totalRequests } == 30)
+            }
+        }
+    }
+
+    /// One top channel as grpcio-channelz's client read it (`Scripts/channelz_client.py`).
+    struct Channel: Decodable, CustomStringConvertible {
+        struct Subchannel: Decodable {
+            var id: Int
+            var state: String
+            var sockets: [Socket]
+        }
+
+        struct Socket: Decodable {
+            var id: Int
+            var streamsStarted: Int
+            var streamsSucceeded: Int
+            var keepAlivesSent: Int
+        }
+
+        var id: Int
+        var target: String
+        var state: String
+        var callsStarted: Int
+        var subchannels: [Subchannel]
+
+        var description: String {
+            "channel \(self.id) \(self.target) \(self.state) calls \(self.callsStarted): "
+                + self.subchannels.map { "\($0.state) \($0.sockets.map { "streams \($0.streamsStarted)" })" }
+                .joined(separator: ", ")
+        }
+    }
+
+    /// The channelz tree of the process whose channelz service listens at `target`.
+    static func read(_ target: String) async throws -> [Channel] {
+        let python = CoreServer.root.appendingPathComponent(".build-venv/bin/python")
+        let process = try ChildProcess(
+            python.path,
+            [CoreServer.root.appendingPathComponent("Scripts/channelz_client.py").path, target],
+            output: .capture,
+            errors: .capture
+        )
+        let output = await process.output(timeLimit: .seconds(30))
+        let line = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") }, "\(output)")
+        struct Tree: Decodable { var channels: [Channel] }
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return try decoder.decode(Tree.self, from: Data(line.utf8)).channels
+    }
+}
