@@ -2,6 +2,7 @@ import ArgumentParser
 import DemoServices
 import Foundation
 import GRPCCore
+import GRPCNIOTransportHTTP2
 import GRPCPool
 import Hummingbird
 import Logging
@@ -49,6 +50,9 @@ struct ExampleApp: AsyncParsableCommand {
 
     @Option(help: "Export traces over OTLP/gRPC to this endpoint (http://HOST:PORT); no tracing without it.")
     var otlpEndpoint: String?
+
+    @Option(help: "Serve gRPC's channelz service (grpc.channelz.v1) on this port (0 picks one; printed); none without it.")
+    var channelzPort: Int?
 
     func run() async throws {
         var logger = Logger(label: "example-app")
@@ -106,6 +110,24 @@ struct ExampleApp: AsyncParsableCommand {
         poolLogger.logLevel = .info
         let manager = try PoolManager(services: services, logger: poolLogger, metricsFactory: factory)
 
+        // gRPC's channelz service, on a grpc-swift-2 server of the app's own.
+        var servers: [any Service] = []
+        if let channelzPort {
+            let server = GRPCServer(
+                transport: HTTP2ServerTransport.Posix(
+                    address: .ipv4(host: "127.0.0.1", port: channelzPort),
+                    transportSecurity: .plaintext
+                ),
+                services: [ChannelzService()]
+            )
+            servers.append(GRPCServerService(server: server))
+            Task {
+                if let address = try? await server.listeningAddress?.ipv4 {
+                    FileHandle.standardOutput.write(Data("channelz on 127.0.0.1:\(address.port)\n".utf8))
+                }
+            }
+        }
+
         let router = Router()
         if tracer != nil { router.add(middleware: TracingMiddleware()) }
         Routes.add(to: router, manager: manager, registry: registry)
@@ -123,7 +145,7 @@ struct ExampleApp: AsyncParsableCommand {
             configuration: .init(
                 // Shut down in reverse order: the tracer's exporter after the app and the pool,
                 // so that it exports their last spans.
-                services: background + [manager, app],
+                services: background + [manager, app] + servers,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
@@ -157,6 +179,12 @@ enum Routes {
             }
             let status: HTTPResponse.Status = health.values.allSatisfy { $0 } ? .ok : .serviceUnavailable
             return try json(body, status: status)
+        }
+
+        // The pool's connections joined with their channels' channelz data.
+        router.get("/debug/channelz") { _, _ -> Response in
+            let services = await manager.channelz().map { ($0.key.rawValue, $0.value.map(\.jsonObject)) }
+            return try json(["services": Dictionary(uniqueKeysWithValues: services)])
         }
 
         router.get("/metrics") { _, _ -> Response in
@@ -203,5 +231,19 @@ enum Routes {
             headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(bytes: data))
         )
+    }
+}
+
+/// A grpc-swift-2 server as a swift-service-lifecycle service: served until the group shuts
+/// down, then drained.
+struct GRPCServerService<Transport: ServerTransport>: Service {
+    let server: GRPCServer<Transport>
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await self.server.serve()
+        } onGracefulShutdown: {
+            self.server.beginGracefulShutdown()
+        }
     }
 }

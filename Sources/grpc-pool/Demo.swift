@@ -27,6 +27,11 @@ struct Demo: AsyncParsableCommand {
     @Flag(help: "Show the pool's own log lines (swift-log, label grpc.pool).")
     var verbose = false
 
+    @Option(
+        help: "Serve gRPC's channelz service on this port while it runs (0 picks one; printed), for `grpc-pool channelz`."
+    )
+    var channelzPort: Int?
+
     func validate() throws {
         guard self.duration >= 2 else { throw ValidationError("--duration must be at least 2 seconds") }
         guard self.concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
@@ -44,6 +49,14 @@ struct Demo: AsyncParsableCommand {
 
         // 2. The example configuration of the README.
         let manager = try Self.manager(for: servers, logger: logger)
+
+        // The pool's channels as channelz sees them, for `grpc-pool channelz` meanwhile.
+        let channelz = self.channelzPort.map { DemoServer(port: $0, services: [ChannelzService()]) }
+        if let channelz {
+            try await channelz.start()
+            writeLine("channelz on \(channelz.target)")
+        }
+        defer { if let channelz { Task { await channelz.stop() } } }
 
         let tally = Tally()
         let finalMetrics = NIOLockedValueBox<[ServiceID: PoolMetrics]>([:])

@@ -178,6 +178,89 @@ struct ExampleAppTests {
     }
 }
 
+extension ExampleAppTests {
+    @Test(
+        "GET /debug/channelz and grpc-pool channelz show the same numbers; grpc-pool channelz says which connections are down and why"
+    )
+    func channelz() async throws {
+        // stt's backend is gone: its port was a server's a moment ago.
+        let gone = DemoServer()
+        try await gone.start()
+        let deadTarget = gone.target
+        await gone.stop()
+        let app = try await ExampleAppProcess(["--port", "0", "--stt", deadTarget, "--channelz-port", "0"])
+        var channelzPort: Int?
+        #expect(
+            await poll(timeLimit: .seconds(30)) {
+                let output = app.process.outputSoFar
+                guard let range = output.range(of: "channelz on 127.0.0.1:") else { return false }
+                channelzPort = Int(output[range.upperBound...].prefix { $0.isNumber })
+                return channelzPort != nil
+            }
+        )
+        let channelz = "127.0.0.1:\(try #require(channelzPort))"
+        func view() async throws -> [String: [[String: Any]]] {
+            let data = try await app.get("/debug/channelz").1
+            let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            return try #require(object["services"] as? [String: [[String: Any]]])
+        }
+        #expect(
+            try await poll {
+                try await view()["nlp"]?.allSatisfy { $0["healthy"] as? Bool == true } == true
+            }
+        )
+        for _ in 0..<5 { #expect(try await app.get("/nlp/analyze?text=good").0 == 200) }
+
+        // The app's joined view against the channelz service read by the CLI.
+        let services = try await view()
+        let (status, output) = try await runGRPCPool(["channelz", channelz, "--json"])
+        #expect(status == 0, "\(output)")
+        let line = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") }, "\(output)")
+        let tree = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        let channels = try #require(tree["channels"] as? [[String: Any]])
+        let nlp = try #require(services["nlp"])
+        #expect(nlp.reduce(0) { $0 + ($1["requests"] as? Int ?? 0) } == 5)
+        for connection in nlp {
+            let channel = try #require(connection["channel"] as? [String: Any], "\(connection)")
+            let listed = try #require(channels.first { $0["id"] as? Int == channel["id"] as? Int }, "\(channels)")
+            #expect(listed["calls_started"] as? Int == connection["requests"] as? Int)
+            let sockets = try #require(connection["sockets"] as? [[String: Any]])
+            let listedSockets = (listed["subchannels"] as? [[String: Any]] ?? []).flatMap {
+                $0["sockets"] as? [[String: Any]] ?? []
+            }
+            #expect(sockets.map { $0["streams_started"] as? Int } == listedSockets.map { $0["streams_started"] as? Int })
+            #expect(sockets.first?["streams_started"] as? Int == connection["requests"] as? Int)
+        }
+
+        // stt's connections are down, and the tree says so, with the reason.
+        let stt = try #require(services["stt"])
+        #expect(stt.count == 3)
+        for connection in stt {
+            #expect(connection["healthy"] as? Bool == false)
+            #expect(connection["down_reason"] is String, "\(connection)")
+        }
+        let (textStatus, text) = try await runGRPCPool(["channelz", "\(app.base)/debug/channelz"])
+        #expect(textStatus == 0, "\(text)")
+        let lines = text.split(separator: "\n").map(String.init)
+        let down = lines.filter { $0.contains("connection") && $0.contains(deadTarget) && $0.contains("not healthy") }
+        #expect(down.count == 3, "\(text)")
+        #expect(lines.count { $0.hasPrefix("    down: ") } >= 3, "\(text)")
+        let (serviceStatus, serviceText) = try await runGRPCPool(["channelz", channelz])
+        #expect(serviceStatus == 0, "\(serviceText)")
+        let failing = serviceText.split(separator: "\n").filter {
+            $0.contains(deadTarget) && ($0.contains("TRANSIENT_FAILURE") || $0.contains("CONNECTING"))
+        }
+        #expect(failing.count == 3, "\(serviceText)")
+        // The core traces when, not why (libgrpc 1.51): the channel's latest change to TRANSIENT_FAILURE.
+        let reasons = serviceText.split(separator: "\n").filter {
+            $0.hasPrefix("  down: ") && $0.contains("TRANSIENT_FAILURE at ")
+        }
+        #expect(reasons.count == 3, "\(serviceText)")
+        // The app's view says why: the core's own words for the failed connection attempt.
+        #expect(lines.count { $0.hasPrefix("    down: ") && $0.contains("Connection refused") } == 3, "\(text)")
+    }
+}
+
 /// `Scripts/otlp_receiver.py`: a real OTLP/gRPC trace receiver (grpcio and opentelemetry-proto in
 /// `.build-venv`), printing each span it receives as a JSON line.
 final class OTLPReceiver {

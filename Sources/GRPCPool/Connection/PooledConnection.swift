@@ -58,6 +58,23 @@ public final class PooledConnection: Sendable {
         var reconnects = 0
         /// The latest failure the monitor found, and its text.
         var lastFailure: Failure?
+        /// The pool's own RPCs (health checks, keepalive RPCs) started on one channel.
+        var ownRPCs = OwnRPCs()
+    }
+
+    /// RPCs of the pool's own on one channel (held weakly: it never keeps a channel alive).
+    struct OwnRPCs {
+        weak var channel: CoreChannel?
+        var count = 0
+
+        /// How many there were on `channel`.
+        func count(on channel: CoreChannel) -> Int { self.channel === channel ? self.count : 0 }
+
+        /// One more on `channel`; a count for another channel starts again.
+        mutating func add(on channel: CoreChannel) {
+            if self.channel !== channel { self = OwnRPCs(channel: channel, count: 0) }
+            self.count += 1
+        }
     }
 
     init(
@@ -153,8 +170,8 @@ public final class PooledConnection: Sendable {
 
     /// A snapshot of its counters.
     public func metrics() -> ConnectionMetrics {
-        let (state, stats, since, placement, machine, channelzID) = self.storage.withLock {
-            ($0.connectivity, $0.stats, $0.connectedSince, $0.placement, $0.machine, $0.channel.channelzID)
+        let (state, stats, since, placement, machine, channel) = self.storage.withLock {
+            ($0.connectivity, $0.stats, $0.connectedSince, $0.placement, $0.machine, $0.channel)
         }
         let calls = self.dispatcher.state.withLock { $0.stats[self.index] }
         return ConnectionMetrics(
@@ -176,7 +193,8 @@ public final class PooledConnection: Sendable {
             averageResponseTime: calls.latency.mean,
             p50ResponseTime: calls.latency.percentile(0.5),
             p99ResponseTime: calls.latency.percentile(0.99),
-            channelzID: channelzID
+            channelzID: channel.channelzID,
+            ownRPCs: stats.ownRPCs.count(on: channel)
         )
     }
 

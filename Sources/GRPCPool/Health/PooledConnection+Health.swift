@@ -33,7 +33,29 @@ extension PooledConnection {
                 return .unhealthy(reason: "channel is shut down", replace: true)
             }
         }
+        self.countOwnRPC(on: channel)
         return await Self.check(serviceName: serviceName, on: channel, timeout: self.config.healthCheck.timeout)
+    }
+
+    /// Why `channel` cannot connect, in the core's words: a call that does not wait for the
+    /// connection fails at once with them (`failed to connect to all addresses; last error: …
+    /// Connection refused`). No stream reaches the wire.
+    static func connectionFailure(on channel: CoreChannel) async -> String {
+        do {
+            _ = try await channel.unary(
+                method: "/grpc.health.v1.Health/Check",
+                request: [],
+                options: CoreCallOptions(timeout: .seconds(1), waitForReady: false, compressionThreshold: .max)
+            )
+            return "connection failed (transient failure)"
+        } catch {
+            return "connection failed: \(error.message)"
+        }
+    }
+
+    /// Counts an RPC of the pool's own on `channel` (``ConnectionMetrics/ownRPCs``).
+    func countOwnRPC(on channel: CoreChannel) {
+        self.storage.withLock { $0.stats.ownRPCs.add(on: channel) }
     }
 
     /// One `grpc.health.v1.Health/Check` call.

@@ -97,7 +97,7 @@ public struct ChannelzService: Grpc_Channelz_V1_Channelz.SimpleServiceProtocol {
     }
 
     /// The core's JSON for `what` as a response; NOT_FOUND when the core has no such object.
-    private static func parse<Response: SwiftProtobuf.Message>(_ json: String?, what: String) throws -> Response {
+    static func parse<Response: SwiftProtobuf.Message>(_ json: String?, what: String) throws -> Response {
         guard let json else { throw RPCError(code: .notFound, message: "channelz has no \(what)") }
         var options = JSONDecodingOptions()
         options.ignoreUnknownFields = true

@@ -34,6 +34,10 @@ public struct ConnectionMetrics: Sendable, Hashable {
     /// The id of its channel now in the C core's channelz data (``ChannelzService``), if the
     /// core keeps any.
     public var channelzID: Int? = nil
+    /// The pool's own RPCs (health checks, keepalive RPCs) started on its channel now: with
+    /// ``totalRequests`` (while the channel has not been replaced), the streams channelz counts
+    /// on its socket.
+    public var ownRPCs: Int = 0
 
     /// successes ÷ requests; 1 when there were none.
     public var successRate: Double {

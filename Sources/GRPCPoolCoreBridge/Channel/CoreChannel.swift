@@ -41,7 +41,7 @@ package final class CoreChannel: Sendable {
         let pointer: OpaquePointer
         do {
             (pointer, self.channelzID) = try options.withCoreArguments { args in
-                try CoreChannelz.creating(target: target) {
+                CoreChannelz.creating(target: target) {
                     let creds = credentials.makeCore()
                     defer { grpc_channel_credentials_release(creds) }  // the channel keeps its own ref
                     return grpc_channel_create(target, creds, args)!
