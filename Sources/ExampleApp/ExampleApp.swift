@@ -51,7 +51,9 @@ struct ExampleApp: AsyncParsableCommand {
     @Option(help: "Export traces over OTLP/gRPC to this endpoint (http://HOST:PORT); no tracing without it.")
     var otlpEndpoint: String?
 
-    @Option(help: "Serve gRPC's channelz service (grpc.channelz.v1) on this port (0 picks one; printed); none without it.")
+    @Option(
+        help: "Serve gRPC's channelz service (grpc.channelz.v1) on this port (0 picks one; printed); none without it."
+    )
     var channelzPort: Int?
 
     func run() async throws {

@@ -14,7 +14,8 @@ import FoundationNetworking
 struct ChannelzCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "channelz",
-        abstract: "Print the channelz tree of a running process: its connections, channels and sockets, and why any is down.",
+        abstract:
+            "Print the channelz tree of a running process: its connections, channels and sockets, and why any is down.",
         discussion: """
             TARGET is either the URL of an app's /debug/channelz (the example app's: each pool's \
             connections joined with their channels), or HOST:PORT of a grpc.channelz.v1 service \
@@ -115,7 +116,9 @@ struct ChannelzCommand: AsyncParsableCommand {
                     if connection["ejected"] as? Bool == true { line += ", ejected" }
                     line += "  requests \(connection["requests"] ?? 0) (\(connection["successes"] ?? 0) ok, "
                     line += "\(connection["failures"] ?? 0) failed)"
-                    if let channel = connection["channel"] as? [String: Any] { line += "  " + Self.channelLine(channel) }
+                    if let channel = connection["channel"] as? [String: Any] {
+                        line += "  " + Self.channelLine(channel)
+                    }
                     lines.append(line)
                     if let reason = connection["down_reason"] { lines.append("    down: \(reason)") }
                     for socket in connection["sockets"] as? [[String: Any]] ?? [] {

@@ -28,7 +28,8 @@ struct Demo: AsyncParsableCommand {
     var verbose = false
 
     @Option(
-        help: "Serve gRPC's channelz service on this port while it runs (0 picks one; printed), for `grpc-pool channelz`."
+        help:
+            "Serve gRPC's channelz service on this port while it runs (0 picks one; printed), for `grpc-pool channelz`."
     )
     var channelzPort: Int?
 

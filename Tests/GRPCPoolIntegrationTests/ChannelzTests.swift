@@ -32,7 +32,8 @@ struct ChannelzTests {
                     let before = try #require(manager.metrics()["echo"]).connections
                     tree = try await Self.read(channelz.target)
                     connections = try #require(manager.metrics()["echo"]).connections
-                    return before.map { [$0.totalRequests, $0.ownRPCs] } == connections.map { [$0.totalRequests, $0.ownRPCs] }
+                    return before.map { [$0.totalRequests, $0.ownRPCs] }
+                        == connections.map { [$0.totalRequests, $0.ownRPCs] }
                 }
                 #expect(stable)
                 let ids = connections.compactMap(\.channelzID)

@@ -151,7 +151,9 @@ struct ExampleAppTests {
             var found: [String: Any]?
             _ = await poll(timeLimit: .seconds(20)) {
                 spans = receiver.spans
-                found = spans.first { $0["name"] as? String == "demo.NLP/Analyze" && $0["kind"] as? String == "SPAN_KIND_CLIENT" }
+                found = spans.first {
+                    $0["name"] as? String == "demo.NLP/Analyze" && $0["kind"] as? String == "SPAN_KIND_CLIENT"
+                }
                 return found != nil
             }
             return found
@@ -228,7 +230,9 @@ extension ExampleAppTests {
             let listedSockets = (listed["subchannels"] as? [[String: Any]] ?? []).flatMap {
                 $0["sockets"] as? [[String: Any]] ?? []
             }
-            #expect(sockets.map { $0["streams_started"] as? Int } == listedSockets.map { $0["streams_started"] as? Int })
+            #expect(
+                sockets.map { $0["streams_started"] as? Int } == listedSockets.map { $0["streams_started"] as? Int }
+            )
             #expect(sockets.first?["streams_started"] as? Int == connection["requests"] as? Int)
         }
 

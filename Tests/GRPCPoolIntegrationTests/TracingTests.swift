@@ -93,13 +93,19 @@ struct TracingTests {
 
     /// Inside a span of the caller's: a call every attempt of which is refused, a unary call,
     /// and a bidirectional stream.
-    private static func tracedCalls(_ client: GRPCClient<PooledTransport>, tracer: W3CInMemoryTracer) async throws
+    private static func tracedCalls(
+        _ client: GRPCClient<PooledTransport>,
+        tracer: W3CInMemoryTracer
+    ) async throws
         -> Seen
     {
         try await withTracer(tracer) {
             try await tracer.withSpan("caller") { caller in
                 let refused = await #expect(throws: RPCError.self) {
-                    try await client.echoMetadata(["echo-status": "14", "echo-message": "refused"], timeout: .seconds(10))
+                    try await client.echoMetadata(
+                        ["echo-status": "14", "echo-message": "refused"],
+                        timeout: .seconds(10)
+                    )
                 }
                 #expect(refused?.code == .unavailable)
                 let refusedSpans = tracer.finishedSpans.filter { $0.kind == .client }

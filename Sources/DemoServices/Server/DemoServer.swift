@@ -1,8 +1,8 @@
 public import GRPCCore
 internal import GRPCNIOTransportHTTP2
 private import NIOConcurrencyHelpers
-public import Tracing
 internal import NIOCore
+public import Tracing
 
 /// A real gRPC server on grpc-swift-2's NIO HTTP/2 transport, bound to a loopback port, serving
 /// `bench.Echo` (``EchoService``), `grpc.health.v1.Health` (``HealthService``),
@@ -244,10 +244,11 @@ public final class DemoServer: Sendable {
             transportSecurity: security,
             config: config
         )
-        let services: [any RegistrableRPCService] = [
-            EchoService(controls: self.controls), self.health, TestService(),
-            SpeechToTextService(), LanguageService(), SummaryService(),
-        ] + self.extraServices
+        let services: [any RegistrableRPCService] =
+            [
+                EchoService(controls: self.controls), self.health, TestService(),
+                SpeechToTextService(), LanguageService(), SummaryService(),
+            ] + self.extraServices
         let server = GRPCServer(
             transport: transport,
             services: services,

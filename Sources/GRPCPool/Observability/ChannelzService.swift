@@ -104,7 +104,10 @@ public struct ChannelzService: Grpc_Channelz_V1_Channelz.SimpleServiceProtocol {
         do {
             return try Response(jsonString: json, options: options)
         } catch {
-            throw RPCError(code: .internalError, message: "the core's channelz JSON for \(what) did not parse: \(error)")
+            throw RPCError(
+                code: .internalError,
+                message: "the core's channelz JSON for \(what) did not parse: \(error)"
+            )
         }
     }
 }

@@ -147,7 +147,9 @@ extension ConnectionChannelz {
             "keep_alives_sent": Int(data.keepAlivesSent),
         ]
         // Windows only where the core reports them.
-        if data.hasLocalFlowControlWindow { object["local_flow_control_window"] = Int(data.localFlowControlWindow.value) }
+        if data.hasLocalFlowControlWindow {
+            object["local_flow_control_window"] = Int(data.localFlowControlWindow.value)
+        }
         if data.hasRemoteFlowControlWindow {
             object["remote_flow_control_window"] = Int(data.remoteFlowControlWindow.value)
         }

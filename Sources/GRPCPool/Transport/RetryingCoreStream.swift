@@ -14,9 +14,10 @@ internal import GRPCPoolCoreBridge
 /// not return until the caller's producer ends or the deadline passes.
 final class RetryingCoreStream: Sendable {
     /// Opens the next attempt in a slot, with the RPC's remaining time.
-    typealias Open = @Sendable (_ slot: PooledConnection.CallSlot, _ timeout: Duration?, _ attempt: Int) -> Result<
-        CoreStream, RPCError
-    >
+    typealias Open =
+        @Sendable (_ slot: PooledConnection.CallSlot, _ timeout: Duration?, _ attempt: Int) -> Result<
+            CoreStream, RPCError
+        >
 
     /// What sends the request again: the retry decision, and where the next attempt goes.
     struct Retrier: Sendable {
