@@ -92,27 +92,13 @@ extension PooledConnection {
     /// in one step, so a channel swap cannot close it under the call. A call through the raw
     /// API (not `registered`) goes in the metrics as ``StandardMetrics/unregisteredMethod``.
     func beginCall(in slot: CallSlot, path: String, registered: Bool = true, attempt: Int = 1) -> StartedCall {
-        let tracer = AttemptTrace.activeTracer
-        let (channel, peer, authority) = self.storage.withLock { state in
+        let (channel, peer) = self.storage.withLock { state in
             state.channel.reserveCall()
-            return (state.channel, state.placement.address, tracer == nil ? nil : state.placement.authority)
+            return (state.channel, state.placement.address)
         }
         let method = registered ? path : StandardMetrics.unregisteredMethod
         self.standardMetrics.attemptStarted(method: method, delay: slot.delay)
-        let trace = tracer.map { tracer in
-            AttemptTrace(
-                AttemptTrace.Attempt(
-                    path: path,
-                    service: self.serviceID,
-                    connection: self.index,
-                    number: attempt,
-                    address: peer,
-                    authority: authority,
-                    delay: slot.delay
-                ),
-                tracer: tracer
-            )
-        }
+        let trace = self.trace(path: path, attempt: attempt, peer: peer, delay: slot.delay)
         return StartedCall(
             channel: channel,
             start: .now,
@@ -120,6 +106,28 @@ extension PooledConnection {
             method: method,
             delay: slot.delay?.duration,
             trace: trace
+        )
+    }
+
+    /// The span of an attempt starting now, when a tracer is active. Not inlined: its locals
+    /// (the tracer, the attempt's description) stay out of the async frames of the calls that
+    /// begin an attempt, which is what an untraced call would otherwise pay for (allocations of
+    /// the task's frames, `make bench-allocs`).
+    @inline(never)
+    private func trace(path: String, attempt: Int, peer: String, delay: CallDispatcher.Delay?) -> AttemptTrace? {
+        guard let tracer = AttemptTrace.activeTracer else { return nil }
+        let authority = self.storage.withLock { $0.placement.authority }
+        return AttemptTrace(
+            AttemptTrace.Attempt(
+                path: path,
+                service: self.serviceID,
+                connection: self.index,
+                number: attempt,
+                address: peer,
+                authority: authority,
+                delay: delay
+            ),
+            tracer: tracer
         )
     }
 

@@ -6,9 +6,10 @@ internal import Tracing
 /// the same trace.
 ///
 /// The tracer is the one swift-distributed-tracing makes active (`withTracer`, or the one
-/// bootstrapped); the parent is the caller's `ServiceContext`. With no tracer (the no-op one),
-/// no span is made and each attempt pays the one check in ``start(_:)``.
-struct AttemptTrace: Sendable {
+/// bootstrapped); the parent is the caller's `ServiceContext`. With no tracer (the no-op
+/// instrument), no span is made and each attempt pays the one check in ``activeTracer``. A
+/// class: a call that is not traced carries one empty reference for it.
+final class AttemptTrace: Sendable {
     private let tracer: any Tracer
     private let span: any Span
 
@@ -27,8 +28,11 @@ struct AttemptTrace: Sendable {
         var delay: CallDispatcher.Delay?
     }
 
-    /// The active tracer, or `nil` when it is the no-op one: the check every attempt pays.
+    /// The active tracer, or `nil` when there is none: the check every attempt pays. The
+    /// instrument is read first (no tracer can be active while it is the no-op one): looking
+    /// the tracer up in it costs allocations.
     static var activeTracer: (any Tracer)? {
+        if InstrumentationSystem.instrument is NoOpInstrument { return nil }
         let tracer = InstrumentationSystem.tracer
         return tracer is NoOpTracer ? nil : tracer
     }
