@@ -146,7 +146,7 @@ final class BenchClients: Sendable {
         self.core.close()
     }
 
-    private func unary<T: ClientTransport>(
+    func unary<T: ClientTransport>(
         _ client: GRPCClient<T>,
         _ payload: [UInt8],
         metadata: Metadata = [:],

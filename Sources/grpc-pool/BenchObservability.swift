@@ -1,4 +1,3 @@
-import DemoServices
 import GRPCCore
 import GRPCPool
 import OTel
@@ -50,14 +49,7 @@ extension BenchSession {
 
         let (clients, small) = (self.clients, self.small)
         let call: @Sendable (GRPCClient<PooledTransport>) async throws -> Void = { client in
-            let reply = try await client.unary(
-                request: ClientRequest(message: small),
-                descriptor: BenchClients.descriptor,
-                serializer: RawBytesSerializer(),
-                deserializer: RawBytesDeserializer(),
-                options: options
-            ) { try $0.message }
-            guard reply.count == small.count else { throw RPCError(code: .dataLoss, message: "short echo") }
+            try await clients.unary(client, small, options: options)
         }
         for level in [1, 16] {
             let plain1 = try await self.measure("(a) pool stub, defaults", "32 B plain", concurrency: level) {
