@@ -2,6 +2,9 @@
 """Reads a process's channelz service (grpc.channelz.v1) with grpcio-channelz's client, as an
 operator's tool would, and prints the tree as one JSON object, for the tests.
 
+Channels, subchannels and sockets that close between being listed and being read (the process
+goes on making and closing them) are left out.
+
 Usage: ``channelz_client.py HOST:PORT`` prints
 ``{"channels": [{"id", "target", "state", "calls_started", "calls_succeeded", "calls_failed",
 "subchannels": [{"id", "target", "state", "calls_started", "sockets": [{"id", "streams_started",
@@ -20,8 +23,18 @@ def _state(data):
     return channelz_pb2.ChannelConnectivityState.State.Name(data.state.state)
 
 
+def _gone(error):
+    """A channel, subchannel or socket closed between being listed and being read."""
+    return isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.NOT_FOUND
+
+
 def _socket(stub, ref):
-    socket = stub.GetSocket(channelz_pb2.GetSocketRequest(socket_id=ref.socket_id), timeout=10).socket
+    try:
+        socket = stub.GetSocket(channelz_pb2.GetSocketRequest(socket_id=ref.socket_id), timeout=10).socket
+    except grpc.RpcError as error:
+        if _gone(error):
+            return None
+        raise
     data = socket.data
     return {
         "id": ref.socket_id,
@@ -37,15 +50,20 @@ def _socket(stub, ref):
 
 
 def _subchannel(stub, ref):
-    subchannel = stub.GetSubchannel(
-        channelz_pb2.GetSubchannelRequest(subchannel_id=ref.subchannel_id), timeout=10
-    ).subchannel
+    try:
+        subchannel = stub.GetSubchannel(
+            channelz_pb2.GetSubchannelRequest(subchannel_id=ref.subchannel_id), timeout=10
+        ).subchannel
+    except grpc.RpcError as error:
+        if _gone(error):
+            return None
+        raise
     return {
         "id": ref.subchannel_id,
         "target": subchannel.data.target,
         "state": _state(subchannel.data),
         "calls_started": subchannel.data.calls_started,
-        "sockets": [_socket(stub, s) for s in subchannel.socket_ref],
+        "sockets": [s for s in (_socket(stub, r) for r in subchannel.socket_ref) if s is not None],
     }
 
 
@@ -65,7 +83,9 @@ def main():
                         "calls_started": top.data.calls_started,
                         "calls_succeeded": top.data.calls_succeeded,
                         "calls_failed": top.data.calls_failed,
-                        "subchannels": [_subchannel(stub, s) for s in top.subchannel_ref],
+                        "subchannels": [
+                            s for s in (_subchannel(stub, r) for r in top.subchannel_ref) if s is not None
+                        ],
                     }
                 )
                 start = max(start, top.ref.channel_id + 1)

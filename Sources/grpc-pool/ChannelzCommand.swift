@@ -77,12 +77,20 @@ struct ChannelzCommand: AsyncParsableCommand {
                 var events = channel.data.trace.events
                 var subchannels: [[String: Any]] = []
                 for ref in channel.subchannelRef {
-                    let subchannel = try await client.getSubchannel(.with { $0.subchannelID = ref.subchannelID })
-                        .subchannel
+                    // Gone since it was listed (the process makes and closes channels): left out.
+                    guard
+                        let subchannel = try await Self.unlessGone({
+                            try await client.getSubchannel(.with { $0.subchannelID = ref.subchannelID }).subchannel
+                        })
+                    else { continue }
                     events += subchannel.data.trace.events
                     var sockets: [[String: Any]] = []
                     for socketRef in subchannel.socketRef {
-                        let socket = try await client.getSocket(.with { $0.socketID = socketRef.socketID }).socket
+                        guard
+                            let socket = try await Self.unlessGone({
+                                try await client.getSocket(.with { $0.socketID = socketRef.socketID }).socket
+                            })
+                        else { continue }
                         sockets.append(ConnectionChannelz.json(socket))
                     }
                     subchannels.append([
@@ -101,6 +109,15 @@ struct ChannelzCommand: AsyncParsableCommand {
             if page.end || page.channel.isEmpty { break }
         }
         return channels
+    }
+
+    /// The answer of `read`, or `nil` when the object is gone (NOT_FOUND).
+    private static func unlessGone<Value>(_ read: () async throws -> Value) async throws -> Value? {
+        do {
+            return try await read()
+        } catch let error as RPCError where error.code == .notFound {
+            return nil
+        }
     }
 
     /// The tree as lines: services and connections (an app's view), or channels (a service's).
