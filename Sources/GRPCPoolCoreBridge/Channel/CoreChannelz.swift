@@ -65,15 +65,32 @@ package enum CoreChannelz {
     static func creating(target: String, _ create: () throws -> OpaquePointer) rethrows -> (OpaquePointer, Int?) {
         try self.creation.withLock { highest in
             let channel = try create()
-            guard let json = grpc_channelz_get_top_channels(intptr_t(highest + 1)) else { return (channel, nil) }
+            // From the channels made since the last one seen; from the first when none is
+            // (the core numbers anew if it was shut down and started again meanwhile).
+            for start in [highest + 1, 0] {
+                let (found, seen) = Self.newest(target: target, from: start)
+                if start == 0 { highest = seen } else { highest = Swift.max(highest, seen) }
+                if let found { return (channel, found) }
+            }
+            return (channel, nil)
+        }
+    }
+
+    /// The newest channel with `target` among those from id `start` on (pages of the core's
+    /// size), and the highest id seen.
+    private static func newest(target: String, from start: Int) -> (found: Int?, highest: Int) {
+        var (found, highest, next): (Int?, Int, Int) = (nil, 0, start)
+        while let json = grpc_channelz_get_top_channels(intptr_t(next)) {
             defer { gpr_free(json) }
-            var found: Int?
-            for (id, channelTarget) in Self.channels(in: Data(bytes: json, count: strlen(json))) {
+            let channels = Self.channels(in: Data(bytes: json, count: strlen(json)))
+            for (id, channelTarget) in channels {
                 highest = Swift.max(highest, id)
                 if channelTarget == target { found = Swift.max(found ?? 0, id) }
             }
-            return (channel, found)
+            guard let last = channels.map(\.id).max(), last >= next else { break }
+            next = last + 1
         }
+        return (found, highest)
     }
 
     /// The ids and targets of the channels of a `GetTopChannelsResponse` (int64 ids are strings
