@@ -27,10 +27,7 @@ public struct ChannelzService: Grpc_Channelz_V1_Channelz.SimpleServiceProtocol {
             CoreChannelz.topChannels(start: Int(request.startChannelID)),
             what: "top channels"
         )
-        if request.maxResults > 0, response.channel.count > request.maxResults {
-            response.channel.removeLast(response.channel.count - Int(request.maxResults))
-            response.end = false
-        }
+        Self.page(&response.channel, end: &response.end, maxResults: request.maxResults)
         return response
     }
 
@@ -42,10 +39,7 @@ public struct ChannelzService: Grpc_Channelz_V1_Channelz.SimpleServiceProtocol {
             CoreChannelz.servers(start: Int(request.startServerID)),
             what: "servers"
         )
-        if request.maxResults > 0, response.server.count > request.maxResults {
-            response.server.removeLast(response.server.count - Int(request.maxResults))
-            response.end = false
-        }
+        Self.page(&response.server, end: &response.end, maxResults: request.maxResults)
         return response
     }
 
@@ -94,6 +88,14 @@ public struct ChannelzService: Grpc_Channelz_V1_Channelz.SimpleServiceProtocol {
         )
         if request.summary { response.socket.data.option = [] }
         return response
+    }
+
+    /// Keeps the first `maxResults` of `items` (all when 0): the core's page is its own size;
+    /// a page cut short is not the end.
+    private static func page<Item>(_ items: inout [Item], end: inout Bool, maxResults: Int64) {
+        guard maxResults > 0, items.count > maxResults else { return }
+        items.removeLast(items.count - Int(maxResults))
+        end = false
     }
 
     /// The core's JSON for `what` as a response; NOT_FOUND when the core has no such object.
