@@ -65,14 +65,14 @@ package enum CoreChannelz {
     static func creating(target: String, _ create: () throws -> OpaquePointer) rethrows -> (OpaquePointer, Int?) {
         try self.creation.withLock { highest in
             let channel = try create()
-            // From the channels made since the last one seen; from the first when none is
-            // (the core numbers anew if it was shut down and started again meanwhile).
-            for start in [highest + 1, 0] {
-                let (found, seen) = Self.newest(target: target, from: start)
-                if start == 0 { highest = seen } else { highest = Swift.max(highest, seen) }
-                if let found { return (channel, found) }
-            }
-            return (channel, nil)
+            let recent = Self.newest(target: target, from: highest + 1)
+            highest = Swift.max(highest, recent.highest)
+            if let found = recent.found { return (channel, found) }
+            // None among the channels made since: the core may have numbered anew after a
+            // shutdown; from the first.
+            let all = Self.newest(target: target, from: 0)
+            highest = all.highest
+            return (channel, all.found)
         }
     }
 
@@ -80,9 +80,8 @@ package enum CoreChannelz {
     /// size), and the highest id seen.
     private static func newest(target: String, from start: Int) -> (found: Int?, highest: Int) {
         var (found, highest, next): (Int?, Int, Int) = (nil, 0, start)
-        while let json = grpc_channelz_get_top_channels(intptr_t(next)) {
-            defer { gpr_free(json) }
-            let channels = Self.channels(in: Data(bytes: json, count: strlen(json)))
+        while let json = Self.topChannels(start: next) {
+            let channels = Self.channels(in: Data(json.utf8))
             for (id, channelTarget) in channels {
                 highest = Swift.max(highest, id)
                 if channelTarget == target { found = Swift.max(found ?? 0, id) }
