@@ -33,33 +33,37 @@ extension PooledConnection {
                 return .unhealthy(reason: "channel is shut down", replace: true)
             }
         }
-        self.countOwnRPC(on: channel)
-        return await Self.check(serviceName: serviceName, on: channel, timeout: self.config.healthCheck.timeout)
+        return await self.check(serviceName: serviceName, on: channel, timeout: self.config.healthCheck.timeout)
     }
 
-    /// Why `channel` cannot connect, in the core's words: a call that does not wait for the
-    /// connection fails at once with them (`failed to connect to all addresses; last error: …
-    /// Connection refused`). No stream reaches the wire.
-    static func connectionFailure(on channel: CoreChannel) async -> String {
+    /// Why the channel cannot connect now, in the core's words, or `nil` when it is not failing:
+    /// a call that does not wait for the connection fails at once with them (`failed to connect
+    /// to all addresses; last error: … Connection refused`). No stream reaches the wire.
+    func connectionFailure() async -> String? {
+        let channel = self.channel
+        guard channel.state() == .transientFailure else { return nil }
+        self.countOwnRPC(on: channel)
         do {
             _ = try await channel.unary(
                 method: "/grpc.health.v1.Health/Check",
                 request: [],
                 options: CoreCallOptions(timeout: .seconds(1), waitForReady: false, compressionThreshold: .max)
             )
-            return "connection failed (transient failure)"
+            return nil
         } catch {
             return "connection failed: \(error.message)"
         }
     }
 
     /// Counts an RPC of the pool's own on `channel` (``ConnectionMetrics/ownRPCs``).
-    func countOwnRPC(on channel: CoreChannel) {
+    private func countOwnRPC(on channel: CoreChannel) {
         self.storage.withLock { $0.stats.ownRPCs.add(on: channel) }
     }
 
-    /// One `grpc.health.v1.Health/Check` call.
-    static func check(serviceName: String, on channel: CoreChannel, timeout: Duration) async -> HealthProbe {
+    /// One `grpc.health.v1.Health/Check` call of the pool's own (a health check, a keepalive
+    /// RPC), counted on `channel`.
+    func check(serviceName: String, on channel: CoreChannel, timeout: Duration) async -> HealthProbe {
+        self.countOwnRPC(on: channel)
         let request = Grpc_Health_V1_HealthCheckRequest.with { $0.service = serviceName }
         do {
             let bytes: [UInt8] = try request.serializedBytes()

@@ -84,14 +84,8 @@ extension PoolManager {
         for (id, pool) in self.pools {
             var connections: [ConnectionChannelz] = []
             for connection in pool.connections {
-                let metrics = connection.metrics()
-                let channel = connection.channel
-                var failure: String?
-                if channel.state() == .transientFailure {
-                    connection.countOwnRPC(on: channel)
-                    failure = await PooledConnection.connectionFailure(on: channel)
-                }
-                connections.append(ConnectionChannelz(metrics, connectionFailure: failure))
+                let failure = await connection.connectionFailure()
+                connections.append(ConnectionChannelz(connection.metrics(), connectionFailure: failure))
             }
             result[id] = connections
         }

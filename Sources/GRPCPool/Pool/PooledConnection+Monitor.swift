@@ -87,8 +87,7 @@ extension PooledConnection {
         let serviceName = self.config.healthCheck.serviceName ?? ""
         // Any answer is one (the server wrote to the connection); no answer, or none in time,
         // is what the health check reports as worth replacing the channel for.
-        self.countOwnRPC(on: channel)
-        let probe = await Self.check(serviceName: serviceName, on: channel, timeout: self.config.keepaliveTimeout)
+        let probe = await self.check(serviceName: serviceName, on: channel, timeout: self.config.keepaliveTimeout)
         guard case .unhealthy(let reason, replace: true) = probe else { return true }
         self.logger.debug("keepalive RPC got no answer", metadata: ["grpc.pool.reason": "\(reason)"])
         return false
