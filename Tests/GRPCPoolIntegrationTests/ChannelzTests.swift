@@ -87,13 +87,7 @@ struct ChannelzTests {
 
     /// The channelz tree of the process whose channelz service listens at `target`.
     static func read(_ target: String) async throws -> [Channel] {
-        let python = CoreServer.root.appendingPathComponent(".build-venv/bin/python")
-        let process = try ChildProcess(
-            python.path,
-            [CoreServer.root.appendingPathComponent("Scripts/channelz_client.py").path, target],
-            output: .capture,
-            errors: .capture
-        )
+        let process = try PythonScript.start("channelz_client.py", [target], errors: .capture)
         let output = await process.output(timeLimit: .seconds(30))
         let line = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") }, "\(output)")
         struct Tree: Decodable { var channels: [Channel] }

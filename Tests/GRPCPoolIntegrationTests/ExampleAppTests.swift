@@ -272,32 +272,10 @@ final class OTLPReceiver {
     let port: Int
 
     init() async throws {
-        let python = CoreServer.root.appendingPathComponent(".build-venv/bin/python")
-        try #require(
-            FileManager.default.isExecutableFile(atPath: python.path),
-            "the Python virtual environment is missing: run `make test` (it installs it) or `make pydeps`"
-        )
-        let process = try ChildProcess(
-            python.path,
-            [CoreServer.root.appendingPathComponent("Scripts/otlp_receiver.py").path],
-            output: .capture,
-            errors: .capture,
-            input: true
-        )
+        let process = try PythonScript.start("otlp_receiver.py", errors: .capture, input: true)
         self.process = process
-        var first: String?
-        let watchdog = Task {
-            try await Task.sleep(for: .seconds(30))
+        guard let port = await PythonScript.listeningPort(of: process, what: "the OTLP receiver") else {
             process.send(SIGKILL)
-        }
-        for await line in process.lines() {
-            first = line
-            break
-        }
-        watchdog.cancel()
-        guard let first, first.hasPrefix("PORT "), let port = Int(first.dropFirst(5)) else {
-            process.send(SIGKILL)
-            Issue.record("the OTLP receiver did not start: \(first ?? "no output")")
             throw CancellationError()
         }
         self.port = port

@@ -30,36 +30,17 @@ final class CoreServer: @unchecked Sendable {
     /// Starts the server (on its previous port after a ``stop()``) and waits until it listens.
     func start(timeLimit: Duration = .seconds(30)) async throws {
         await self.last?.exit()
-        let python = Self.root.appendingPathComponent(".build-venv/bin/python")
-        try #require(
-            FileManager.default.isExecutableFile(atPath: python.path),
-            "grpcio's virtual environment is missing: run `make test` (it installs it) or `make pydeps`"
-        )
         // The server exits when its standard input closes: with this process, whatever happens.
-        let process = try ChildProcess(
-            python.path,
-            [
-                Self.root.appendingPathComponent("Scripts/core_server.py").path, "--host", self.host, "--port",
-                "\(self.port)",
-            ],
-            output: .capture,
+        let process = try PythonScript.start(
+            "core_server.py",
+            ["--host", self.host, "--port", "\(self.port)"],
             input: true
         )
         self.process = process
         self.last = process
-        let watchdog = Task {
-            try await Task.sleep(for: timeLimit)
-            process.send(SIGKILL)
-        }
-        var line: String?
-        for await first in process.lines() {
-            line = first
-            break
-        }
-        watchdog.cancel()
-        guard let line, line.hasPrefix("PORT "), let port = Int(line.dropFirst(5).prefix { $0.isNumber }) else {
+        guard let port = await PythonScript.listeningPort(of: process, what: "the C-core server", timeLimit: timeLimit)
+        else {
             self.stop()
-            Issue.record("the C-core server did not start: \(line ?? "no output")")
             throw CancellationError()
         }
         self.port = port
