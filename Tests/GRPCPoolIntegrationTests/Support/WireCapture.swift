@@ -12,7 +12,7 @@ struct WireMessage: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Captures the gRPC messages sent to `port` on loopback while `body` runs, in the order they went
-/// out, until `count` have been seen.
+/// out, until `count` have been seen, leaving out those `ignoring` picks.
 ///
 /// tshark (Debian's `tshark`, which `make test` installs) decodes the port as HTTP/2 from the
 /// connection's first bytes: the capture is running before `body` starts, so that the header
@@ -23,6 +23,7 @@ func captureMessages(
     toPort port: Int,
     count: Int,
     timeLimit: Duration = .seconds(60),
+    ignoring: @escaping @Sendable (WireMessage) -> Bool = { _ in false },
     during body: () async throws -> Void
 ) async throws -> [WireMessage] {
     let process = try ChildProcess(
@@ -36,7 +37,7 @@ func captureMessages(
         errors: .capture
     )
     do {
-        let messages = try await WireMessage.read(from: process, count: count, during: body)
+        let messages = try await WireMessage.read(from: process, count: count, ignoring: ignoring, during: body)
         process.send(SIGINT)
         await process.exit()
         return messages
@@ -52,6 +53,7 @@ extension WireMessage {
     fileprivate static func read(
         from process: ChildProcess,
         count: Int,
+        ignoring: (WireMessage) -> Bool,
         during body: () async throws -> Void
     ) async throws -> [WireMessage] {
         var lines = process.lines().makeAsyncIterator()
@@ -69,7 +71,7 @@ extension WireMessage {
         var messages: [WireMessage] = []
         while messages.count < count, let line = await lines.next() {
             seen.append(line)
-            messages += Self.messages(in: line)
+            messages += Self.messages(in: line).filter { !ignoring($0) }
         }
         try #require(messages.count >= count, "tshark saw \(messages.count) of \(count) messages: \(seen.suffix(20))")
         return messages
