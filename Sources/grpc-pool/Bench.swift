@@ -68,12 +68,19 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "The grpcio server script.")
     var grpcioServer = "Scripts/core_server.py"
 
-    @Option(help: "External mode: the workload, unary (one message of --payload bytes) or bidi (10 ping-pongs).")
+    @Option(
+        help: """
+            External mode: the workload, unary (one message of --payload bytes), bidi (10 ping-pongs), \
+            server-stream or client-stream (10,000 messages of --payload bytes down or up).
+            """
+    )
     var workload: TargetWorkload = .unary
 
     enum TargetWorkload: String, ExpressibleByArgument, CaseIterable, Sendable {
         case unary
         case bidi
+        case serverStream = "server-stream"
+        case clientStream = "client-stream"
     }
 
     @Flag(
@@ -213,11 +220,22 @@ struct Bench: AsyncParsableCommand {
             ("grpcpool", BenchSettings.tuned), ("grpcpool", .defaults), ("nio", .tuned), ("nio", .defaults),
         ] {
             let call: @Sendable () async throws -> Void
+            // As the unary and bidi rows: the pool's stream retried by the pool itself, the NIO
+            // client's by GRPCCore's retry executor, on the defaults.
+            let options = settings.callOptions(retries: client == "nio")
             switch (client, self.workload) {
             case ("grpcpool", .unary): call = { try await clients.poolStub(payload, settings: settings) }
             case ("grpcpool", .bidi): call = { try await clients.poolPingPong(payload, settings: settings) }
             case (_, .unary): call = { try await clients.nio(payload, settings: settings) }
             case (_, .bidi): call = { try await clients.nioPingPong(payload, settings: settings) }
+            case ("grpcpool", .serverStream):
+                call = { try await clients.serverStream(clients.poolClient(settings), payload, count: 10_000, options: options) }
+            case ("grpcpool", .clientStream):
+                call = { try await clients.clientStream(clients.poolClient(settings), payload, count: 10_000, options: options) }
+            case (_, .serverStream):
+                call = { try await clients.serverStream(clients.nioClient(settings), payload, count: 10_000, options: options) }
+            case (_, .clientStream):
+                call = { try await clients.clientStream(clients.nioClient(settings), payload, count: 10_000, options: options) }
             }
             _ = try await Measure.run(
                 concurrency: self.concurrency,

@@ -70,13 +70,18 @@ extension BenchClients {
     )
 
     /// One server-streaming call: `payload` up, `count` copies of it down.
-    func serverStream<T: ClientTransport>(_ client: GRPCClient<T>, _ payload: [UInt8], count: Int) async throws {
+    func serverStream<T: ClientTransport>(
+        _ client: GRPCClient<T>,
+        _ payload: [UInt8],
+        count: Int,
+        options: CallOptions = .defaults
+    ) async throws {
         let received = try await client.serverStreaming(
             request: ClientRequest(message: payload, metadata: ["echo-repeat": "\(count)"]),
             descriptor: Self.serverStream,
             serializer: RawBytesSerializer(),
             deserializer: RawBytesDeserializer(),
-            options: .defaults
+            options: options
         ) { response in
             var received = 0
             for try await _ in response.messages { received += 1 }
@@ -86,7 +91,12 @@ extension BenchClients {
     }
 
     /// One client-streaming call: `count` copies of `payload` up, their concatenation down.
-    func clientStream<T: ClientTransport>(_ client: GRPCClient<T>, _ payload: [UInt8], count: Int) async throws {
+    func clientStream<T: ClientTransport>(
+        _ client: GRPCClient<T>,
+        _ payload: [UInt8],
+        count: Int,
+        options: CallOptions = .defaults
+    ) async throws {
         let reply = try await client.clientStreaming(
             request: StreamingClientRequest(of: [UInt8].self) { writer in
                 for _ in 0..<count { try await writer.write(payload) }
@@ -94,7 +104,7 @@ extension BenchClients {
             descriptor: Self.clientStream,
             serializer: RawBytesSerializer(),
             deserializer: RawBytesDeserializer(),
-            options: .defaults
+            options: options
         ) { try $0.message }
         guard reply.count == count * payload.count else { throw RPCError(code: .dataLoss, message: "short reply") }
     }

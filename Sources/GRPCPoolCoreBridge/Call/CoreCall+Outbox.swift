@@ -5,7 +5,9 @@ public import DequeModule
 /// SEND_MESSAGE at a time; the next goes from the completion of the one before it, on the poller
 /// thread, so a writer of many messages is not woken once per message. It waits only when
 /// ``limit`` messages or ``byteLimit`` bytes are waiting: the back-pressure of the core's flow
-/// control, one outbox later. The half-close follows the last message.
+/// control, one outbox later. A waiting writer goes on once the outbox has drained to half of
+/// both bounds, not as soon as one message has left: a writer faster than the connection is
+/// woken once per half an outbox, not once per message. The half-close follows the last message.
 package struct Outbox: Sendable {
     static let limit = 64
     static let byteLimit = 1 << 20
@@ -35,6 +37,9 @@ package struct Outbox: Sendable {
 
     var hasRoom: Bool { self.messages.count < Self.limit && self.bytes < Self.byteLimit }
 
+    /// Down to half of both bounds: a writer that waited for room goes on.
+    var drained: Bool { self.messages.count <= Self.limit / 2 && self.bytes <= Self.byteLimit / 2 }
+
     mutating func markSending() {
         self.sending = true
     }
@@ -63,7 +68,11 @@ package struct Outbox: Sendable {
     mutating func sendCompleted() -> Next {
         if let (message, flags) = self.messages.popFirst() {
             self.bytes -= message.count
-            return .message(message, flags: flags)
+            // More follows at once (a message, or the half-close, which flushes): the core
+            // keeps this one in the stream's write buffer and completes it without a write, so
+            // that the messages queued here leave in one write instead of one each.
+            let more = !self.messages.isEmpty || self.closeRequested
+            return .message(message, flags: more ? flags | UInt32(GRPC_WRITE_BUFFER_HINT) : flags)
         }
         if self.closeRequested {
             self.closeRequested = false
@@ -134,11 +143,11 @@ extension CoreCall {
     }
 
     /// A send in flight completed (or was refused): the next queued one goes, or the half-close,
-    /// and writers waiting for room may go on.
+    /// and writers waiting for room go on once the outbox has drained.
     func sendCompleted() {
         let (next, writers) = self.state.withLock { state in
             let next = state.outbox.sendCompleted()
-            return (next, state.outbox.hasRoom ? state.senders.removeAll() : .none)
+            return (next, state.outbox.drained ? state.senders.removeAll() : .none)
         }
         writers.resume(returning: true)
         switch next {
