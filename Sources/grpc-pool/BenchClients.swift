@@ -259,6 +259,28 @@ final class BenchClients: Sendable {
         _ = try await self.core.unary(method: Self.unaryPath, request: payload)
     }
 
+    /// (d) a stream of 10 ping-pongs through the core layer alone (no GRPCCore, no pool).
+    func corePingPong(_ payload: [UInt8]) async throws {
+        let echoed = try await self.core.pingPong(method: "/bench.Echo/Stream", message: payload, rounds: 10)
+        guard echoed == 10 else { throw RPCError(code: .dataLoss, message: "\(echoed) of 10 echoes") }
+    }
+
+    /// (d) a server-streaming call through the core layer alone: `count` copies of `payload` down.
+    func coreServerStream(_ payload: [UInt8], count: Int) async throws {
+        let received = try await self.core.serverStream(
+            method: "/bench.Echo/ServerStream",
+            request: payload,
+            metadata: ["echo-repeat": "\(count)"]
+        )
+        guard received == count else { throw RPCError(code: .dataLoss, message: "\(received) of \(count) messages") }
+    }
+
+    /// (d) a client-streaming call through the core layer alone: `count` copies of `payload` up.
+    func coreClientStream(_ payload: [UInt8], count: Int) async throws {
+        let reply = try await self.core.clientStream(method: "/bench.Echo/ClientStream", message: payload, count: count)
+        guard reply.count == count * payload.count else { throw RPCError(code: .dataLoss, message: "short reply") }
+    }
+
     /// (a′) the pool's own unary call on raw bytes (`ConnectionPool.unary`): the pool without GRPCCore.
     func poolRaw(_ payload: [UInt8]) async throws {
         _ = try await self.pool.unary(method: Self.unaryPath, request: payload, timeout: nil)

@@ -4,8 +4,9 @@ import GRPCCore
 import GRPCPool
 
 /// The streaming rows: the pool's streams against grpc-swift-2's NIO client on the same server,
-/// tuned, A B per row, and their ratios (per message, against the pool's own unary call at the
-/// same concurrency where a stream replaces calls).
+/// tuned, and the same streams through the package's core layer alone (no GRPCCore, no pool) as
+/// the ceiling; their ratios (per message, against the pool's own unary call at the same
+/// concurrency where a stream replaces calls).
 extension BenchSession {
     func streamingRows() async throws {
         let (clients, small) = (self.clients, self.small)
@@ -16,6 +17,10 @@ extension BenchSession {
             let nio = try await self.measure("(c) NIO client", "bidi 10×32 B", concurrency: level) {
                 try await clients.nioPingPong(small)
             }
+            let core = try await self.measure("(d) core stream", "bidi 10×32 B", concurrency: level) {
+                try await clients.corePingPong(small)
+            }
+            self.ratios["bidi_msg_vs_core_msg_cpu_c\(level)"] = pool.cpuPerCall / core.cpuPerCall
             // Client CPU per message round trip (a stream is 10 of them).
             self.ratios["bidi_msg_vs_nio_msg_cpu_c\(level)"] = pool.cpuPerCall / nio.cpuPerCall
             if let unary = self.poolUnaryCPU[level] {
@@ -29,6 +34,10 @@ extension BenchSession {
         let downNIO = try await self.measure("(c) NIO client", "server stream 10k×32 B", concurrency: 1) {
             try await clients.serverStream(clients.nioClient(), small, count: messages)
         }
+        let downCore = try await self.measure("(d) core stream", "server stream 10k×32 B", concurrency: 1) {
+            try await clients.coreServerStream(small, count: messages)
+        }
+        self.ratios["server_stream_pool_vs_core_cpu"] = down.cpuPerCall / downCore.cpuPerCall
         self.ratios["server_stream_pool_vs_nio_msgs"] = down.qps / downNIO.qps
         self.ratios["server_stream_pool_vs_nio_cpu"] = down.cpuPerCall / downNIO.cpuPerCall
         let up = try await self.measure("(a) pool stub", "client stream 10k×32 B", concurrency: 1) {
@@ -37,6 +46,10 @@ extension BenchSession {
         let upNIO = try await self.measure("(c) NIO client", "client stream 10k×32 B", concurrency: 1) {
             try await clients.clientStream(clients.nioClient(), small, count: messages)
         }
+        let upCore = try await self.measure("(d) core stream", "client stream 10k×32 B", concurrency: 1) {
+            try await clients.coreClientStream(small, count: messages)
+        }
+        self.ratios["client_stream_pool_vs_core_cpu"] = up.cpuPerCall / upCore.cpuPerCall
         self.ratios["client_stream_pool_vs_nio_msgs"] = up.qps / upNIO.qps
         self.ratios["client_stream_pool_vs_nio_cpu"] = up.cpuPerCall / upNIO.cpuPerCall
         let mebibyte = [UInt8](repeating: 9, count: 1 << 20)
@@ -46,7 +59,11 @@ extension BenchSession {
         let largeNIO = try await self.measure("(c) NIO client", "bidi 10×1 MiB", concurrency: 1) {
             try await clients.nioPingPong(mebibyte)
         }
+        let largeCore = try await self.measure("(d) core stream", "bidi 10×1 MiB", concurrency: 1) {
+            try await clients.corePingPong(mebibyte)
+        }
         self.ratios["bidi_1mib_pool_vs_nio_mbps"] = large.qps / largeNIO.qps
+        self.ratios["bidi_1mib_pool_vs_core_mbps"] = large.qps / largeCore.qps
         self.say(
             String(
                 format: "  1 MiB ping-pong: pool %.0f MB/s, NIO %.0f MB/s each way",

@@ -41,6 +41,53 @@ package final class CoreBenchChannel: Sendable {
         )
     }
 
+    /// One server-streaming call through the core layer alone (no GRPCCore, no pool): `request`
+    /// and the half-close in the start batch, then every response message; how many arrived.
+    package func serverStream(method: String, request: [UInt8], metadata: Metadata) async throws(RPCError) -> Int {
+        let call = try CoreCall.create(on: self.channel, method: method, options: CoreCallOptions())
+        try call.start(metadata: metadata, message: request, closeSend: true)
+        var received = 0
+        if await call.receive() != nil {
+            received += 1
+            while await call.receiveNext() != nil { received += 1 }
+        }
+        try Self.check(await call.status())
+        return received
+    }
+
+    /// One client-streaming call through the core layer alone: `count` copies of `message`,
+    /// the half-close, the one response message.
+    package func clientStream(method: String, message: [UInt8], count: Int) async throws(RPCError) -> [UInt8] {
+        let call = try CoreCall.create(on: self.channel, method: method, options: CoreCallOptions())
+        try call.start(metadata: [:])
+        for _ in 0..<count { await call.send(message) }
+        call.closeSend()
+        let reply = await call.receive()
+        try Self.check(await call.status())
+        return reply ?? []
+    }
+
+    /// One bidirectional stream through the core layer alone: `rounds` times `message` sent
+    /// and its echo awaited, then the half-close.
+    package func pingPong(method: String, message: [UInt8], rounds: Int) async throws(RPCError) -> Int {
+        let call = try CoreCall.create(on: self.channel, method: method, options: CoreCallOptions())
+        try call.start(metadata: [:])
+        var echoed = 0
+        for round in 0..<rounds {
+            await call.send(message)
+            guard await (round == 0 ? call.receive() : call.receiveNext()) != nil else { break }
+            echoed += 1
+        }
+        call.closeSend()
+        _ = await call.receiveNext()
+        try Self.check(await call.status())
+        return echoed
+    }
+
+    private static func check(_ status: CallStatus) throws(RPCError) {
+        if let error = status.error { throw error }
+    }
+
     package func close() {
         self.channel.close()
     }

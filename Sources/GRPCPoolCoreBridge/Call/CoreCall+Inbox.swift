@@ -33,10 +33,19 @@ package struct Inbox: Sendable {
 
     /// Whether to start the next RECV_MESSAGE now (none in flight, the stream not over, room
     /// left); marks it in flight.
-    mutating func startReceiving() -> Bool {
-        guard !self.receiving, !self.ended, self.messages.count < Self.limit, self.bytes < Self.byteLimit else {
-            return false
-        }
+    ///
+    /// The chain of receives on the poller thread goes on while there is room at all; once it
+    /// has stopped at the bounds, the reader starts it again only when it has taken the inbox
+    /// down to half of both. A reader slower than the server then takes messages from memory
+    /// while the poller thread receives half an inbox in a row, instead of the two taking turns
+    /// message by message on two threads.
+    mutating func startReceiving(resuming: Bool = false) -> Bool {
+        guard !self.receiving, !self.ended else { return false }
+        let room =
+            resuming
+            ? self.messages.count <= Self.limit / 2 && self.bytes <= Self.byteLimit / 2
+            : self.messages.count < Self.limit && self.bytes < Self.byteLimit
+        guard room else { return false }
         self.receiving = true
         return true
     }
@@ -64,7 +73,7 @@ extension CoreCall {
     package func receiveNext() async -> [UInt8]? {
         let (now, start) = self.state.withLock { state -> (Inbox.Delivery?, Bool) in
             let now = state.inbox.take()
-            return (now, state.inbox.startReceiving())
+            return (now, state.inbox.startReceiving(resuming: true))
         }
         if start { self.startReceive() }
         let delivery: Inbox.Delivery
