@@ -229,13 +229,41 @@ struct Bench: AsyncParsableCommand {
             case (_, .unary): call = { try await clients.nio(payload, settings: settings) }
             case (_, .bidi): call = { try await clients.nioPingPong(payload, settings: settings) }
             case ("grpcpool", .serverStream):
-                call = { try await clients.serverStream(clients.poolClient(settings), payload, count: 10_000, options: options) }
+                call = {
+                    try await clients.serverStream(
+                        clients.poolClient(settings),
+                        payload,
+                        count: 10_000,
+                        options: options
+                    )
+                }
             case ("grpcpool", .clientStream):
-                call = { try await clients.clientStream(clients.poolClient(settings), payload, count: 10_000, options: options) }
+                call = {
+                    try await clients.clientStream(
+                        clients.poolClient(settings),
+                        payload,
+                        count: 10_000,
+                        options: options
+                    )
+                }
             case (_, .serverStream):
-                call = { try await clients.serverStream(clients.nioClient(settings), payload, count: 10_000, options: options) }
+                call = {
+                    try await clients.serverStream(
+                        clients.nioClient(settings),
+                        payload,
+                        count: 10_000,
+                        options: options
+                    )
+                }
             case (_, .clientStream):
-                call = { try await clients.clientStream(clients.nioClient(settings), payload, count: 10_000, options: options) }
+                call = {
+                    try await clients.clientStream(
+                        clients.nioClient(settings),
+                        payload,
+                        count: 10_000,
+                        options: options
+                    )
+                }
             }
             _ = try await Measure.run(
                 concurrency: self.concurrency,
