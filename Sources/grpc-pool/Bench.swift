@@ -228,42 +228,10 @@ struct Bench: AsyncParsableCommand {
             case ("grpcpool", .bidi): call = { try await clients.poolPingPong(payload, settings: settings) }
             case (_, .unary): call = { try await clients.nio(payload, settings: settings) }
             case (_, .bidi): call = { try await clients.nioPingPong(payload, settings: settings) }
-            case ("grpcpool", .serverStream):
-                call = {
-                    try await clients.serverStream(
-                        clients.poolClient(settings),
-                        payload,
-                        count: 10_000,
-                        options: options
-                    )
-                }
-            case ("grpcpool", .clientStream):
-                call = {
-                    try await clients.clientStream(
-                        clients.poolClient(settings),
-                        payload,
-                        count: 10_000,
-                        options: options
-                    )
-                }
-            case (_, .serverStream):
-                call = {
-                    try await clients.serverStream(
-                        clients.nioClient(settings),
-                        payload,
-                        count: 10_000,
-                        options: options
-                    )
-                }
-            case (_, .clientStream):
-                call = {
-                    try await clients.clientStream(
-                        clients.nioClient(settings),
-                        payload,
-                        count: 10_000,
-                        options: options
-                    )
-                }
+            case ("grpcpool", .serverStream), ("grpcpool", .clientStream):
+                call = clients.streamCall(self.workload, clients.poolClient(settings), payload, options: options)
+            case (_, .serverStream), (_, .clientStream):
+                call = clients.streamCall(self.workload, clients.nioClient(settings), payload, options: options)
             }
             _ = try await Measure.run(
                 concurrency: self.concurrency,

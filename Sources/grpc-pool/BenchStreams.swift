@@ -86,6 +86,20 @@ extension BenchClients {
         type: .clientStreaming
     )
 
+    /// One call of an external run's streaming `workload` on `client`: 10,000 copies of
+    /// `payload` down (server streaming) or up (client streaming).
+    func streamCall<T: ClientTransport>(
+        _ workload: Bench.TargetWorkload,
+        _ client: GRPCClient<T>,
+        _ payload: [UInt8],
+        options: CallOptions
+    ) -> @Sendable () async throws -> Void {
+        if workload == .serverStream {
+            return { try await self.serverStream(client, payload, count: 10_000, options: options) }
+        }
+        return { try await self.clientStream(client, payload, count: 10_000, options: options) }
+    }
+
     /// One server-streaming call: `payload` up, `count` copies of it down.
     func serverStream<T: ClientTransport>(
         _ client: GRPCClient<T>,
