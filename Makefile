@@ -80,15 +80,16 @@ time_limited = timeout --kill-after=30s $(1) $(2) || { status=$$?; \
 # release/acquire annotation across the C core, so TSan sees every hand-off; GRPCCore's own
 # Synchronization.Mutex (FUTEX_LOCK_PI, not intercepted) is suppressed in .tsan-suppressions.
 # A report fails the run (exit code 66), also in the grpc-pool processes the tests start.
+# Both build with GRPC_POOL_SANITIZER set, which leaves swift-otel out (Package.swift says why).
 # ASan: memory errors only; LeakSanitizer is off because it fails every process at exit on the
 # singletons of Foundation, NIO and the C core (the README lists what it reported).
 tsan: deps testdeps pydeps
-	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
+	GRPC_POOL_SANITIZER=thread $(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
 	TSAN_OPTIONS="suppressions=$(CURDIR)/.tsan-suppressions" GRPC_POOL_SANITIZER=thread \
 		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan --no-parallel
 
 asan: deps testdeps pydeps
-	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	GRPC_POOL_SANITIZER=address $(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
 	ASAN_OPTIONS=detect_leaks=0 GRPC_POOL_SANITIZER=address \
 		$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --no-parallel
 

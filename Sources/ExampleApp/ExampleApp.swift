@@ -7,7 +7,9 @@ import GRPCPool
 import Hummingbird
 import Logging
 import Metrics
+#if canImport(OTel)
 import OTel
+#endif
 import Prometheus
 import ServiceLifecycle
 import SwiftProtobuf
@@ -64,6 +66,7 @@ struct ExampleApp: AsyncParsableCommand {
         var background: [any Service] = []
         var tracer: (any Tracer)?
         if let otlpEndpoint {
+            #if canImport(OTel)
             var otel = OTel.Configuration.default
             otel.serviceName = "example-app"
             otel.metrics.enabled = false
@@ -75,6 +78,10 @@ struct ExampleApp: AsyncParsableCommand {
             InstrumentationSystem.bootstrap(tracing.factory)
             background.append(tracing.service)
             tracer = tracing.factory
+            #else
+            // A sanitizer build (`make tsan`, `make asan`) has no swift-otel (Package.swift).
+            throw ValidationError("--otlp-endpoint \(otlpEndpoint): this build has no OTLP exporter (no swift-otel)")
+            #endif
         }
 
         // The services: given, or embedded demo servers.

@@ -1,6 +1,8 @@
 import GRPCCore
 import GRPCPool
+#if canImport(OTel)
 import OTel
+#endif
 import Prometheus
 import ServiceLifecycle
 import Tracing
@@ -31,6 +33,7 @@ extension BenchSession {
         _ = await measured.waitUntilHealthy(timeLimit: .seconds(10))
         let observed = try measured.client(for: "bench-observed")
 
+        #if canImport(OTel)
         var otel = OTel.Configuration.default
         otel.serviceName = "grpc-pool-bench"
         otel.metrics.enabled = false
@@ -43,9 +46,13 @@ extension BenchSession {
         otel.traces.batchSpanProcessor.maxQueueSize = 1 << 16
         otel.traces.batchSpanProcessor.maxExportBatchSize = 4096
         let tracing = try OTel.makeTracingBackend(configuration: otel)
-        let tracer = tracing.factory
+        let tracer: (any Tracer)? = tracing.factory
         let exporting = Task { try await tracing.service.run() }
         defer { exporting.cancel() }
+        #else
+        // A sanitizer build has no swift-otel (Package.swift): no traced row.
+        let tracer: (any Tracer)? = nil
+        #endif
 
         let (clients, small) = (self.clients, self.small)
         let call: @Sendable (GRPCClient<PooledTransport>) async throws -> Void = { client in
@@ -60,19 +67,18 @@ extension BenchSession {
             }
             // The tracer is bound per call (`withTracer`): bootstrapping it would trace every
             // later row of the run.
-            let traced = try await self.measure(
-                "(a) pool stub, defaults",
-                "32 B m+traces",
-                concurrency: level
-            ) {
-                try await withTracer(tracer) { try await call(observed) }
+            var traced: Measure.Row?
+            if let tracer {
+                traced = try await self.measure("(a) pool stub, defaults", "32 B m+traces", concurrency: level) {
+                    try await withTracer(tracer) { try await call(observed) }
+                }
             }
             let plain2 = try await self.measure("(a) pool stub, defaults", "32 B plain", concurrency: level) {
                 try await clients.poolStub(small, settings: .defaults)
             }
             let plain = (plain1.cpuPerCall + plain2.cpuPerCall) / 2
             self.ratios["metrics_vs_plain_cpu_c\(level)"] = metrics.cpuPerCall / plain
-            self.ratios["metrics_traces_vs_plain_cpu_c\(level)"] = traced.cpuPerCall / plain
+            if let traced { self.ratios["metrics_traces_vs_plain_cpu_c\(level)"] = traced.cpuPerCall / plain }
         }
     }
 }
