@@ -163,13 +163,15 @@ let package = Package(
 // HTTP exporter would bring async-http-client). Left out of the sanitizer builds (`make tsan` and
 // `make asan` set GRPC_POOL_SANITIZER): swift-otel 1.6.0 does not compile with -sanitize=thread (a
 // `sending` error in its OTelBatchLogRecordProcessor that the plain build does not raise). The code
-// that uses it is under `#if canImport(OTel)`.
+// that uses it is under `#if GRPC_POOL_OTEL` (not `canImport`, which a module left in the build
+// folder by an earlier build would satisfy).
 if ProcessInfo.processInfo.environment["GRPC_POOL_SANITIZER"] == nil {
     package.dependencies.append(
         .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPGRPC"])
     )
     for target in package.targets where target.name == "grpc-pool" || target.name == "ExampleApp" {
         target.dependencies.append(.product(name: "OTel", package: "swift-otel"))
+        target.swiftSettings = (target.swiftSettings ?? []) + [.define("GRPC_POOL_OTEL")]
     }
 }
 

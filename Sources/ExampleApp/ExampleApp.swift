@@ -7,14 +7,15 @@ import GRPCPool
 import Hummingbird
 import Logging
 import Metrics
-#if canImport(OTel)
-import OTel
-#endif
 import Prometheus
 import ServiceLifecycle
 import SwiftProtobuf
 import Tracing
 import UnixSignals
+
+#if GRPC_POOL_OTEL
+import OTel
+#endif
 
 /// An application that uses the pool, the Swift server way: a Hummingbird HTTP app and the `PoolManager` run
 /// side by side in one `ServiceGroup`; SIGTERM or SIGINT drains both.
@@ -66,7 +67,7 @@ struct ExampleApp: AsyncParsableCommand {
         var background: [any Service] = []
         var tracer: (any Tracer)?
         if let otlpEndpoint {
-            #if canImport(OTel)
+            #if GRPC_POOL_OTEL
             var otel = OTel.Configuration.default
             otel.serviceName = "example-app"
             otel.metrics.enabled = false

@@ -1,11 +1,12 @@
 import GRPCCore
 import GRPCPool
-#if canImport(OTel)
-import OTel
-#endif
 import Prometheus
 import ServiceLifecycle
 import Tracing
+
+#if GRPC_POOL_OTEL
+import OTel
+#endif
 
 extension BenchSession {
     /// What observability costs a call: the pool stub on the defaults, plain (no metrics backend,
@@ -33,7 +34,7 @@ extension BenchSession {
         _ = await measured.waitUntilHealthy(timeLimit: .seconds(10))
         let observed = try measured.client(for: "bench-observed")
 
-        #if canImport(OTel)
+        #if GRPC_POOL_OTEL
         var otel = OTel.Configuration.default
         otel.serviceName = "grpc-pool-bench"
         otel.metrics.enabled = false
