@@ -1,6 +1,5 @@
 internal import CGRPCCore
 private import Foundation
-internal import Synchronization
 
 /// The C core's channelz data (gRFC A14): its channels, subchannels, sockets and servers, each
 /// rendered by the core as JSON in the proto3 JSON mapping of `grpc.channelz.v1`.
@@ -57,8 +56,9 @@ package enum CoreChannelz {
 
     /// The highest channel id seen so far. Channels of the bridge are created under this lock,
     /// each followed by the read of the channels created since: the newest with the new
-    /// channel's target is it (the core has no call that returns a channel's id).
-    private static let creation = Mutex<Int>(0)
+    /// channel's target is it (the core has no call that returns a channel's id). A `Locked`
+    /// (a pthread mutex, which ThreadSanitizer sees), as all of the package's shared state.
+    private static let creation = Locked<Int>(0)
 
     /// Creates a channel with `create` and finds its channelz id; `nil` when the core keeps no
     /// channelz data for it.
