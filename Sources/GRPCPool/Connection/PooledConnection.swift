@@ -62,18 +62,34 @@ public final class PooledConnection: Sendable {
         var ownRPCs = OwnRPCs()
     }
 
-    /// RPCs of the pool's own on one channel (held weakly: it never keeps a channel alive).
+    /// RPCs of the pool's own per channel, for the current channel and a replacement being
+    /// probed (held weakly: it never keeps a channel alive). A probe of a candidate does not
+    /// reset the current channel's count.
     struct OwnRPCs {
-        weak var channel: CoreChannel?
-        var count = 0
+        struct Entry {
+            weak var channel: CoreChannel?
+            var count: Int
+        }
+
+        private var entries: [Entry] = []
 
         /// How many there were on `channel`.
-        func count(on channel: CoreChannel) -> Int { self.channel === channel ? self.count : 0 }
+        func count(on channel: CoreChannel) -> Int {
+            self.entries.first { $0.channel === channel }?.count ?? 0
+        }
 
-        /// One more on `channel`; a count for another channel starts again.
+        /// One more on `channel`. Channels that are gone are forgotten, and at most the two
+        /// most recently counted are kept.
         mutating func add(on channel: CoreChannel) {
-            if self.channel !== channel { self = OwnRPCs(channel: channel, count: 0) }
-            self.count += 1
+            self.entries.removeAll { $0.channel == nil }
+            if let index = self.entries.firstIndex(where: { $0.channel === channel }) {
+                self.entries[index].count += 1
+                let entry = self.entries.remove(at: index)
+                self.entries.append(entry)
+                return
+            }
+            if self.entries.count >= 2 { self.entries.removeFirst() }
+            self.entries.append(Entry(channel: channel, count: 1))
         }
     }
 
