@@ -220,18 +220,21 @@ struct Bench: AsyncParsableCommand {
             ("grpcpool", BenchSettings.tuned), ("grpcpool", .defaults), ("nio", .tuned), ("nio", .defaults),
         ] {
             let call: @Sendable () async throws -> Void
-            // As the unary and bidi rows: the pool's stream retried by the pool itself, the NIO
-            // client's by GRPCCore's retry executor, on the defaults.
-            let options = settings.callOptions(retries: client == "nio")
             switch (client, self.workload) {
             case ("grpcpool", .unary): call = { try await clients.poolStub(payload, settings: settings) }
             case ("grpcpool", .bidi): call = { try await clients.poolPingPong(payload, settings: settings) }
             case (_, .unary): call = { try await clients.nio(payload, settings: settings) }
             case (_, .bidi): call = { try await clients.nioPingPong(payload, settings: settings) }
             case ("grpcpool", .serverStream), ("grpcpool", .clientStream):
-                call = clients.streamCall(self.workload, clients.poolClient(settings), payload, options: options)
+                call = clients.streamCall(
+                    self.workload,
+                    clients.poolClient(settings),
+                    payload,
+                    settings,
+                    retries: false
+                )
             case (_, .serverStream), (_, .clientStream):
-                call = clients.streamCall(self.workload, clients.nioClient(settings), payload, options: options)
+                call = clients.streamCall(self.workload, clients.nioClient(settings), payload, settings, retries: true)
             }
             _ = try await Measure.run(
                 concurrency: self.concurrency,

@@ -86,14 +86,18 @@ extension BenchClients {
         type: .clientStreaming
     )
 
-    /// One call of an external run's streaming `workload` on `client`: 10,000 copies of
-    /// `payload` down (server streaming) or up (client streaming).
+    /// One call of an external run's streaming `workload` on `client` with the options of
+    /// `settings`: 10,000 copies of `payload` down (server streaming) or up (client streaming).
+    /// `retries` adds the retry policy, as for the NIO client's unary and bidi calls (the pool
+    /// retries its streams itself).
     func streamCall<T: ClientTransport>(
         _ workload: Bench.TargetWorkload,
         _ client: GRPCClient<T>,
         _ payload: [UInt8],
-        options: CallOptions
+        _ settings: BenchSettings,
+        retries: Bool
     ) -> @Sendable () async throws -> Void {
+        let options = settings.callOptions(retries: retries)
         if workload == .serverStream {
             return { try await self.serverStream(client, payload, count: 10_000, options: options) }
         }

@@ -57,31 +57,31 @@ package final class CoreBenchChannel: Sendable {
 
     /// One client-streaming call through the core layer alone: `count` copies of `message`,
     /// the half-close, the one response message.
-    package func clientStream(method: String, message: [UInt8], count: Int) async throws(RPCError) -> [UInt8] {
-        let call = try CoreCall.create(on: self.channel, method: method, options: CoreCallOptions())
-        try call.start(metadata: [:])
-        for _ in 0..<count { await call.send(message) }
-        call.closeSend()
-        let reply = await call.receive()
-        try Self.check(await call.status())
-        return reply ?? []
+    package func clientStream(method: String, message: [UInt8], count: Int) async throws -> [UInt8] {
+        try await self.channel.withCall(method: method) { call in
+            for _ in 0..<count { await call.send(message) }
+            call.closeSend()
+            let reply = await call.receive()
+            try Self.check(await call.status())
+            return reply ?? []
+        }
     }
 
     /// One bidirectional stream through the core layer alone: `rounds` times `message` sent
     /// and its echo awaited, then the half-close.
-    package func pingPong(method: String, message: [UInt8], rounds: Int) async throws(RPCError) -> Int {
-        let call = try CoreCall.create(on: self.channel, method: method, options: CoreCallOptions())
-        try call.start(metadata: [:])
-        var echoed = 0
-        for round in 0..<rounds {
-            await call.send(message)
-            guard await (round == 0 ? call.receive() : call.receiveNext()) != nil else { break }
-            echoed += 1
+    package func pingPong(method: String, message: [UInt8], rounds: Int) async throws -> Int {
+        try await self.channel.withCall(method: method) { call in
+            var echoed = 0
+            for round in 0..<rounds {
+                await call.send(message)
+                guard await (round == 0 ? call.receive() : call.receiveNext()) != nil else { break }
+                echoed += 1
+            }
+            call.closeSend()
+            _ = await call.receiveNext()
+            try Self.check(await call.status())
+            return echoed
         }
-        call.closeSend()
-        _ = await call.receiveNext()
-        try Self.check(await call.status())
-        return echoed
     }
 
     private static func check(_ status: CallStatus) throws(RPCError) {
