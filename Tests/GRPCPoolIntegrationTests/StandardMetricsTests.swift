@@ -78,13 +78,13 @@ struct StandardMetricsTests {
                 group.addTask { try await manager.run() }
                 defer { manager.beginGracefulShutdown() }
                 #expect(await pool.waitUntilHealthy(timeLimit: .seconds(10)))
-                _ = try await pool.client.echo([1], timeout: .seconds(5))
+                _ = try await pool.client.echo([1], timeout: .seconds(20))
                 #expect(metrics.timers(label: "grpc.client.attempt.delay.duration").isEmpty)
                 let slow = Task {
                     try await pool.unary(method: echoUnary, request: [1], metadata: ["echo-delay-ms": "300"])
                 }
                 #expect(await poll { pool.metrics().inFlight == 1 })
-                _ = try await pool.client.echo([2], timeout: .seconds(5))
+                _ = try await pool.client.echo([2], timeout: .seconds(20))
                 _ = try await slow.value
             }
             let delays = metrics.timers(label: "grpc.client.attempt.delay.duration")
@@ -133,7 +133,7 @@ struct StandardMetricsTests {
         try await withDemoServer { server in
             try await withPoolManager(["echo": testConfig([server.target], poolSize: 1)]) { manager in
                 let pool = try manager.pool(for: "echo")
-                let reply = try await pool.client.echo([3], timeout: .seconds(5))
+                let reply = try await pool.client.echo([3], timeout: .seconds(20))
                 #expect(reply == [3])
             }
         }
