@@ -38,7 +38,7 @@ struct StandardMetricsTests {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await manager.run() }
                 defer { manager.beginGracefulShutdown() }
-                #expect(await pool.waitUntilHealthy(timeLimit: .seconds(10)))
+                #expect(await pool.waitUntilHealthy(timeLimit: .seconds(30)))
                 // The first call's first two attempts fail (the policy's third succeeds).
                 server.failNextCalls(2, with: .init(code: .unavailable, message: "forced"))
                 let payload = [UInt8](repeating: 7, count: 100)
@@ -77,7 +77,7 @@ struct StandardMetricsTests {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await manager.run() }
                 defer { manager.beginGracefulShutdown() }
-                #expect(await pool.waitUntilHealthy(timeLimit: .seconds(10)))
+                #expect(await pool.waitUntilHealthy(timeLimit: .seconds(30)))
                 _ = try await pool.client.echo([1], timeout: .seconds(20))
                 #expect(metrics.timers(label: "grpc.client.attempt.delay.duration").isEmpty)
                 let slow = Task {
@@ -113,7 +113,7 @@ struct StandardMetricsTests {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await manager.run() }
                 defer { manager.beginGracefulShutdown() }
-                #expect(await pool.waitUntilHealthy(timeLimit: .seconds(10)))
+                #expect(await pool.waitUntilHealthy(timeLimit: .seconds(30)))
                 let failing = try #require(servers[1] as? DemoServer)
                 failing.failNextCalls(1000, with: .init(code: .unavailable, message: "forced"))
                 for _ in 0..<40 { _ = try? await pool.unary(method: echoUnary, request: [1]) }

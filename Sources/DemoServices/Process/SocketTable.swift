@@ -10,13 +10,20 @@ public enum SocketTable {
     /// Established TCP connections to `host:port`, from whichever side opened them (IPv4 or
     /// IPv4-mapped IPv6 sockets).
     public static func established(to host: String, port: Int) -> Int {
-        let rows = self.rows("/proc/net/tcp") + self.rows("/proc/net/tcp6")
-        return rows.filter { $0.state == 0x01 && $0.remote.host == host && $0.remote.port == port }.count
+        self.established(to: [host], port: port)[0]
     }
 
     /// Established TCP connections to each of `hosts` on `port`, in order.
+    ///
+    /// Only the lines whose remote end is `port` in state 01 (ESTABLISHED) are parsed, found
+    /// with `strstr`: the tests poll this every few milliseconds while the machine holds
+    /// thousands of sockets, and parsing every line of the table kept Swift's cooperative
+    /// threads busy.
     public static func established(to hosts: [String], port: Int) -> [Int] {
-        let rows = self.rows("/proc/net/tcp") + self.rows("/proc/net/tcp6")
+        // The remote address's port, then the state: `…:1F90 01 `. A local port is followed
+        // by a remote address (8 or 32 hex digits), never by `01 `.
+        let needle = Array(":\(String(port, radix: 16, uppercase: true).leftPadded(to: 4)) 01 ".utf8)
+        let rows = self.rows("/proc/net/tcp", containing: needle) + self.rows("/proc/net/tcp6", containing: needle)
         return hosts.map { host in
             rows.filter { $0.state == 0x01 && $0.remote.host == host && $0.remote.port == port }.count
         }
@@ -33,9 +40,16 @@ public enum SocketTable {
         var state: Int
     }
 
-    private static func rows(_ path: String) -> [Row] {
-        guard let text = Self.read(path) else { return [] }
-        return text.split(separator: "\n").dropFirst().compactMap { line in
+    /// The table's rows, or with `needle` only those whose line contains it.
+    private static func rows(_ path: String, containing needle: [UInt8]? = nil) -> [Row] {
+        guard let bytes = Self.read(path) else { return [] }
+        let lines: [Substring]
+        if let needle {
+            lines = Self.lines(of: bytes, containing: needle)
+        } else {
+            lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n").dropFirst().map { $0 }
+        }
+        return lines.compactMap { line in
             let fields = line.split(separator: " ")
             guard fields.count > 3, let local = self.endpoint(fields[1]), let remote = self.endpoint(fields[2]),
                 let state = Int(fields[3], radix: 16)
@@ -44,9 +58,32 @@ public enum SocketTable {
         }
     }
 
+    /// The lines of `bytes` that contain `needle` (found with `strstr`; neither holds a NUL).
+    private static func lines(of bytes: [UInt8], containing needle: [UInt8]) -> [Substring] {
+        var text = bytes
+        text.append(0)
+        let pattern = needle.map { CChar(bitPattern: $0) } + [0]
+        return text.withUnsafeBytes { raw -> [Substring] in
+            guard let base = raw.baseAddress?.assumingMemoryBound(to: CChar.self) else { return [] }
+            let count = raw.count - 1
+            var found: [Substring] = []
+            var offset = 0
+            while offset < count, let hit = strstr(base + offset, pattern) {
+                let at = base.distance(to: hit)
+                var start = at
+                while start > 0, raw[start - 1] != 0x0A { start -= 1 }
+                var end = at
+                while end < count, raw[end] != 0x0A { end += 1 }
+                found.append(Substring(String(decoding: raw[start..<end], as: UTF8.self)))
+                offset = end + 1
+            }
+            return found
+        }
+    }
+
     /// The whole of a `/proc` file: it reports a size of 0, and is read until `read` returns 0
     /// (Foundation's file reading stops after the first page of it).
-    private static func read(_ path: String) -> String? {
+    private static func read(_ path: String) -> [UInt8]? {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -57,7 +94,7 @@ public enum SocketTable {
             guard count > 0 else { break }
             data.append(contentsOf: chunk[..<count])
         }
-        return String(decoding: data, as: UTF8.self)
+        return data
     }
 
     /// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6; IPv4-mapped addresses read as
@@ -80,5 +117,11 @@ public enum SocketTable {
         guard let value = UInt32(word, radix: 16) else { return nil }
         let bytes = withUnsafeBytes(of: value.littleEndian) { Array($0) }
         return (bytes.map { "\($0)" }.joined(separator: "."), port)
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        String(repeating: "0", count: max(0, width - self.count)) + self
     }
 }

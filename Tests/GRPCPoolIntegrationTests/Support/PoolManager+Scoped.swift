@@ -39,7 +39,9 @@ func withPoolManager<Result: Sendable>(
         group.addTask { try await manager.run() }
         do {
             if waitForHealthy {
-                let healthy = await manager.waitUntilHealthy(timeLimit: .seconds(10))
+                // Generous: at the parallel phase's start the in-process NIO servers (a debug
+                // build, two event-loop threads for all of them) can miss a 5 s connect attempt.
+                let healthy = await manager.waitUntilHealthy(timeLimit: .seconds(30))
                 try #require(healthy, "pools did not become healthy: \(manager.metrics())")
             }
             let result = try await body(manager)
