@@ -57,26 +57,39 @@ struct CompressionTests {
             #expect(try await client.echoStream(Self.sizes.map(Self.payload), timeout: .seconds(10)) == Self.sizes)
             #expect(manager.metrics()["svc"]?.failedRequests == 0)
         }
-        // A stream first: refused as UNAVAILABLE (not processed), which the default retry policy
-        // retries; the retry goes uncompressed.
-        try await withPoolManager(["svc": config]) { manager in
-            let client = try manager.client(for: "svc")
-            #expect(try await client.echoStream(Self.sizes.map(Self.payload), timeout: .seconds(10)) == Self.sizes)
-        }
-        // Without retries the caller sees that refusal, which says why; the next stream goes through.
-        // The refused stream ends its request with its one message (one batch with the half-close):
-        // a grpc-swift server that refuses a stream whose request is still open may reset it
-        // (RST_STREAM CANCEL) instead of answering, and the refusal is then not seen as one.
+        // A stream first, retries off: its request stays open after its start, so it asks for no
+        // encoding until the server has accepted gzip (a refusal then may come as RST_STREAM
+        // CANCEL, which says nothing of compression). It goes through at once; so do the large
+        // unary call (refused and sent again) and the streams after it.
         var noRetries = config
         noRetries.enableRetries = false
         try await withPoolManager(["svc": noRetries]) { manager in
             let client = try manager.client(for: "svc")
+            for _ in 0..<3 {
+                #expect(try await client.echoStream(Self.sizes.map(Self.payload), timeout: .seconds(10)) == Self.sizes)
+            }
+            #expect(try await client.echo(Self.payload(65536), timeout: .seconds(10)).count == 65536)
+            #expect(try await client.echoStream(Self.sizes.map(Self.payload), timeout: .seconds(10)) == Self.sizes)
+            #expect(manager.metrics()["svc"]?.failedRequests == 0)
+        }
+        // A server-streaming call ends its request in its start batch, so it asks for gzip and
+        // its refusal is clean: without retries the caller sees it, as UNAVAILABLE saying why.
+        try await withPoolManager(["svc": noRetries]) { manager in
+            let client = try manager.client(for: "svc")
             let error = await #expect(throws: RPCError.self) {
-                try await client.echoStream([Self.payload(32)], timeout: .seconds(10), waitForEchoes: false)
+                try await client.serverStreaming(
+                    request: ClientRequest(message: Self.payload(65536)),
+                    descriptor: EchoService.Method.serverStream,
+                    serializer: RawBytesSerializer(),
+                    deserializer: RawBytesDeserializer(),
+                    options: .defaults
+                ) { response in
+                    for try await _ in response.messages {}
+                }
             }
             #expect(error?.code == .unavailable, "\(String(describing: error))")
             #expect(error?.message.contains("does not accept gzip") == true, "\(String(describing: error))")
-            #expect(try await client.echoStream(Self.sizes.map(Self.payload), timeout: .seconds(10)) == Self.sizes)
+            #expect(try await client.echo(Self.payload(65536), timeout: .seconds(10)).count == 65536)
         }
     }
 

@@ -59,4 +59,37 @@ struct CompressionRefusalsTests {
         #expect(status.code == .unavailable)
         #expect(status.message.contains("does not accept gzip requests (gzip compression is not supported)"))
     }
+
+    @Test(
+        "A call whose request stays open asks for gzip only once the server accepted it (a message or OK); a refusal ends every asking"
+    )
+    func acceptance() {
+        let refusals = CompressionRefusals()
+        let options = CoreCallOptions(compression: .gzip, compressionThreshold: 2048)
+        #expect(options.requestedCompression(refusals: refusals) == .gzip)
+        #expect(options.requestedCompression(unaryRequestSize: 4096, refusals: refusals) == .gzip)
+        #expect(options.requestedCompression(unaryRequestSize: 32, refusals: refusals) == nil)
+        #expect(options.requestedCompression(requestStaysOpen: true, refusals: refusals) == nil)
+
+        // A call that asked for nothing proves nothing; one that asked for gzip and ended OK does.
+        let ok = CallStatus(code: .ok, message: "", trailingMetadata: [:])
+        #expect(!refusals.learn(from: ok, requested: nil))
+        #expect(!refusals.accepts(.gzip))
+        #expect(!refusals.learn(from: ok, requested: .gzip))
+        #expect(refusals.accepts(.gzip))
+        #expect(!refusals.accepts(.deflate))
+        #expect(options.requestedCompression(requestStaysOpen: true, refusals: refusals) == .gzip)
+
+        let streamed = CompressionRefusals()
+        streamed.learnAccepted(.gzip)
+        #expect(options.requestedCompression(requestStaysOpen: true, refusals: streamed) == .gzip)
+        let refused = CallStatus(
+            code: .unimplemented,
+            message: "gzip compression is not supported",
+            trailingMetadata: [:]
+        )
+        #expect(streamed.learn(from: refused, requested: .gzip))
+        #expect(options.requestedCompression(requestStaysOpen: true, refusals: streamed) == nil)
+        #expect(options.requestedCompression(refusals: streamed) == nil)
+    }
 }

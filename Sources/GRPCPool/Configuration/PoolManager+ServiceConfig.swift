@@ -63,7 +63,9 @@ extension PoolManager {
         public var enableRetries: Bool
         /// The retry policy applied to every method when ``enableRetries`` is on.
         public var retryPolicy: CallRetryPolicy
-        /// Compress requests with gzip (`grpc.default_compression_algorithm`). Default `true`.
+        /// Compress requests with gzip. Default `true`. A connection stops asking for gzip once
+        /// its server refuses it; a bidirectional or client-streaming call asks for it only once
+        /// the server has accepted it on that connection.
         public var compression: Bool
         /// Request messages of fewer bytes go out uncompressed, whatever ``compression`` or a
         /// call's own compression option says; `0` compresses every message. Default `2048`.

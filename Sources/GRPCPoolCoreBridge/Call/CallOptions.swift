@@ -50,13 +50,16 @@ package struct CoreCallOptions: Sendable, Hashable {
     /// The algorithm the call asks the core for: ``compression``, unless the server refused it,
     /// or the call is unary and its one message is below the threshold (nothing would be
     /// compressed: the call then names no `grpc-encoding` at all, and costs what an uncompressed
-    /// call costs).
-    func requestedCompression(
+    /// call costs), or its request stays open after the start and the server has not yet shown
+    /// that it accepts the algorithm (``CompressionRefusals``: its refusal would not be clean).
+    package func requestedCompression(
         unaryRequestSize: Int? = nil,
+        requestStaysOpen: Bool = false,
         refusals: CompressionRefusals
     ) -> ChannelOptions.Compression? {
         guard let compression = self.compression, compression != .none else { return self.compression }
         if let size = unaryRequestSize, size < self.compressionThreshold { return nil }
+        if requestStaysOpen, !refusals.accepts(compression) { return nil }
         return refusals.contains(compression) ? nil : compression
     }
 

@@ -86,9 +86,12 @@ extension CoreCall {
         return message
     }
 
-    /// Starts reading the next message ahead, if there is room and none is in flight.
-    func readAhead() {
-        if self.state.withLock({ $0.inbox.startReceiving() }) { self.startReceive() }
+    /// After the first message: the server has shown that it accepts the compression the call
+    /// asked for; starts reading the next message ahead.
+    func readAheadAfterFirstMessage() {
+        let (start, requested) = self.state.withLock { ($0.inbox.startReceiving(), $0.requestedCompression) }
+        self.handle.channel.compressionRefusals.learnAccepted(requested)
+        if start { self.startReceive() }
     }
 
     /// Starts one RECV_MESSAGE (marked in flight by ``Inbox/startReceiving()``); its completion

@@ -24,7 +24,7 @@ package final class CoreCall: Sendable {
     let state: Locked<State>
 
     struct State {
-        /// The compression algorithm the call asked for (``CoreCallOptions/requestedCompression(unaryRequestSize:refusals:)``).
+        /// The compression algorithm the call asked for (``CoreCallOptions/requestedCompression(unaryRequestSize:requestStaysOpen:refusals:)``).
         var requestedCompression: ChannelOptions.Compression?
         /// A unary call sent again (``startUnary(metadata:message:completion:)``): cancelled with this one.
         var resent: CallHandle?
@@ -90,7 +90,10 @@ package final class CoreCall: Sendable {
         closeSend: Bool = false
     ) throws(RPCError) {
         let options = self.options
-        let compression = options.requestedCompression(refusals: self.handle.channel.compressionRefusals)
+        let compression = options.requestedCompression(
+            requestStaysOpen: !closeSend,
+            refusals: self.handle.channel.compressionRefusals
+        )
         self.state.withLock { $0.requestedCompression = compression }
         let outbound = OutboundMetadata(metadata, extra: CoreCallOptions.internalMetadata(requesting: compression))
         let buffer = message.map(ByteBuffers.make)
@@ -170,7 +173,7 @@ package final class CoreCall: Sendable {
         if first == nil {
             self.state.withLock { $0.inbox.ended = true }
         } else {
-            self.readAhead()
+            self.readAheadAfterFirstMessage()
         }
         return first
     }
