@@ -128,8 +128,7 @@ struct CompressionTests {
 extension GRPCClient {
     /// One `bench.Echo/Stream` call: each message written once the one before it is echoed;
     /// the sizes of the echoes.
-    /// With `waitForEchoes` false, the request writes every message at once and ends.
-    func echoStream(_ messages: [[UInt8]], timeout: Duration, waitForEchoes: Bool = true) async throws -> [Int] {
+    func echoStream(_ messages: [[UInt8]], timeout: Duration) async throws -> [Int] {
         var options = CallOptions.defaults
         options.timeout = timeout
         let (turns, turn) = AsyncStream.makeStream(of: Void.self)
@@ -137,7 +136,7 @@ extension GRPCClient {
             var iterator = turns.makeAsyncIterator()
             for message in messages {
                 try await writer.write(message)
-                if waitForEchoes { guard await iterator.next() != nil else { return } }
+                guard await iterator.next() != nil else { return }
             }
         }
         return try await self.bidirectionalStreaming(

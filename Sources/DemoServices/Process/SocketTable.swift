@@ -22,7 +22,7 @@ public enum SocketTable {
     public static func established(to hosts: [String], port: Int) -> [Int] {
         // The remote address's port, then the state: `…:1F90 01 `. A local port is followed
         // by a remote address (8 or 32 hex digits), never by `01 `.
-        let needle = Array(":\(String(port, radix: 16, uppercase: true).leftPadded(to: 4)) 01 ".utf8)
+        let needle = Array(String(format: ":%04X 01 ", port).utf8)
         let rows = self.rows("/proc/net/tcp", containing: needle) + self.rows("/proc/net/tcp6", containing: needle)
         return hosts.map { host in
             rows.filter { $0.state == 0x01 && $0.remote.host == host && $0.remote.port == port }.count
@@ -117,11 +117,5 @@ public enum SocketTable {
         guard let value = UInt32(word, radix: 16) else { return nil }
         let bytes = withUnsafeBytes(of: value.littleEndian) { Array($0) }
         return (bytes.map { "\($0)" }.joined(separator: "."), port)
-    }
-}
-
-extension String {
-    fileprivate func leftPadded(to width: Int) -> String {
-        String(repeating: "0", count: max(0, width - self.count)) + self
     }
 }
